@@ -1,0 +1,49 @@
+"""Write files atomically: to a temporary file in the same folder, then rename.
+
+A reader never sees a half-written file, and an interrupted run leaves the old
+file (or none) in place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically and return the path."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write ``obj`` as indented JSON (NaN and infinities refused) atomically."""
+    return atomic_write_text(
+        path, json.dumps(obj, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+    )
+
+
+def atomic_write_jsonl(path: str | os.PathLike[str], rows: Iterable[Any]) -> Path:
+    """Write one JSON object per line atomically."""
+    lines = [json.dumps(row, allow_nan=False, ensure_ascii=False) for row in rows]
+    return atomic_write_text(path, "".join(line + "\n" for line in lines))
