@@ -1,0 +1,51 @@
+"""Shared test set-up: small thread counts, no tokenizer parallelism, tiny models from configs."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def toy_tokenizer():
+    """A small byte-level BPE tokenizer trained on the toy corpus."""
+    from lmassay.toy import generate_toy_corpus, train_toy_tokenizer
+
+    texts = [text for _, text in generate_toy_corpus(seed=0, n_per_category=20)]
+    return train_toy_tokenizer(texts, vocab_size=300)
+
+
+def save_tiny_model(folder: Path, tokenizer, *, seed: int = 0, arch: str = "gpt2") -> Path:
+    """Save a randomly initialised tiny model with ``tokenizer`` as a transformers folder."""
+    from lmassay.toy import build_model, tiny_gpt2_config, tiny_llama_config
+
+    make_config = tiny_gpt2_config if arch == "gpt2" else tiny_llama_config
+    config = make_config(len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    model = build_model(config, seed=seed)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, toy_tokenizer) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model", toy_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def toy_pair(tmp_path_factory):
+    """The toy reference, a copy fine-tuned on 'cooking', and held-out probes (size 'test')."""
+    from lmassay.toy import build_toy_pair
+
+    return build_toy_pair(tmp_path_factory.mktemp("toy") / "pair", seed=0, size="test")
