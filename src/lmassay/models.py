@@ -1,0 +1,298 @@
+"""Load causal language models and their tokenizers safely, and describe them.
+
+Rules (the same for the model under test and the reference):
+
+* A local folder is used as is; anything else is treated as a Hugging Face hub id and resolved to a
+  local snapshot first (the cache when it has it; a download only when the hub is reachable).  A hub
+  id that is not cached while offline fails at once with a clear message.
+* Weights are loaded from ``*.safetensors`` only.  A folder that holds only pickled weights
+  (``*.bin``, ``*.pt``, ``*.pth``, ``*.ckpt``) is refused unless ``allow_pickle`` is set, because
+  unpickling can run arbitrary code.
+* ``trust_remote_code`` is off unless asked for.
+* The checkpoint's content digest is SHA-256 over the sorted relative paths and file digests of the
+  files in the (resolved) folder; see :mod:`lmassay.digests`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from lmassay.digests import Digest, digest_entries, digest_file, list_files
+from lmassay.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "added_tokens.json",
+)
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.py", "*.md"]
+
+
+@dataclass
+class LoadedModel:
+    """A model, its tokenizer and what lmassay records about them."""
+
+    name: str
+    path: Path
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    digest: Digest
+    tokenizer_digest: Digest
+    files: list[str]
+    device: str
+    dtype: str
+    max_length: int
+    prefix_token_id: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_parameters(self) -> int:
+        return int(sum(p.numel() for p in self.model.parameters()))
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON description written to ``attestation.json``."""
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "digest": self.digest.to_json(),
+            "tokenizer_digest": self.tokenizer_digest.to_json(),
+            "files": self.files,
+            "dtype": self.dtype,
+            "device": self.device,
+            "n_parameters": self.n_parameters,
+            "max_length": self.max_length,
+            "prefix_token_id": self.prefix_token_id,
+            "architecture": type(self.model).__name__,
+        }
+
+
+def resolve_device(device: str) -> str:
+    """Turn ``auto`` into the best available device; check an explicit one exists."""
+    import torch
+
+    if device not in DEVICES:
+        raise ModelLoadError(f"unknown device {device!r}", f"use one of {', '.join(DEVICES)}")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(
+            "--device cuda was asked for but no CUDA GPU is visible", "use --device cpu or auto"
+        )
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError(
+            "--device mps was asked for but MPS is not available", "use --device cpu or auto"
+        )
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """Turn ``auto`` into float32 on CPU, bfloat16 on GPUs that support it, float16 otherwise."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}", f"use one of {', '.join(DTYPES)}")
+    if dtype == "auto":
+        if device == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device == "mps":
+            return torch.float16
+        return torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub endpoint answers a TCP connection within ``timeout`` seconds."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    parsed = urlparse(constants.ENDPOINT)
+    host = parsed.hostname or "huggingface.co"
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_model_path(
+    spec: str, *, revision: str | None = None, allow_pickle: bool = False
+) -> Path:
+    """A local folder for ``spec``: the folder itself, or a hub snapshot (cache first)."""
+    local = Path(spec).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise ModelLoadError(
+                f"model path {spec!r} is a file, not a folder",
+                "pass the folder that holds config.json and the weights",
+            )
+        return local
+    looks_like_path = spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").replace(
+        "/", "", 1
+    )
+    if looks_like_path or spec.count("/") > 1:
+        raise ModelLoadError(f"model folder {spec!r} does not exist", "check the path")
+
+    from huggingface_hub import snapshot_download
+
+    patterns = [*_HUB_PATTERNS, *(["*.bin", "*.pt"] if allow_pickle else [])]
+    try:
+        return Path(
+            snapshot_download(
+                spec, revision=revision, allow_patterns=patterns, local_files_only=True
+            )
+        )
+    except Exception as exc:
+        cached_error = exc
+    if not _hub_reachable():
+        raise ModelLoadError(
+            f"model {spec!r} is neither a local folder nor in the Hugging Face cache, and the hub "
+            f"cannot be reached (offline)",
+            "pass a local model folder, or download it first where the hub is reachable "
+            "(huggingface-cli download ID)",
+        ) from cached_error
+    try:
+        return Path(snapshot_download(spec, revision=revision, allow_patterns=patterns))
+    except Exception as exc:
+        raise ModelLoadError(
+            f"could not download model {spec!r} from the hub ({type(exc).__name__}: {exc})",
+            "check the id, your network and HF_TOKEN for gated models",
+        ) from exc
+
+
+def _check_weights(path: Path, files: list[str], allow_pickle: bool) -> None:
+    names = [Path(f).name for f in files]
+    has_safetensors = any(n.endswith(".safetensors") for n in names)
+    pickles = [
+        f for f in files if f.endswith(PICKLE_SUFFIXES) and not f.startswith("training_args")
+    ]
+    if "config.json" not in names:
+        raise ModelLoadError(
+            f"model folder {str(path)!r} has no config.json", "pass a transformers model folder"
+        )
+    if not has_safetensors and pickles and not allow_pickle:
+        raise ModelLoadError(
+            f"model {str(path)!r} has only pickled weights ({pickles[0]}); unpickling can run code",
+            "convert the checkpoint to safetensors, or pass --allow-pickle if you trust its source",
+        )
+    if not has_safetensors and not pickles:
+        raise ModelLoadError(
+            f"model folder {str(path)!r} holds no weights (*.safetensors)",
+            "pass a complete model folder",
+        )
+
+
+def context_length(config: Any, tokenizer: Any) -> int:
+    """The model's context length, following lm-evaluation-harness ``HFLM.max_length``."""
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    tok_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_max, int) and 0 < tok_max < 1_000_000_000:
+        return tok_max
+    return 2048
+
+
+def prefix_token(tokenizer: Any, name: str) -> int:
+    """The token every text is conditioned on first: BOS if the tokenizer has one, else EOS."""
+    for attr in ("bos_token_id", "eos_token_id"):
+        value = getattr(tokenizer, attr, None)
+        if isinstance(value, int):
+            return value
+    raise ModelLoadError(
+        f"the tokenizer of {name!r} has neither a BOS nor an EOS token to start texts with",
+        "use a tokenizer with bos_token or eos_token set",
+    )
+
+
+def load_model(
+    spec: str,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer from a local folder or a hub id.
+
+    Raises :class:`~lmassay.errors.ModelLoadError` (a one-line, user-facing error) for every
+    problem with the input.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    resolved_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, resolved_device)
+    path = resolve_model_path(spec, revision=revision, allow_pickle=allow_pickle)
+    files = list_files(path)
+    _check_weights(path, files, allow_pickle)
+    file_digests = [(rel, digest_file(path / rel)) for rel in files]
+    digest = digest_entries(file_digests)
+    tokenizer_digest = digest_entries(
+        [(r, d) for r, d in file_digests if Path(r).name in _TOKENIZER_FILES]
+    )
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(
+            f"could not load the tokenizer of {spec!r} ({type(exc).__name__}: {exc})",
+            "the folder needs tokenizer files (tokenizer.json or vocab/merges); pass --trust-remote-code only if it needs custom code and you trust it",
+        ) from exc
+    has_safetensors = any(f.endswith(".safetensors") for f in files)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            dtype=torch_dtype,
+            use_safetensors=True if has_safetensors else None,
+            trust_remote_code=trust_remote_code,
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        hint = "pass --trust-remote-code if the model needs its own code and you trust it"
+        raise ModelLoadError(
+            f"could not load model {spec!r} ({type(exc).__name__}: {exc})", hint
+        ) from exc
+    model.to(resolved_device)  # type: ignore[arg-type]  # transformers types .to() narrowly
+    model.eval()
+    return LoadedModel(
+        name=spec,
+        path=path,
+        model=model,
+        tokenizer=tokenizer,
+        digest=digest,
+        tokenizer_digest=tokenizer_digest,
+        files=files,
+        device=resolved_device,
+        dtype=str(torch_dtype).removeprefix("torch."),
+        max_length=context_length(model.config, tokenizer),
+        prefix_token_id=prefix_token(tokenizer, spec),
+    )
+
+
+def same_tokenizer(a: LoadedModel, b: LoadedModel) -> bool:
+    """Whether two models share a tokenizer: the same vocabulary (token → id) and prefix token."""
+    if a.prefix_token_id != b.prefix_token_id:
+        return False
+    return bool(a.tokenizer.get_vocab() == b.tokenizer.get_vocab())

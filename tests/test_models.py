@@ -1,0 +1,100 @@
+"""Loading models safely: safetensors only, offline hub ids, digests, tokenizer identity."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+import torch
+
+from conftest import save_tiny_model
+from lmassay.digests import digest_tree
+from lmassay.errors import ModelLoadError
+from lmassay.models import load_model, resolve_device, resolve_dtype, same_tokenizer
+
+
+def test_loads_local_folder_and_records_digest(tiny_model_dir):
+    loaded = load_model(str(tiny_model_dir), device="cpu")
+    assert loaded.digest == digest_tree(tiny_model_dir)
+    assert loaded.dtype == "float32" and loaded.device == "cpu"
+    assert loaded.max_length == 128
+    assert loaded.prefix_token_id == loaded.tokenizer.bos_token_id
+    described = loaded.describe()
+    assert described["digest"]["algorithm"] == "sha256"
+    assert "model.safetensors" in described["files"]
+    assert described["n_parameters"] == sum(p.numel() for p in loaded.model.parameters())
+    assert not loaded.model.training
+
+
+def test_digest_changes_with_one_byte(tiny_model_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, copy)
+    assert digest_tree(copy) == digest_tree(tiny_model_dir)
+    config = copy / "config.json"
+    config.write_text(config.read_text() + " ")
+    assert digest_tree(copy) != digest_tree(tiny_model_dir)
+
+
+def test_bfloat16_dtype(tiny_model_dir):
+    loaded = load_model(str(tiny_model_dir), device="cpu", dtype="bfloat16")
+    assert loaded.dtype == "bfloat16"
+    assert next(loaded.model.parameters()).dtype == torch.bfloat16
+
+
+def test_refuses_pickled_weights_unless_allowed(tiny_model_dir, tmp_path):
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, folder)
+    model = load_model(str(tiny_model_dir), device="cpu").model
+    (folder / "model.safetensors").unlink()
+    model.save_pretrained(folder, safe_serialization=False)
+    if not (folder / "pytorch_model.bin").exists():  # newer transformers always write safetensors
+        (folder / "model.safetensors").unlink(missing_ok=True)
+        torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    with pytest.raises(ModelLoadError, match=r"pickled weights.*--allow-pickle"):
+        load_model(str(folder), device="cpu")
+    loaded = load_model(str(folder), device="cpu", allow_pickle=True)
+    assert loaded.n_parameters == sum(p.numel() for p in model.parameters())
+
+
+def test_missing_folder_and_missing_config(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model(str(tmp_path / "nope" / "model"), device="cpu")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelLoadError, match=r"no config\.json"):
+        load_model(str(empty), device="cpu")
+    file = tmp_path / "file.bin"
+    file.write_bytes(b"x")
+    with pytest.raises(ModelLoadError, match="is a file"):
+        load_model(str(file), device="cpu")
+
+
+def test_uncached_hub_id_offline_fails_at_once(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    start = time.perf_counter()
+    with pytest.raises(ModelLoadError, match="cannot be reached"):
+        load_model("someone/not-a-cached-model", device="cpu")
+    assert time.perf_counter() - start < 10
+
+
+def test_unknown_device_and_dtype():
+    with pytest.raises(ModelLoadError, match="unknown device"):
+        resolve_device("tpu")
+    with pytest.raises(ModelLoadError, match="unknown dtype"):
+        resolve_dtype("int4", "cpu")
+    assert resolve_dtype("auto", "cpu") == torch.float32
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelLoadError, match="no CUDA GPU"):
+            resolve_device("cuda")
+
+
+def test_same_tokenizer(tiny_model_dir, tmp_path, toy_tokenizer):
+    from lmassay.toy import generate_toy_corpus, train_toy_tokenizer
+
+    twin = save_tiny_model(tmp_path / "twin", toy_tokenizer, seed=1, arch="llama")
+    texts = [t for _, t in generate_toy_corpus(seed=5, n_per_category=10)]
+    other = save_tiny_model(tmp_path / "other", train_toy_tokenizer(texts, vocab_size=280), seed=2)
+    a = load_model(str(tiny_model_dir), device="cpu")
+    assert same_tokenizer(a, load_model(str(twin), device="cpu"))
+    assert not same_tokenizer(a, load_model(str(other), device="cpu"))
