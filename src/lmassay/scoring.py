@@ -299,12 +299,18 @@ def _reduce_rows(
     widths: list[int],
     topk: int,
 ) -> dict[str, np.ndarray]:
-    """Per-token scalars from the scored rows of each model's logits, in row chunks (float32)."""
+    """Per-token scalars from the scored rows of each model's logits, in row chunks (float32).
+
+    With ``z`` the logits and ``lse = logsumexp(z)``: ``log p(t) = z[t] − lse`` and
+    ``KL(r ‖ m) = Σ_v p_r(v) (z_r(v) − z_m(v)) − (lse_r − lse_m)``, so no full log-softmax is
+    materialised (two temporaries of one chunk instead of six); identical logits give exactly 0.
+    """
     import torch
 
     n_rows = int(row_index.shape[0])
     chunk = max(1, _CHUNK_ELEMENTS // max(widths))
     common = min(widths)
+    names = ["model", "reference"][: len(flat_logits)]
     parts: dict[str, list[np.ndarray]] = {}
 
     def keep(key: str, value: torch.Tensor) -> None:
@@ -313,30 +319,46 @@ def _reduce_rows(
     for start in range(0, n_rows, chunk):
         idx = row_index[start : start + chunk]
         tgt = targets[start : start + chunk]
-        logp = []
-        for flat in flat_logits:
-            lp = flat[idx.to(flat.device)].float().log_softmax(dim=-1)  # (C, V) float32
-            logp.append(lp)
-        names = ["model", "reference"][: len(logp)]
-        for name, lp in zip(names, logp, strict=True):
-            keep(f"logprob_{name}", lp.gather(-1, tgt.to(lp.device)[:, None]).squeeze(-1))  # (C,)
-            keep(f"top1_{name}", lp.argmax(dim=-1))  # (C,)
+        logits, lses = [], []
+        for name, flat in zip(names, flat_logits, strict=True):
+            z = flat[idx.to(flat.device)].float()  # (C, V) float32
+            lse = torch.logsumexp(z, dim=-1)  # (C,)
+            keep(f"logprob_{name}", z.gather(-1, tgt.to(z.device)[:, None]).squeeze(-1) - lse)
+            keep(f"top1_{name}", z.argmax(dim=-1))
             if topk:
-                values, ids = lp.topk(topk, dim=-1)  # (C, k)
+                values, ids = z.topk(topk, dim=-1)  # (C, k)
                 keep(f"topk_{name}_ids", ids)
-                keep(f"topk_{name}_logprobs", values)
-        if len(logp) == 2:
-            lp_m, lp_r = logp
-            if widths[0] != widths[1]:
-                lp_m = lp_m[:, :common].log_softmax(dim=-1)
-                lp_r = lp_r[:, :common].log_softmax(dim=-1).to(lp_m.device)
-            else:
-                lp_r = lp_r.to(lp_m.device)
-            p_r = lp_r.exp()
-            terms = torch.where(p_r > 0, p_r * (lp_r - lp_m), torch.zeros_like(p_r))  # (C, V)
-            keep("kl", terms.sum(dim=-1).clamp_min(0.0))  # (C,)
-        del logp
+                keep(f"topk_{name}_logprobs", values - lse[:, None])
+            logits.append(z)
+            lses.append(lse)
+        if len(logits) == 2:
+            keep("kl", _kl_rows(logits[0], lses[0], logits[1], lses[1], widths, common))
+        del logits, lses
     return {key: np.concatenate(values) for key, values in parts.items()}
+
+
+def _kl_rows(
+    z_m: torch.Tensor,
+    lse_m: torch.Tensor,
+    z_r: torch.Tensor,
+    lse_r: torch.Tensor,
+    widths: list[int],
+    common: int,
+) -> torch.Tensor:
+    """KL(reference ‖ model) per row from float32 logits ``(C, V)`` and their logsumexp ``(C,)``."""
+    import torch
+
+    z_r = z_r.to(z_m.device)
+    lse_r = lse_r.to(z_m.device)
+    if widths[0] != widths[1]:  # compare over the shared columns, each renormalised
+        z_m, z_r = z_m[:, :common], z_r[:, :common]
+        lse_m, lse_r = torch.logsumexp(z_m, dim=-1), torch.logsumexp(z_r, dim=-1)
+    p_r = torch.exp(z_r - lse_r[:, None])  # (C, V)
+    kl = torch.linalg.vecdot(p_r, z_r - z_m) - (lse_r - lse_m)  # (C,)
+    if not bool(torch.isfinite(kl).all()):  # -inf logits (masked tokens): drop 0 · inf terms
+        terms = torch.where(p_r > 0, p_r * (z_r - z_m), torch.zeros_like(p_r))
+        kl = terms.sum(dim=-1) - (lse_r - lse_m)
+    return kl.clamp_min(0.0)
 
 
 def bits_per_byte(logprob: float, n_bytes: int) -> float:
