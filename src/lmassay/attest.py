@@ -1,0 +1,547 @@
+"""``lmassay attest``: score a probe corpus with a model and a reference and find the tampering axis.
+
+The recipe reads top to bottom in :func:`attest`: load the probes, load the models, decide the
+comparison, score (the only heavy step), analyse per category, collect evidence, write the outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from lmassay._atomic import atomic_write_json, atomic_write_jsonl
+from lmassay.errors import InputError
+from lmassay.evidence import excerpt, rank_samples, token_evidence
+from lmassay.models import DEVICES, DTYPES, LoadedModel, load_model, same_tokenizer
+from lmassay.probes import ProbeSample, ProbeSet, load_probes
+from lmassay.progress import NullProgress, Progress
+from lmassay.provenance import provenance, utc_now
+from lmassay.scoring import TokenScores, bits_per_byte, score_token_lists, tokenize_texts
+from lmassay.statistics import Analysis, SampleStatistic, StatsConfig, analyse
+
+SCHEMA = "lmassay.attestation/v1"
+KL_DIRECTION = "KL(reference || model), nats/token"
+Comparison = Literal["auto", "kl", "bpb"]
+
+
+@dataclass
+class AttestConfig:
+    """Everything ``lmassay attest`` needs; :meth:`validate` names the offending flag."""
+
+    model: str
+    """Model under test: a local folder or a Hugging Face hub id."""
+    probes: str
+    """Probe corpus: JSONL, a folder of category sub-folders of .txt files, a saved HF dataset or parquet."""
+    out: str
+    """Output folder for attestation.json, samples.jsonl, report.html and report.md."""
+    reference: str | None = None
+    """Known-good reference model (folder or hub id). Without it the model is scored alone."""
+    baseline: str | None = None
+    """Without a reference: an earlier attestation folder of a trusted model on the same probes."""
+    text_field: str = "text"
+    category_field: str = "category"
+    id_field: str = "id"
+    split: str | None = None
+    per_category: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+    max_length: int | None = None
+    token_budget: int | None = None
+    comparison: Comparison = "auto"
+    alpha: float = 0.05
+    noise_floor: float | None = None
+    different_model_threshold: float | None = None
+    n_bootstrap: int = 1000
+    min_samples: int = 5
+    evidence_samples: int = 3
+    evidence_tokens: int = 5
+    context_tokens: int = 12
+    write_report: bool = True
+
+    def validate(self) -> None:
+        checks: list[tuple[bool, str, str]] = [
+            (
+                self.device in DEVICES,
+                f"--device {self.device!r} is not known",
+                f"use one of {', '.join(DEVICES)}",
+            ),
+            (
+                self.dtype in DTYPES,
+                f"--dtype {self.dtype!r} is not known",
+                f"use one of {', '.join(DTYPES)}",
+            ),
+            (
+                self.comparison in ("auto", "kl", "bpb"),
+                f"--comparison {self.comparison!r} is not known",
+                "use auto, kl or bpb",
+            ),
+            (0 < self.alpha < 1, f"--alpha {self.alpha} is outside (0, 1)", "use e.g. 0.05"),
+            (
+                self.noise_floor is None or self.noise_floor >= 0,
+                f"--noise-floor {self.noise_floor} is negative",
+                "use 0 or more",
+            ),
+            (
+                self.different_model_threshold is None or self.different_model_threshold > 0,
+                f"--different-model-threshold {self.different_model_threshold} is not positive",
+                "use a positive number",
+            ),
+            (
+                self.n_bootstrap >= 1,
+                f"--n-bootstrap {self.n_bootstrap} is below 1",
+                "use e.g. 1000",
+            ),
+            (self.min_samples >= 2, f"--min-samples {self.min_samples} is below 2", "use e.g. 5"),
+            (
+                self.per_category is None or self.per_category >= 1,
+                f"--per-category {self.per_category} is below 1",
+                "use 1 or more",
+            ),
+            (
+                self.max_length is None or self.max_length >= 1,
+                f"--max-length {self.max_length} is below 1",
+                "use 1 or more",
+            ),
+            (
+                self.token_budget is None or self.token_budget >= 1,
+                f"--token-budget {self.token_budget} is below 1",
+                "use 1 or more",
+            ),
+            (
+                self.evidence_samples >= 0 and self.evidence_tokens >= 0,
+                "--evidence-samples/--evidence-tokens are negative",
+                "use 0 or more",
+            ),
+            (
+                not (self.reference and self.baseline),
+                "--reference and --baseline were both given",
+                "give one of them",
+            ),
+            (
+                not (self.comparison == "kl" and not self.reference),
+                "--comparison kl needs --reference",
+                "add --reference or use --comparison auto",
+            ),
+        ]
+        for ok, what, fix in checks:
+            if not ok:
+                raise InputError(what, fix)
+        out = Path(self.out)
+        if out.exists() and not out.is_dir():
+            raise InputError(
+                f"--out {self.out!r} is a file", "pass a folder (it is created if missing)"
+            )
+
+
+@dataclass
+class AttestationResult:
+    """What :func:`attest` produced: the attestation, the per-sample rows and the files written."""
+
+    attestation: dict[str, Any]
+    samples: list[dict[str, Any]]
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> str:
+        return str(self.attestation["verdict"])
+
+    @property
+    def exit_code(self) -> int:
+        """0 when nothing is wrong (consistent, or scored alone), 1 when tampered or a different model."""
+        return 0 if self.verdict in ("consistent", "scored-only") else 1
+
+
+@dataclass
+class _Scored:
+    """Scores of every probe sample under the model (and the reference or baseline)."""
+
+    comparison: Literal["kl", "bpb", "none"]
+    model: list[TokenScores]
+    reference: list[TokenScores] | None = None
+    baseline_logprobs: list[float] | None = None
+    baseline_n_tokens: list[int] | None = None
+
+    def reference_n_tokens(self, index: int) -> int | None:
+        """Tokens of sample ``index`` under the reference's (or baseline's) own tokenizer, for bpb."""
+        if self.comparison != "bpb":
+            return None
+        if self.baseline_n_tokens is not None:
+            return self.baseline_n_tokens[index]
+        return self.reference[index].n_tokens if self.reference is not None else None
+
+
+def attest(config: AttestConfig, progress: Progress | None = None) -> AttestationResult:
+    """Run an attestation and write its outputs to ``config.out``. See :class:`AttestConfig`."""
+    progress = progress or NullProgress()
+    config.validate()
+    started, t0 = utc_now(), time.perf_counter()
+
+    probes = load_probes(
+        config.probes,
+        text_field=config.text_field,
+        category_field=config.category_field,
+        id_field=config.id_field,
+        split=config.split,
+        per_category=config.per_category,
+        seed=config.seed,
+        min_per_category=config.min_samples,
+    )
+    progress.log(f"probes: {len(probes.samples)} samples in {len(probes.categories)} categories")
+    baseline = _load_baseline(config.baseline, probes) if config.baseline else None
+
+    model = load_model(
+        config.model,
+        device=config.device,
+        dtype=config.dtype,
+        allow_pickle=config.allow_pickle,
+        trust_remote_code=config.trust_remote_code,
+    )
+    reference = None
+    if config.reference:
+        reference = load_model(
+            config.reference,
+            device=config.device,
+            dtype=config.dtype,
+            allow_pickle=config.allow_pickle,
+            trust_remote_code=config.trust_remote_code,
+        )
+    progress.log(
+        f"model: {model.name} ({model.n_parameters:,} parameters, {model.dtype} on {model.device})"
+    )
+
+    texts = [s.text for s in probes.samples]
+    scored = _score(texts, model, reference, baseline, config, progress)
+    rows = _sample_rows(probes.samples, scored)
+    stats_input = _statistics_input(probes.samples, scored)
+    analysis = analyse(
+        stats_input,
+        scored.comparison,
+        StatsConfig(
+            alpha=config.alpha,
+            noise_floor=config.noise_floor,
+            different_model_threshold=config.different_model_threshold,
+            n_bootstrap=config.n_bootstrap,
+            seed=config.seed,
+            min_samples=config.min_samples,
+        ),
+    )
+    evidence = _evidence(analysis, probes.samples, rows, scored, model, reference, config)
+
+    duration = time.perf_counter() - t0
+    n_tokens = sum(s.n_tokens for s in scored.model) + sum(
+        s.n_tokens for s in scored.reference or []
+    )
+    prov = provenance(_config_json(config), config.seed)
+    prov.update(
+        started=started,
+        finished=utc_now(),
+        duration_s=round(duration, 3),
+        throughput_tokens_per_s=round(n_tokens / duration, 1) if duration > 0 else None,
+    )
+    attestation = {
+        "schema": SCHEMA,
+        "created": prov["finished"],
+        **analysis.to_json(),
+        "kl_direction": KL_DIRECTION,
+        "evidence": evidence,
+        "warnings": [*probes.warnings, *analysis.warnings],
+        "model": model.describe(),
+        "reference": reference.describe() if reference else None,
+        "baseline": baseline.describe() if baseline else None,
+        "probes": probes.to_json(),
+        "provenance": prov,
+    }
+    result = AttestationResult(attestation=attestation, samples=rows)
+    result.paths = write_outputs(Path(config.out), result, render=config.write_report)
+    return result
+
+
+def write_outputs(out: Path, result: AttestationResult, *, render: bool = True) -> dict[str, Path]:
+    """Write samples.jsonl, attestation.json (and the reports), each atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "samples": atomic_write_jsonl(out / "samples.jsonl", result.samples),
+        "attestation": atomic_write_json(out / "attestation.json", result.attestation),
+    }
+    if render:
+        from lmassay.report import write_report
+
+        paths.update(write_report(out, result.attestation))
+    return paths
+
+
+def _config_json(config: AttestConfig) -> dict[str, Any]:
+    return asdict(config)
+
+
+# --------------------------------------------------------------------------------------------
+# scoring
+
+
+def _score(
+    texts: Sequence[str],
+    model: LoadedModel,
+    reference: LoadedModel | None,
+    baseline: _Baseline | None,
+    config: AttestConfig,
+    progress: Progress,
+) -> _Scored:
+    if reference is not None and config.comparison != "bpb" and same_tokenizer(model, reference):
+        max_length = config.max_length or min(model.max_length, reference.max_length)
+        token_lists = tokenize_texts(
+            model.tokenizer, texts, progress.task("tokenising", len(texts))
+        )
+        total = sum(len(t) for t in token_lists)
+        scores = score_token_lists(
+            token_lists,
+            model.model,
+            reference.model,
+            prefix_token_id=model.prefix_token_id,
+            max_length=max_length,
+            token_budget=config.token_budget,
+            progress=progress.task("scoring model + reference (tokens)", total),
+        )
+        return _Scored("kl", scores, scores)
+    if reference is not None and config.comparison == "kl":
+        raise InputError(
+            f"--comparison kl needs one tokenizer, but {model.name!r} and {reference.name!r} have different vocabularies",
+            "use --comparison auto (bits per byte) or a reference with the same tokenizer",
+        )
+    own = _score_alone(texts, model, config, progress, "model")
+    if reference is not None:
+        return _Scored("bpb", own, _score_alone(texts, reference, config, progress, "reference"))
+    if baseline is not None:
+        return _Scored(
+            "bpb", own, baseline_logprobs=baseline.logprobs, baseline_n_tokens=baseline.n_tokens
+        )
+    return _Scored("none", own)
+
+
+def _score_alone(
+    texts: Sequence[str], loaded: LoadedModel, config: AttestConfig, progress: Progress, role: str
+) -> list[TokenScores]:
+    token_lists = tokenize_texts(
+        loaded.tokenizer, texts, progress.task(f"tokenising for {role}", len(texts))
+    )
+    return score_token_lists(
+        token_lists,
+        loaded.model,
+        prefix_token_id=loaded.prefix_token_id,
+        max_length=config.max_length or loaded.max_length,
+        token_budget=config.token_budget,
+        progress=progress.task(f"scoring {role} (tokens)", sum(len(t) for t in token_lists)),
+    )
+
+
+def _reference_logprob(scored: _Scored, index: int) -> float | None:
+    if scored.baseline_logprobs is not None:
+        return scored.baseline_logprobs[index]
+    if scored.reference is None:
+        return None
+    ref = scored.reference[index]
+    values = ref.logprob_reference if scored.comparison == "kl" else ref.logprob_model
+    return float(np.sum(values, dtype=np.float64)) if values is not None else None
+
+
+def _sample_rows(samples: Sequence[ProbeSample], scored: _Scored) -> list[dict[str, Any]]:
+    rows = []
+    for index, (sample, own) in enumerate(zip(samples, scored.model, strict=True)):
+        logprob_model = float(np.sum(own.logprob_model, dtype=np.float64))
+        logprob_reference = _reference_logprob(scored, index)
+        n_bytes = sample.n_bytes
+        kl = own.kl if scored.comparison == "kl" else None
+        agree = own.top1_agree if scored.comparison == "kl" else None
+        row: dict[str, Any] = {
+            "id": sample.id,
+            "category": sample.category,
+            "n_tokens": own.n_tokens,
+            "n_bytes": n_bytes,
+            "logprob_model": logprob_model,
+            "logprob_reference": logprob_reference,
+            "bpb_model": bits_per_byte(logprob_model, n_bytes),
+            "bpb_reference": bits_per_byte(logprob_reference, n_bytes)
+            if logprob_reference is not None
+            else None,
+            "mean_kl": float(np.mean(kl, dtype=np.float64)) if kl is not None else None,
+            "max_kl": float(np.max(kl)) if kl is not None else None,
+            "top1_agreement": float(np.mean(agree)) if agree is not None else None,
+            "n_windows": own.n_windows,
+        }
+        if scored.comparison == "bpb":
+            row["n_tokens_reference"] = scored.reference_n_tokens(index)
+        for key, value in row.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                row[key] = None
+        rows.append(row)
+    return rows
+
+
+def _statistics_input(samples: Sequence[ProbeSample], scored: _Scored) -> list[SampleStatistic]:
+    out = []
+    for index, (sample, own) in enumerate(zip(samples, scored.model, strict=True)):
+        out.append(
+            SampleStatistic(
+                category=sample.category,
+                n_tokens=own.n_tokens,
+                n_bytes=sample.n_bytes,
+                logprob_model=float(np.sum(own.logprob_model, dtype=np.float64)),
+                logprob_reference=_reference_logprob(scored, index),
+                token_kl=own.kl if scored.comparison == "kl" else None,
+                token_top1_agree=own.top1_agree if scored.comparison == "kl" else None,
+                n_tokens_reference=scored.reference_n_tokens(index),
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# evidence
+
+
+def _evidence_categories(analysis: Analysis) -> list[str]:
+    if analysis.flagged:
+        return list(analysis.flagged)
+    tested = [c for c in analysis.categories if c.level is not None]
+    if not tested or analysis.comparison == "none":
+        return []
+    return [max(tested, key=lambda c: (c.level, c.name)).name]
+
+
+def _evidence(
+    analysis: Analysis,
+    samples: Sequence[ProbeSample],
+    rows: Sequence[dict[str, Any]],
+    scored: _Scored,
+    model: LoadedModel,
+    reference: LoadedModel | None,
+    config: AttestConfig,
+) -> list[dict[str, Any]]:
+    if config.evidence_samples == 0:
+        return []
+    out = []
+    for category in _evidence_categories(analysis):
+        members = [i for i, s in enumerate(samples) if s.category == category]
+        if scored.comparison == "kl" and reference is not None:
+            values = [r["mean_kl"] if r["mean_kl"] is not None else -math.inf for r in rows]
+            chosen = rank_samples(members, values, config.evidence_samples)
+            rescored = _rescore_with_topk(chosen, scored, model, reference, config)
+            entries = [
+                {
+                    "id": rows[i]["id"],
+                    "mean_kl": rows[i]["mean_kl"],
+                    "max_kl": rows[i]["max_kl"],
+                    "n_tokens": rows[i]["n_tokens"],
+                    "tokens": token_evidence(
+                        s, model.tokenizer, config.evidence_tokens, config.context_tokens
+                    ),
+                }
+                for i, s in zip(chosen, rescored, strict=True)
+            ]
+        else:
+            deltas = [
+                r["bpb_model"] - r["bpb_reference"] if r["bpb_reference"] is not None else -math.inf
+                for r in rows
+            ]
+            chosen = rank_samples(members, deltas, config.evidence_samples)
+            entries = [
+                {
+                    "id": rows[i]["id"],
+                    "delta_bpb": deltas[i],
+                    "bpb_model": rows[i]["bpb_model"],
+                    "bpb_reference": rows[i]["bpb_reference"],
+                    "n_tokens": rows[i]["n_tokens"],
+                    "excerpt": excerpt(samples[i].text),
+                    "tokens": [],
+                }
+                for i in chosen
+            ]
+        out.append({"category": category, "samples": entries})
+    return out
+
+
+def _rescore_with_topk(
+    chosen: Sequence[int],
+    scored: _Scored,
+    model: LoadedModel,
+    reference: LoadedModel,
+    config: AttestConfig,
+) -> list[TokenScores]:
+    token_lists = [scored.model[i].token_ids.tolist() for i in chosen]
+    return score_token_lists(
+        token_lists,
+        model.model,
+        reference.model,
+        prefix_token_id=model.prefix_token_id,
+        max_length=config.max_length or min(model.max_length, reference.max_length),
+        token_budget=config.token_budget,
+        topk=5,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# baseline (reference-less comparison against an earlier attestation of a trusted model)
+
+
+@dataclass
+class _Baseline:
+    path: Path
+    logprobs: list[float]
+    n_tokens: list[int]
+    attestation: dict[str, Any]
+
+    def describe(self) -> dict[str, Any]:
+        model = self.attestation.get("model") or {}
+        return {"path": str(self.path), "model": model.get("name"), "digest": model.get("digest")}
+
+
+def _load_baseline(path_text: str, probes: ProbeSet) -> _Baseline:
+    folder = Path(path_text)
+    samples_path = folder / "samples.jsonl"
+    att_path = folder / "attestation.json"
+    if not samples_path.is_file() or not att_path.is_file():
+        raise InputError(
+            f"--baseline {path_text!r} is not an attestation folder (needs samples.jsonl and attestation.json)",
+            "pass the --out folder of an earlier `lmassay attest` run of a trusted model on the same probes",
+        )
+    try:
+        attestation = json.loads(att_path.read_text(encoding="utf-8"))
+        by_id = {}
+        for line_no, line in enumerate(samples_path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                row = json.loads(line)
+                by_id[str(row["id"])] = (
+                    float(row["logprob_model"]),
+                    int(row["n_bytes"]),
+                    int(row["n_tokens"]),
+                    line_no,
+                )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(
+            f"--baseline {path_text!r} could not be read ({exc})", "re-run the baseline attestation"
+        ) from exc
+    logprobs, n_tokens = [], []
+    for sample in probes.samples:
+        if sample.id not in by_id:
+            raise InputError(
+                f"--baseline {path_text!r} has no score for probe sample {sample.id!r}",
+                "run the baseline on the same probe corpus (same ids)",
+            )
+        logprob, n_bytes, tokens, line_no = by_id[sample.id]
+        if n_bytes != sample.n_bytes:
+            raise InputError(
+                f"--baseline {path_text!r} sample {sample.id!r} (line {line_no}) has {n_bytes} bytes, the probe has {sample.n_bytes}",
+                "the probe texts changed: re-run the baseline on these probes",
+            )
+        logprobs.append(logprob)
+        n_tokens.append(tokens)
+    return _Baseline(folder, logprobs, n_tokens, attestation)
