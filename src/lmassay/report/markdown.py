@@ -320,7 +320,7 @@ def _overview(att: Mapping[str, Any]) -> list[str]:
     if comparison == "kl":
         how = _md(att.get("kl_direction") or "KL(reference || model), nats/token")
     elif comparison == "bpb":
-        how = "bits per byte (different tokenizers: no token-level KL)"
+        how = "bits per byte (no token-level KL: different tokenizers, a baseline run or --comparison bpb)"
     else:
         how = "model alone (bits per byte across categories; weak evidence)"
     lines.append(f"- comparison: {_md(comparison)}, {how}")
