@@ -31,7 +31,9 @@ def save_tiny_model(folder: Path, tokenizer, *, seed: int = 0, arch: str = "gpt2
     from lmassay.toy import build_model, tiny_gpt2_config, tiny_llama_config
 
     make_config = tiny_gpt2_config if arch == "gpt2" else tiny_llama_config
-    config = make_config(len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = make_config(
+        len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id
+    )
     model = build_model(config, seed=seed)
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)

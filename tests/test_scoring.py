@@ -22,7 +22,7 @@ def lm_eval_rolling_windows(token_list, prefix_token, max_seq_len, context_len=1
     pred_len = max_seq_len - context_len + 1
     predicted = 0
     first_seq_len = min(max_seq_len, len(token_list))
-    out.append(([prefix_token, *token_list[:first_seq_len - 1]], token_list[:first_seq_len]))
+    out.append(([prefix_token, *token_list[: first_seq_len - 1]], token_list[:first_seq_len]))
     predicted += first_seq_len
     while predicted < len(token_list):
         window_pred_len = min(len(token_list) - predicted, pred_len)
