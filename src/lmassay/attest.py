@@ -199,6 +199,10 @@ def attest(config: AttestConfig, progress: Progress | None = None) -> Attestatio
     progress.log(f"probes: {len(probes.samples)} samples in {len(probes.categories)} categories")
     baseline = _load_baseline(config.baseline, probes) if config.baseline else None
 
+    progress.log(
+        f"loading model {config.model}"
+        + (f" and reference {config.reference}" if config.reference else "")
+    )
     model = load_model(
         config.model,
         device=config.device,
@@ -222,6 +226,9 @@ def attest(config: AttestConfig, progress: Progress | None = None) -> Attestatio
     texts = [s.text for s in probes.samples]
     scored = _score(texts, model, reference, baseline, config, progress)
     rows = _sample_rows(probes.samples, scored)
+    progress.log(
+        f"testing {len(probes.categories)} categories ({config.n_bootstrap} bootstrap resamples)"
+    )
     stats_input = _statistics_input(probes.samples, scored)
     analysis = analyse(
         stats_input,
@@ -262,6 +269,7 @@ def attest(config: AttestConfig, progress: Progress | None = None) -> Attestatio
         "provenance": prov,
     }
     result = AttestationResult(attestation=attestation, samples=rows)
+    progress.log(f"writing {config.out}")
     result.paths = write_outputs(Path(config.out), result, render=config.write_report)
     return result
 

@@ -39,8 +39,17 @@ def _fail(verb: str, message: str) -> NoReturn:
     raise typer.Exit(EXIT_UNUSABLE)
 
 
+def _quiet_libraries() -> None:
+    """Silence transformers' own progress bars and advisory warnings: lmassay reports progress."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def _run(verb: str, func: Any, *args: Any, **kwargs: Any) -> Any:
     """Call ``func``; turn every known error into one line on stderr and exit code 2."""
+    _quiet_libraries()
     try:
         return func(*args, **kwargs)
     except LmassayError as exc:
