@@ -195,3 +195,13 @@ def test_baseline_with_other_probes_is_refused(tmp_path, toy_pair):
     )
     with pytest.raises(InputError, match="has no score for probe sample"):
         run(tmp_path, toy_pair, reference=None, baseline=str(base.paths["attestation"].parent))
+
+
+def test_bfloat16_models_flag_the_same_category_and_self_kl_is_zero(tmp_path, toy_pair):
+    result = run(tmp_path, toy_pair, dtype="bfloat16", name="bf16")
+    att = result.attestation
+    assert att["model"]["dtype"] == "bfloat16"
+    assert att["flagged"] == ["cooking"]
+    itself = run(tmp_path, toy_pair, model=toy_pair.reference, dtype="bfloat16", name="bf16-self")
+    assert all(c["mean_kl"] == 0.0 for c in itself.attestation["categories"])
+    assert itself.verdict == "consistent"
