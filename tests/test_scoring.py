@@ -176,6 +176,25 @@ def test_bfloat16_close_to_float32_reference_and_float32_outputs():
         np.testing.assert_allclose(s.logprob_model[:k], expected, atol=0.05)
 
 
+def test_padded_output_width_compares_over_shared_columns():
+    model = gpt2(9)
+    torch.manual_seed(10)
+    wide = GPT2LMHeadModel(
+        GPT2Config(vocab_size=VOCAB + 7, n_positions=32, n_embd=32, n_layer=2, n_head=2)
+    ).eval()
+    texts = random_texts(5, [4, 9])
+    scores = score_token_lists(texts, model, wide, prefix_token_id=PREFIX, max_length=16)
+    for tokens, s in zip(texts, scores, strict=True):
+        inp = torch.tensor([[PREFIX, *tokens[:-1]]])
+        with torch.no_grad():
+            full_r = torch.log_softmax(wide(inp).logits[0].double(), -1)
+            a = torch.log_softmax(model(inp).logits[0].double(), -1)
+            r = torch.log_softmax(wide(inp).logits[0, :, :VOCAB].double(), -1)
+        np.testing.assert_allclose(s.kl, (r.exp() * (r - a)).sum(-1).numpy(), rtol=1e-4, atol=1e-6)
+        expected_r = full_r[torch.arange(len(tokens)), torch.tensor(tokens)].numpy()
+        np.testing.assert_allclose(s.logprob_reference, expected_r, rtol=1e-5, atol=1e-5)
+
+
 def test_topk_capture_matches_full_distribution():
     model, ref = gpt2(7), gpt2(8)
     texts = random_texts(4, [6, 12])

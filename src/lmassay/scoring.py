@@ -312,15 +312,15 @@ def _reduce_rows(
 ) -> dict[str, np.ndarray]:
     """Per-token scalars from the scored rows of each model's logits, in row chunks (float32).
 
-    With ``z`` the logits and ``lse = logsumexp(z)``: ``log p(t) = z[t] − lse`` and
-    ``KL(r ‖ m) = Σ_v p_r(v) (z_r(v) − z_m(v)) − (lse_r − lse_m)``, so no full log-softmax is
-    materialised (two temporaries of one chunk instead of six); identical logits give exactly 0.
+    With ``z`` the logits, ``m = max z`` (whose index is the top-1 token), ``e = exp(z − m)``,
+    ``s = Σ e`` and ``lse = m + log s``: ``log p(t) = z[t] − lse`` and
+    ``KL(r ‖ m) = Σ_v e_r(v) (z_r(v) − z_m(v)) / s_r − (lse_r − lse_m)``.  No log-softmax is
+    materialised and each row is exponentiated once per model; identical logits give exactly 0.
     """
     import torch
 
     n_rows = int(row_index.shape[0])
     chunk = max(1, _CHUNK_ELEMENTS // max(widths))
-    common = min(widths)
     names = ["model", "reference"][: len(flat_logits)]
     parts: dict[str, list[np.ndarray]] = {}
 
@@ -330,45 +330,53 @@ def _reduce_rows(
     for start in range(0, n_rows, chunk):
         idx = row_index[start : start + chunk]
         tgt = targets[start : start + chunk]
-        logits, lses = [], []
+        rows = []
         for name, flat in zip(names, flat_logits, strict=True):
             z = flat[idx.to(flat.device)].float()  # (C, V) float32
-            lse = torch.logsumexp(z, dim=-1)  # (C,)
+            top, top1 = z.max(dim=-1)  # (C,), (C,)
+            e = torch.exp(z - top[:, None])  # (C, V)
+            total = e.sum(dim=-1)  # (C,)
+            lse = top + torch.log(total)  # (C,)
             keep(f"logprob_{name}", z.gather(-1, tgt.to(z.device)[:, None]).squeeze(-1) - lse)
-            keep(f"top1_{name}", z.argmax(dim=-1))
+            keep(f"top1_{name}", top1)
             if topk:
                 values, ids = z.topk(topk, dim=-1)  # (C, k)
                 keep(f"topk_{name}_ids", ids)
                 keep(f"topk_{name}_logprobs", values - lse[:, None])
-            logits.append(z)
-            lses.append(lse)
-        if len(logits) == 2:
-            keep("kl", _kl_rows(logits[0], lses[0], logits[1], lses[1], widths, common))
-        del logits, lses
+            rows.append(_Rows(z, e, total, lse))
+        if len(rows) == 2:
+            keep("kl", _kl_rows(rows[0], rows[1], widths))
+        del rows
     return {key: np.concatenate(values) for key, values in parts.items()}
 
 
-def _kl_rows(
-    z_m: torch.Tensor,
-    lse_m: torch.Tensor,
-    z_r: torch.Tensor,
-    lse_r: torch.Tensor,
-    widths: list[int],
-    common: int,
-) -> torch.Tensor:
-    """KL(reference ‖ model) per row from float32 logits ``(C, V)`` and their logsumexp ``(C,)``."""
+@dataclass
+class _Rows:
+    """One chunk of one model's float32 logits ``z`` (C, V), ``e = exp(z − max)``, ``Σ e``, logsumexp."""
+
+    z: torch.Tensor
+    e: torch.Tensor
+    total: torch.Tensor
+    lse: torch.Tensor
+
+
+def _kl_rows(model: _Rows, reference: _Rows, widths: list[int]) -> torch.Tensor:
+    """KL(reference ‖ model) per row of a chunk, in nats."""
     import torch
 
-    z_r = z_r.to(z_m.device)
-    lse_r = lse_r.to(z_m.device)
+    device = model.z.device
+    z_m, z_r = model.z, reference.z.to(device)
+    e_r, total_r = reference.e.to(device), reference.total.to(device)
+    lse_m, lse_r = model.lse, reference.lse.to(device)
     if widths[0] != widths[1]:  # compare over the shared columns, each renormalised
-        z_m, z_r = z_m[:, :common], z_r[:, :common]
+        common = min(widths)
+        z_m, z_r, e_r = z_m[:, :common], z_r[:, :common], e_r[:, :common]
         lse_m, lse_r = torch.logsumexp(z_m, dim=-1), torch.logsumexp(z_r, dim=-1)
-    p_r = torch.exp(z_r - lse_r[:, None])  # (C, V)
-    kl = torch.linalg.vecdot(p_r, z_r - z_m) - (lse_r - lse_m)  # (C,)
+        total_r = e_r.sum(dim=-1)
+    kl = torch.linalg.vecdot(e_r, z_r - z_m) / total_r - (lse_r - lse_m)  # (C,)
     if not bool(torch.isfinite(kl).all()):  # -inf logits (masked tokens): drop 0 · inf terms
-        terms = torch.where(p_r > 0, p_r * (z_r - z_m), torch.zeros_like(p_r))
-        kl = terms.sum(dim=-1) - (lse_r - lse_m)
+        terms = torch.where(e_r > 0, e_r * (z_r - z_m), torch.zeros_like(e_r))
+        kl = terms.sum(dim=-1) / total_r - (lse_r - lse_m)
     return kl.clamp_min(0.0)
 
 
