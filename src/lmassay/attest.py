@@ -203,22 +203,18 @@ def attest(config: AttestConfig, progress: Progress | None = None) -> Attestatio
         f"loading model {config.model}"
         + (f" and reference {config.reference}" if config.reference else "")
     )
-    model = load_model(
-        config.model,
-        device=config.device,
-        dtype=config.dtype,
-        allow_pickle=config.allow_pickle,
-        trust_remote_code=config.trust_remote_code,
-    )
-    reference = None
-    if config.reference:
-        reference = load_model(
-            config.reference,
+
+    def load(spec: str) -> LoadedModel:
+        return load_model(
+            spec,
             device=config.device,
             dtype=config.dtype,
             allow_pickle=config.allow_pickle,
             trust_remote_code=config.trust_remote_code,
         )
+
+    model = load(config.model)
+    reference = load(config.reference) if config.reference else None
     progress.log(
         f"model: {model.name} ({model.n_parameters:,} parameters, {model.dtype} on {model.device})"
     )
