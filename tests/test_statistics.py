@@ -29,6 +29,8 @@ CATEGORY_KEYS = [
     "n_bytes",
     "ppl_model",
     "ppl_reference",
+    "ppl_model_ci",
+    "ppl_reference_ci",
     "bpb_model",
     "bpb_reference",
     "delta_bpb",
@@ -496,3 +498,17 @@ def test_valid_minimal_input() -> None:
     analysis = analyse([_good()], "kl", FAST)
     assert analysis.categories[0].n_tokens == 3
     assert analysis.categories[0].mean_kl == pytest.approx(0.1)
+
+
+def test_perplexity_intervals_contain_the_estimate_and_collapse_without_spread() -> None:
+    rng = np.random.default_rng(3)
+    samples = [
+        SampleStatistic("a", int(t), 4 * int(t), -1.5 * t * rng.uniform(0.8, 1.2), -1.4 * t, None)
+        for t in rng.integers(20, 60, size=30)
+    ]
+    cat = analyse(samples, "bpb", FAST).categories[0]
+    assert cat.ppl_model_ci is not None and cat.ppl_reference_ci is not None
+    assert cat.ppl_model_ci[0] < cat.ppl_model < cat.ppl_model_ci[1]
+    # every sample has the same reference log-prob per token: every resample gives the same value
+    assert cat.ppl_reference_ci[0] == pytest.approx(cat.ppl_reference, rel=1e-12)
+    assert cat.ppl_reference_ci[1] == pytest.approx(cat.ppl_reference, rel=1e-12)

@@ -36,7 +36,8 @@ tested, over all categories, with a warning). The verdict is ``"different-model"
 ``baseline_level > different_model_threshold`` (flags are still reported), else ``"tampered"`` if
 any category is flagged, else ``"consistent"``; ``"scored-only"`` for comparison ``"none"``.
 
-**Bootstrap intervals.** ``mean_kl_ci`` and ``tail_kl_ci`` are 95 % percentile intervals from
+**Bootstrap intervals.** ``ppl_model_ci`` / ``ppl_reference_ci`` (perplexity, by the same
+token-weighted ratio on each resample) and ``mean_kl_ci`` and ``tail_kl_ci`` are 95 % percentile intervals from
 ``n_bootstrap`` resamples of the category's *samples* with replacement (tokens of one sample stay
 together, so correlation within a sample is respected). The generator is seeded with
 ``(config.seed, crc32(category name))``, so each category's interval is reproducible and does not
@@ -150,6 +151,8 @@ class CategoryStats:
     n_bytes: int
     ppl_model: float
     ppl_reference: float | None
+    ppl_model_ci: tuple[float, float] | None
+    ppl_reference_ci: tuple[float, float] | None
     bpb_model: float
     bpb_reference: float | None
     delta_bpb: float | None
@@ -649,6 +652,7 @@ class _Group:
             bpb_reference = -lp_reference / (_LN2 * n_bytes)
             delta_bpb = bpb_model - bpb_reference
 
+        ppl_model_ci, ppl_reference_ci = self._perplexity_intervals(config, name)
         mean_kl = tail_kl = top1 = None
         mean_kl_ci = tail_kl_ci = None
         if self.token_kl is not None and self.kl_sum is not None:
@@ -677,6 +681,8 @@ class _Group:
             "n_bytes": n_bytes,
             "ppl_model": ppl_model,
             "ppl_reference": ppl_reference,
+            "ppl_model_ci": ppl_model_ci,
+            "ppl_reference_ci": ppl_reference_ci,
             "bpb_model": bpb_model,
             "bpb_reference": bpb_reference,
             "delta_bpb": delta_bpb,
@@ -688,6 +694,41 @@ class _Group:
             "distribution": distribution,
         }
         return _Described(base=base, level=float(level if level is not None else math.nan))
+
+    def _perplexity_intervals(
+        self, config: StatsConfig, name: str
+    ) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+        """95 % percentile intervals of the token-weighted perplexities over resamples of samples.
+
+        Each resample's perplexity is ``exp(−Σ c_i·logprob_i / Σ c_i·T_i)``; the generator is
+        seeded with ``(seed, crc32(name), 1)``, a stream apart from the KL intervals'.
+        """
+        if self.n < 2:
+            return None, None
+        rng = np.random.default_rng([config.seed, zlib.crc32(name.encode("utf-8")), 1])
+        columns = [self.lp_model, self.n_tokens.astype(np.float64)]
+        if self.lp_reference is not None:
+            columns += [self.lp_reference, self.n_tokens_reference.astype(np.float64)]
+        design = np.stack(columns, axis=1)  # (n, 2 or 4)
+        rows = max(1, min(config.n_bootstrap, _CHUNK_ELEMENTS // self.n))
+        sums = []
+        done = 0
+        while done < config.n_bootstrap:
+            b = min(rows, config.n_bootstrap - done)
+            sums.append(_resample_counts(rng, b, self.n) @ design)  # (b, 2 or 4)
+            done += b
+        totals = np.concatenate(sums)
+        lo, hi = (1.0 - _CI_LEVEL) / 2.0, 1.0 - (1.0 - _CI_LEVEL) / 2.0
+
+        def interval(logprob: FloatArray, tokens: FloatArray) -> tuple[float, float]:
+            q = np.quantile(-logprob / tokens, [lo, hi])
+            return _safe_exp(float(q[0])), _safe_exp(float(q[1]))
+
+        model_ci = interval(totals[:, 0], totals[:, 1])
+        reference_ci = (
+            interval(totals[:, 2], totals[:, 3]) if self.lp_reference is not None else None
+        )
+        return model_ci, reference_ci
 
     def _bootstrap(
         self, config: StatsConfig, name: str

@@ -225,6 +225,25 @@ def perplexity_plot(att: Mapping[str, Any]) -> str | None:
                 zorder=3,
                 label="model" if y == 0 else None,
             )
+        for y, c in enumerate(
+            categories
+        ):  # 95% bootstrap intervals: model's drawn above the row, reference's below
+            for key, offset, colour in (
+                ("ppl_model_ci", -0.2, _color(c)),
+                ("ppl_reference_ci", 0.2, REFERENCE),
+            ):
+                ci = c.get(key)
+                if isinstance(ci, list) and len(ci) == 2 and all(is_number(v) for v in ci):
+                    ax.errorbar(
+                        [(float(ci[0]) + float(ci[1])) / 2],
+                        [y + offset],
+                        xerr=[[(float(ci[1]) - float(ci[0])) / 2]],
+                        fmt="none",
+                        ecolor=colour,
+                        elinewidth=1.0,
+                        capsize=2,
+                        zorder=2,
+                    )
         ref_points = [(r, y) for y, r in enumerate(reference) if r is not None]
         if ref_points:
             ax.plot(
@@ -246,7 +265,10 @@ def perplexity_plot(att: Mapping[str, Any]) -> str | None:
             [as_text(c.get("name")) for c in categories],
             [bool(c.get("flagged")) for c in categories],
         )
-        ax.set_xlabel("perplexity, token-weighted" + (" — log scale" if log else ""))
+        ax.set_xlabel(
+            "perplexity, token-weighted, with 95% bootstrap intervals"
+            + (" — log scale" if log else "")
+        )
         title = (
             "Perplexity per category: model vs reference"
             if has_reference
