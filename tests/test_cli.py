@@ -105,3 +105,11 @@ def test_console_script_runs_in_a_subprocess(tmp_path):
     )  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_toy_build_into_a_file_exit_2(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("x")
+    result = invoke("toy", "build", "--out", target, "--size", "test")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("toy build failed: --out") and "is a file" in result.stderr

@@ -807,6 +807,10 @@ def build_toy_pair(
         )
     recipe = _RECIPES[size]
     root = Path(out_dir)
+    if root.exists() and not root.is_dir():
+        raise InputError(
+            f"--out {str(root)!r} is a file", "pass a folder (it is created if missing)"
+        )
     request: dict[str, Any] = {
         "format": _CARD_FORMAT,
         "seed": seed,
