@@ -109,6 +109,13 @@ class EvidenceCategory:
     strongest: list[tuple[str, str, str]]  # (kl, token, sample id) of the largest-KL tokens
 
 
+_TEST_COLUMNS: tuple[Column, ...] = (
+    Column("p", "p_value", hint="one-sided Mann–Whitney U, category > rest"),
+    Column("q", "q_value", hint="Benjamini–Hochberg adjusted p"),
+    Column("effect", "effect", hint="level − median level of the other categories"),
+    Column("AUC", "auc", hint="P(sample of this category > sample of the rest)"),
+)
+
 _COLUMNS: dict[str, tuple[Column, ...]] = {
     "kl": (
         Column("ppl model", "ppl_model", hint="token-weighted perplexity of the model"),
@@ -122,10 +129,7 @@ _COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("tail KL", "tail_kl", hint="95th percentile of per-token KL"),
         Column("top-1 agree", "top1_agreement", hint="fraction of tokens whose argmax agrees"),
         Column("Δ bpb", "delta_bpb", hint="bits per byte, model − reference"),
-        Column("p", "p_value", hint="one-sided Mann–Whitney U, category > rest"),
-        Column("q", "q_value", hint="Benjamini–Hochberg adjusted p"),
-        Column("effect", "effect", hint="level − median level of the other categories"),
-        Column("AUC", "auc", hint="P(sample of this category > sample of the rest)"),
+        *_TEST_COLUMNS,
     ),
     "bpb": (
         Column("ppl model", "ppl_model", hint="perplexity over the model's own tokens"),
@@ -133,19 +137,13 @@ _COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("bpb model", "bpb_model", hint="bits per UTF-8 byte"),
         Column("bpb ref", "bpb_reference", hint="bits per UTF-8 byte"),
         Column("Δ bpb", "delta_bpb", hint="bits per byte, model − reference"),
-        Column("p", "p_value", hint="one-sided Mann–Whitney U, category > rest"),
-        Column("q", "q_value", hint="Benjamini–Hochberg adjusted p"),
-        Column("effect", "effect", hint="level − median level of the other categories"),
-        Column("AUC", "auc", hint="P(sample of this category > sample of the rest)"),
+        *_TEST_COLUMNS,
     ),
     "none": (
         Column("bytes", "n_bytes"),
         Column("ppl model", "ppl_model", hint="token-weighted perplexity of the model"),
         Column("bpb model", "bpb_model", hint="bits per UTF-8 byte"),
-        Column("p", "p_value", hint="one-sided Mann–Whitney U, category > rest"),
-        Column("q", "q_value", hint="Benjamini–Hochberg adjusted p"),
-        Column("effect", "effect", hint="level − median level of the other categories"),
-        Column("AUC", "auc", hint="P(sample of this category > sample of the rest)"),
+        *_TEST_COLUMNS,
     ),
 }
 
