@@ -221,11 +221,11 @@ def attest(config: AttestConfig, progress: Progress | None = None) -> Attestatio
 
     texts = [s.text for s in probes.samples]
     scored = _score(texts, model, reference, baseline, config, progress)
-    rows = _sample_rows(probes.samples, scored)
+    stats_input = _statistics_input(probes.samples, scored)
+    rows = _sample_rows(probes.samples, scored, stats_input)
     progress.log(
         f"testing {len(probes.categories)} categories ({config.n_bootstrap} bootstrap resamples)"
     )
-    stats_input = _statistics_input(probes.samples, scored)
     analysis = analyse(
         stats_input,
         scored.comparison,
@@ -301,7 +301,7 @@ def _score(
     progress: Progress,
 ) -> _Scored:
     if reference is not None and config.comparison != "bpb" and same_tokenizer(model, reference):
-        max_length = config.max_length or min(model.max_length, reference.max_length)
+        max_length = _paired_max_length(config, model, reference)
         token_lists = tokenize_texts(
             model.tokenizer, texts, progress.task("tokenising", len(texts))
         )
@@ -331,6 +331,11 @@ def _score(
     return _Scored("none", own)
 
 
+def _paired_max_length(config: AttestConfig, model: LoadedModel, reference: LoadedModel) -> int:
+    """The one context window both models share when scored together: the user's or the smaller."""
+    return config.max_length or min(model.max_length, reference.max_length)
+
+
 def _score_alone(
     texts: Sequence[str], loaded: LoadedModel, config: AttestConfig, progress: Progress, role: str
 ) -> list[TokenScores]:
@@ -357,11 +362,13 @@ def _reference_logprob(scored: _Scored, index: int) -> float | None:
     return float(np.sum(values, dtype=np.float64)) if values is not None else None
 
 
-def _sample_rows(samples: Sequence[ProbeSample], scored: _Scored) -> list[dict[str, Any]]:
+def _sample_rows(
+    samples: Sequence[ProbeSample], scored: _Scored, stats: Sequence[SampleStatistic]
+) -> list[dict[str, Any]]:
+    """One ``samples.jsonl`` row per sample, from its scores and its summed log-probs in ``stats``."""
     rows = []
-    for index, (sample, own) in enumerate(zip(samples, scored.model, strict=True)):
-        logprob_model = float(np.sum(own.logprob_model, dtype=np.float64))
-        logprob_reference = _reference_logprob(scored, index)
+    for sample, own, stat in zip(samples, scored.model, stats, strict=True):
+        logprob_model, logprob_reference = stat.logprob_model, stat.logprob_reference
         n_bytes = sample.n_bytes
         kl = own.kl if scored.comparison == "kl" else None
         agree = own.top1_agree if scored.comparison == "kl" else None
@@ -382,7 +389,7 @@ def _sample_rows(samples: Sequence[ProbeSample], scored: _Scored) -> list[dict[s
             "n_windows": own.n_windows,
         }
         if scored.comparison == "bpb":
-            row["n_tokens_reference"] = scored.reference_n_tokens(index)
+            row["n_tokens_reference"] = stat.n_tokens_reference
         for key, value in row.items():
             if isinstance(value, float) and not math.isfinite(value):
                 row[key] = None
@@ -486,7 +493,7 @@ def _rescore_with_topk(
         model.model,
         reference.model,
         prefix_token_id=model.prefix_token_id,
-        max_length=config.max_length or min(model.max_length, reference.max_length),
+        max_length=_paired_max_length(config, model, reference),
         token_budget=config.token_budget,
         topk=5,
     )

@@ -181,7 +181,8 @@ def resolve_model_path(
         ) from exc
 
 
-def _check_weights(path: Path, files: list[str], allow_pickle: bool) -> None:
+def _check_weights(path: Path, files: list[str], allow_pickle: bool) -> bool:
+    """Refuse unusable weights; return whether the folder has safetensors."""
     names = [Path(f).name for f in files]
     has_safetensors = any(n.endswith(".safetensors") for n in names)
     pickles = [
@@ -201,6 +202,7 @@ def _check_weights(path: Path, files: list[str], allow_pickle: bool) -> None:
             f"model folder {str(path)!r} holds no weights (*.safetensors)",
             "pass a complete model folder",
         )
+    return has_safetensors
 
 
 def context_length(config: Any, tokenizer: Any) -> int:
@@ -247,7 +249,7 @@ def load_model(
     torch_dtype = resolve_dtype(dtype, resolved_device)
     path = resolve_model_path(spec, revision=revision, allow_pickle=allow_pickle)
     files = list_files(path)
-    _check_weights(path, files, allow_pickle)
+    has_safetensors = _check_weights(path, files, allow_pickle)
     file_digests = [(rel, digest_file(path / rel)) for rel in files]
     digest = digest_entries(file_digests)
     tokenizer_digest = digest_entries(
@@ -261,7 +263,6 @@ def load_model(
             f"could not load the tokenizer of {spec!r} ({type(exc).__name__}: {exc})",
             "the folder needs tokenizer files (tokenizer.json or vocab/merges); pass --trust-remote-code only if it needs custom code and you trust it",
         ) from exc
-    has_safetensors = any(f.endswith(".safetensors") for f in files)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path,
