@@ -1,0 +1,28 @@
+"""The ``lmassay`` command: parse, call one library function, print, set the exit code.
+
+Exit codes: 0 ran and nothing is wrong; 1 ran and the model is flagged (a tampered category or a
+different model); 2 could not run — one line on stderr, ``"<verb> failed: <what> — <fix>"``.
+
+Each command group lives in its own module and registers itself on :data:`app` when imported.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from lmassay.cli import attest as _attest_commands  # noqa: F401  (registers attest, report)
+from lmassay.cli import toy as _toy_commands  # noqa: F401  (registers toy build)
+from lmassay.cli._app import EXIT_FLAGGED, EXIT_OK, EXIT_UNUSABLE, app
+
+__all__ = ["EXIT_FLAGGED", "EXIT_OK", "EXIT_UNUSABLE", "app", "main"]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app(standalone_mode=True)
+    except SystemExit as exc:  # typer/click exit codes pass through
+        raise SystemExit(exc.code) from None
+    sys.exit(0)

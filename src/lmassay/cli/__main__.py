@@ -1,0 +1,5 @@
+"""``python -m lmassay.cli``."""
+
+from lmassay.cli import main
+
+main()

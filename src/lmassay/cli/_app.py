@@ -1,0 +1,92 @@
+"""The ``lmassay`` Typer app and the helpers every command shares.
+
+Exit codes: 0 ran and nothing is wrong; 1 ran and the model is flagged (a tampered category or a
+different model); 2 could not run — one line on stderr, ``"<verb> failed: <what> — <fix>"``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from lmassay import __version__
+from lmassay.errors import LmassayError
+
+app = typer.Typer(
+    name="lmassay",
+    help="Check whether an open language model has been tampered with, and where.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+EXIT_OK, EXIT_FLAGGED, EXIT_UNUSABLE = 0, 1, 2
+
+
+def fail(verb: str, message: str) -> NoReturn:
+    typer.echo(
+        message if message.startswith(f"{verb} failed") else f"{verb} failed: {message}", err=True
+    )
+    raise typer.Exit(EXIT_UNUSABLE)
+
+
+def quiet_libraries() -> None:
+    """Silence transformers' own progress bars and advisory warnings: lmassay reports progress."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def run_command(verb: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call ``func``; turn every known error into one line on stderr and exit code 2."""
+    quiet_libraries()
+    try:
+        return func(*args, **kwargs)
+    except LmassayError as exc:
+        fail(verb, exc.one_line(verb))
+    except KeyboardInterrupt:
+        typer.echo(f"{verb} interrupted — no output was written for the unfinished step", err=True)
+        raise typer.Exit(130) from None
+    except OSError as exc:  # a path that cannot be written or read (permissions, full disk, ...)
+        where = f" {exc.filename}" if exc.filename else ""
+        fail(
+            verb,
+            f"{exc.strerror or exc}:{where} — check the path, its permissions and free disk space",
+        )
+    except MemoryError:
+        fail(
+            verb,
+            "ran out of memory — lower --token-budget, use --dtype bfloat16 or a smaller --per-category",
+        )
+    except Exception as exc:  # the CLI boundary: never a traceback unless asked for
+        if os.environ.get("LMASSAY_DEBUG"):
+            raise
+        if "out of memory" in str(exc).lower():
+            fail(verb, "ran out of memory — lower --token-budget or use --dtype bfloat16")
+        fail(
+            verb,
+            f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:300]} — "
+            "set LMASSAY_DEBUG=1 for the traceback and report it",
+        )
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"lmassay {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """lmassay: has this model been tampered with, where, and can we undo it?"""
