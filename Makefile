@@ -38,6 +38,7 @@ demo: setup
 	echo "exit code $$status (0 consistent, 1 flagged); open $(DEMO_DIR)/attestation/report.html"
 
 bench: setup
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python benchmarks/scoring_throughput.py
 
 clean:
