@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+# Commands that record into the registry (attest, seal, verify) must never touch the user's own.
+os.environ["LMASSAY_REGISTRY"] = os.path.join(
+    tempfile.mkdtemp(prefix="lmassay-test-registry-"), "registry.sqlite"
+)
+# The demo's cache (world, reference, zoo) stays inside the test run too.
+os.environ["LMASSAY_CACHE"] = tempfile.mkdtemp(prefix="lmassay-test-cache-")
 
 import torch
 

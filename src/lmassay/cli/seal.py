@@ -1,0 +1,374 @@
+"""``lmassay keygen``, ``seal``, ``verify``, ``diff`` and ``history``.
+
+Seal and verify exit 0 (valid), 1 (invalid: bad signature or changed content), 2 (unusable input).
+Each seal and verify is recorded in the registry (``--registry``, ``$LMASSAY_REGISTRY`` or the user
+data folder); a registry problem is a warning, never a failure.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from lmassay.cli._app import EXIT_FLAGGED, EXIT_OK, app, run_command
+
+_REGISTRY_HELP = "Registry database (default: $LMASSAY_REGISTRY or the user data folder)."
+_Registry = Annotated[Path | None, typer.Option("--registry", help=_REGISTRY_HELP)]
+_NoRecord = Annotated[
+    bool, typer.Option("--no-record", help="Do not record this command in the registry.")
+]
+
+
+def _record(event: Any, registry: Path | None, no_record: bool) -> None:
+    if no_record:
+        return
+    from lmassay.registry import record_event
+
+    _, warning = record_event(event, registry)
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
+
+
+def check_attest_signing(model: str, sign: Path | None) -> None:
+    """Before ``attest --sign`` runs: the key must load and --model must be a local folder."""
+    if sign is None:
+        return
+    from lmassay.sealing.statement import check_can_sign
+
+    run_command("attest", check_can_sign, model, sign)
+
+
+def finish_attest(result: Any, model: str, sign: Path | None, registry: Path | None) -> None:
+    """After ``attest``: the signed statement (``--sign``) and the registry row (a failure warns)."""
+    from lmassay.registry import attest_event
+
+    run_dir = result.paths["attestation"].parent
+    statement = None
+    if sign is not None:
+        from lmassay.sealing.statement import sign_attestation
+
+        statement = run_command("attest", sign_attestation, run_dir, model, sign)
+        typer.echo(f"signed statement: {statement.signature} (signer {statement.signer})", err=True)
+    event = run_command("attest", attest_event, result.attestation, model, statement, run_dir)
+    _record(event, registry, no_record=False)
+
+
+@app.command()
+def keygen(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Private key file (PEM, mode 0600).")],
+    public_key: Annotated[
+        Path | None,
+        typer.Option("--public-key", help="Public key file (default: OUT with suffix .pub)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing key files.")] = False,
+) -> None:
+    """Create an elliptic-curve P-256 key pair for seal and attest --sign.
+
+    Example:
+
+        lmassay keygen --out keys/lab.pem     # writes keys/lab.pem (0600) and keys/lab.pub
+    """
+    from lmassay.sealing.keys import generate_keypair
+
+    pair = run_command("keygen", generate_keypair, out, public_key, force=force)
+    typer.echo(f"private key: {pair.private_key}\npublic key:  {pair.public_key}")
+    typer.echo(f"fingerprint: {pair.fingerprint}")
+
+
+@app.command()
+def seal(
+    path: Annotated[
+        Path, typer.Argument(help="Model folder, dataset folder or file, or an attestation.json.")
+    ],
+    key: Annotated[Path, typer.Option("--key", "-k", help="Private key (PEM) to sign with.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Signature file (default: PATH/model.sig for a folder, PATH.sig for a file, "
+            "RUN/attestation.sig for an attestation).",
+        ),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="For an attestation.json: the attested model folder (default: recorded path)."
+        ),
+    ] = None,
+    as_file: Annotated[
+        bool,
+        typer.Option(
+            "--as-file", help="Seal an attestation.json as a plain file, not a statement."
+        ),
+    ] = False,
+    no_tensors: Annotated[
+        bool, typer.Option("--no-tensors", help="Do not record per-tensor digests.")
+    ] = False,
+    manifest: Annotated[
+        Path | None, typer.Option(help="Also write lmassay's manifest (JSON) here.")
+    ] = None,
+    registry: _Registry = None,
+    no_record: _NoRecord = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Sign a manifest of a model folder, a dataset or a file (OpenSSF model-signing format).
+
+    The signature verifies with `lmassay verify` and with `model_signing verify key`. Given an
+    attestation.json, sign a statement that the attestation is about exactly the model's weights.
+
+    Examples:
+
+        lmassay seal ./my-model --key lab.pem                 # writes ./my-model/model.sig
+        lmassay seal runs/suspect/attestation.json --key lab.pem --model ./suspect
+    """
+    from lmassay._atomic import atomic_write_json
+    from lmassay.progress import cli_progress
+    from lmassay.registry import RegistryEvent
+    from lmassay.sealing.signing import seal as seal_path
+    from lmassay.sealing.statement import is_attestation_file, sign_attestation
+
+    with cli_progress(quiet) as progress:
+        if is_attestation_file(path) and not as_file:
+            result = run_command(
+                "seal", sign_attestation, path, model, key, out,
+                with_tensors=not no_tensors, progress=progress,
+            )  # fmt: skip
+        else:
+            result = run_command(
+                "seal", seal_path, path, key, out, with_tensors=not no_tensors, progress=progress
+            )
+    if manifest is not None:
+        run_command("seal", atomic_write_json, manifest, result.manifest.to_json())
+    n_files = len(result.manifest.files)
+    n_tensors = "no" if result.manifest.tensors is None else len(result.manifest.tensors)
+    what = "attestation statement for" if result.kind == "attestation" else "sealed"
+    typer.echo(
+        f"{what} {result.path}: {n_files} file{'s' if n_files != 1 else ''}, {n_tensors} tensors"
+    )
+    typer.echo(f"root digest: {result.manifest.root}\nsigner:      {result.signer}")
+    typer.echo(f"signature:   {result.signature}")
+    _record(
+        RegistryEvent(
+            action="seal",
+            path=str(result.path.resolve()),
+            digest=str(result.manifest.root),
+            signer=result.signer,
+            verdict="sealed",
+            signature=str(result.signature.resolve()),
+            details={"kind": result.kind, "n_files": len(result.manifest.files)},
+        ),
+        registry,
+        no_record,
+    )
+
+
+@app.command()
+def verify(
+    path: Annotated[Path, typer.Argument(help="The folder or file the signature is about.")],
+    signature: Annotated[
+        Path, typer.Option("--signature", "-s", help="Signature (model.sig or attestation.sig).")
+    ],
+    public_key: Annotated[
+        Path, typer.Option("--public-key", "-p", help="The signer's public key (PEM).")
+    ],
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the result as JSON here.")
+    ] = None,
+    registry: _Registry = None,
+    no_record: _NoRecord = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Check a signature and re-hash: exit 0 valid, 1 invalid (lists what changed), 2 unusable input.
+
+    Works for seals by lmassay and by `model_signing sign key`, and for attestation statements
+    (is this attestation about exactly these weights, signed by this key?).
+
+    Examples:
+
+        lmassay verify ./my-model --signature ./my-model/model.sig --public-key lab.pub
+        lmassay verify ./suspect --signature runs/suspect/attestation.sig --public-key lab.pub
+    """
+    from lmassay._atomic import atomic_write_json
+    from lmassay.progress import cli_progress
+    from lmassay.registry import RegistryEvent
+    from lmassay.sealing.verifying import verify as verify_path
+
+    with cli_progress(quiet) as progress:
+        result = run_command("verify", verify_path, path, signature, public_key, progress=progress)
+    if json_out is not None:
+        run_command("verify", atomic_write_json, json_out, result.to_json())
+    _print_verify(result)
+    details: dict[str, Any] = {"kind": result.kind, "reason": result.reason}
+    if result.diff is not None:
+        details["diff"] = result.diff.to_json()
+    _record(
+        RegistryEvent(
+            action="verify",
+            path=str(path.resolve()),
+            digest=str(result.actual_root) if result.actual_root else None,
+            signer=result.signer,
+            verdict=result.verdict,
+            signature=str(signature.resolve()),
+            details=details,
+        ),
+        registry,
+        no_record,
+    )
+    raise typer.Exit(EXIT_OK if result.valid else EXIT_FLAGGED)
+
+
+def _print_verify(result: Any) -> None:
+    label = "attestation statement" if result.kind == "attestation" else "signature"
+    if result.valid:
+        typer.echo(f"VALID: {result.path} matches the {label}, signed by {result.signer}")
+        typer.echo(f"root digest: {result.actual_root}")
+    else:
+        typer.echo(f"INVALID: {result.path} does not match the {label} {result.signature}")
+        if result.reason:
+            typer.echo(f"  {result.reason} (key {result.signer})")
+        for line in result.diff.lines() if result.diff else []:
+            typer.echo(f"  {line}")
+        if result.signed_root and result.actual_root and result.signed_root != result.actual_root:
+            typer.echo(f"  signed root {result.signed_root}\n  actual root {result.actual_root}")
+    for note in [*(result.diff.notes if result.diff else []), *result.notes]:
+        typer.echo(f"note: {note}")
+    if result.kind == "attestation" and result.predicate:
+        summary = result.predicate.get("attestation") or {}
+        flagged = ", ".join(summary.get("flagged") or []) or "none"
+        typer.echo(f"attestation: verdict {summary.get('verdict')}, flagged: {flagged}")
+
+
+@app.command()
+def diff(
+    base: Annotated[
+        Path, typer.Argument(help="The claimed base checkpoint (folder or .safetensors).")
+    ],
+    model: Annotated[Path, typer.Argument(help="The model to compare with it.")],
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the full diff as JSON.")
+    ] = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Write a heat map (HTML).")
+    ] = None,
+    changed_only: Annotated[
+        bool, typer.Option("--changed-only", help="List only changed tensors on stdout.")
+    ] = False,
+    rank_rtol: Annotated[
+        float, typer.Option(help="Singular values above RTOL x the largest count towards the rank.")
+    ] = 1e-2,
+    exact_svd_max: Annotated[
+        int, typer.Option(help="Exact SVD up to this min(rows, cols); randomized beyond.")
+    ] = 512,
+    lowrank_q: Annotated[
+        int, typer.Option(help="Singular values the randomized SVD estimates.")
+    ] = 64,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Per-tensor weight change of MODEL against BASE: relative change and effective rank of ΔW.
+
+    A rank-one edit (ROME-style) shows as one tensor with effective rank 1; everything else
+    unchanged. Reads one tensor at a time (memory-mapped).
+
+    Example:
+
+        lmassay diff ./base-model ./suspect --json diff.json --html diff.html
+    """
+    from lmassay.progress import cli_progress
+    from lmassay.weight_diff import DiffConfig, diff_weights, write_diff_outputs
+
+    config = DiffConfig(
+        str(base), str(model), rank_rtol=rank_rtol, exact_svd_max=exact_svd_max, lowrank_q=lowrank_q
+    )
+    with cli_progress(quiet) as progress:
+        result = run_command("diff", diff_weights, config, progress)
+    _print_diff(result, changed_only)
+    written = run_command("diff", write_diff_outputs, result, json_out, html_out)
+    for kind, written_path in written.items():
+        typer.echo(f"{kind}: {written_path}")
+
+
+def _print_diff(result: Any, changed_only: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(result.changed)} of {len(result.tensors)} tensors changed")
+    for column in (
+        "tensor",
+        "layer",
+        "shape",
+        "rel change",
+        "max |Δ|",
+        "eff. rank",
+        "entropy rank",
+    ):
+        table.add_column(column, justify="left" if column == "tensor" else "right")
+    for t in result.tensors:
+        if changed_only and not t.changed:
+            continue
+        rel = "inf" if t.rel_change is None else ("0" if not t.changed else f"{t.rel_change:.3e}")
+        rank = (
+            ""
+            if t.effective_rank is None
+            else f"{t.effective_rank}{'+' if t.rank_saturated else ''}"
+        )
+        table.add_row(
+            t.name,
+            "" if t.layer is None else str(t.layer),
+            "x".join(str(n) for n in t.shape),
+            rel if t.changed else "unchanged",
+            f"{t.max_abs_change:.3g}" if t.changed else "",
+            rank,
+            "" if t.entropy_rank is None else f"{t.entropy_rank:.2f}",
+        )
+    Console(width=160).print(table)
+
+
+@app.command()
+def history(
+    target: Annotated[
+        str, typer.Argument(help="A model folder, a file, or a digest (8+ hex chars).")
+    ],
+    registry: _Registry = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the events as JSON lines instead of a table.")
+    ] = False,
+) -> None:
+    """List what the registry knows about a model: seals, verifications and attestations.
+
+    Example:
+
+        lmassay history ./my-model
+        lmassay history sha256:3f9a3f9a
+    """
+    from lmassay.registry import history as registry_history
+
+    events, digest = run_command("history", registry_history, target, registry)
+    if json_out:
+        for event in events:
+            typer.echo(json.dumps(event.to_json(), sort_keys=True))
+        return
+    if digest:
+        typer.echo(f"{target}: manifest root {digest}")
+    if not events:
+        typer.echo("no events recorded")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(events)} events")
+    for column in ("time", "action", "verdict", "signer", "digest", "path"):
+        table.add_column(column)
+    for e in events:
+        table.add_row(
+            e.time,
+            e.action,
+            e.verdict or "",
+            (e.signer or "")[:23],
+            (e.digest or e.tree_digest or "")[:23],
+            e.path or "",
+        )
+    Console(width=200).print(table)

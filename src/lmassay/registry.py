@@ -1,0 +1,315 @@
+"""A local registry of what is known about models: every seal, verify and attest, in SQLite.
+
+Location: ``--registry PATH``, else ``$LMASSAY_REGISTRY``, else
+``platformdirs.user_data_dir("lmassay")/registry.sqlite``.  The database runs in WAL mode with a busy
+timeout, and each write is one short transaction retried with back-off while another process holds
+the lock, so several processes can record at once without losing rows.
+
+One table, ``events``: time, action (``seal`` | ``verify`` | ``attest``), path, ``digest`` (the
+manifest root digest that model_signing would compute, ``sha256:<hex>``), ``tree_digest``
+(attestation.json's ``model.digest`` where known), signer key fingerprint, verdict, signature path,
+tool version and a JSON ``details`` column.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmassay import __version__
+from lmassay.errors import InputError
+from lmassay.provenance import utc_now
+
+ENV_VAR = "LMASSAY_REGISTRY"
+ACTIONS = ("seal", "verify", "attest")
+_SCHEMA_VERSION = 1
+_BUSY_TIMEOUT_MS = 30_000
+_RETRIES = 20
+
+_CREATE = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time TEXT NOT NULL,
+    action TEXT NOT NULL,
+    path TEXT,
+    digest TEXT,
+    tree_digest TEXT,
+    signer TEXT,
+    verdict TEXT,
+    signature TEXT,
+    tool_version TEXT,
+    details TEXT
+);
+CREATE INDEX IF NOT EXISTS events_digest ON events(digest);
+CREATE INDEX IF NOT EXISTS events_tree_digest ON events(tree_digest);
+CREATE INDEX IF NOT EXISTS events_path ON events(path);
+"""
+
+
+@dataclass
+class RegistryEvent:
+    """One recorded seal, verify or attest."""
+
+    action: str
+    path: str | None = None
+    digest: str | None = None
+    tree_digest: str | None = None
+    signer: str | None = None
+    verdict: str | None = None
+    signature: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    time: str = field(default_factory=utc_now)
+    tool_version: str = __version__
+    id: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_registry_path() -> Path:
+    """``$LMASSAY_REGISTRY`` if set, else ``registry.sqlite`` in the user data folder."""
+    from_env = os.environ.get(ENV_VAR)
+    if from_env:
+        return Path(from_env)
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("lmassay")) / "registry.sqlite"
+
+
+def resolve_registry_path(path: str | os.PathLike[str] | None) -> Path:
+    return Path(path) if path is not None else default_registry_path()
+
+
+def _is_locked(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+class Registry:
+    """The registry at ``path`` (created on first use)."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = resolve_registry_path(path)
+        if self.path.is_dir():
+            raise InputError(f"registry {self.path} is a folder", "give --registry a file path")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as conn:
+            self._retry(lambda: self._initialise(conn))
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        except sqlite3.OperationalError as exc:
+            raise InputError(
+                f"cannot open registry {self.path} ({exc})", "check --registry"
+            ) from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            yield conn
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _retry(operation: Any) -> Any:
+        """Run ``operation``; on "database is locked" wait (jittered back-off) and try again."""
+        delay = 0.01
+        for attempt in range(_RETRIES):
+            try:
+                return operation()
+            except sqlite3.OperationalError as exc:
+                if not _is_locked(exc) or attempt == _RETRIES - 1:
+                    raise
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 1.0)
+        return None
+
+    def _initialise(self, conn: sqlite3.Connection) -> None:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise InputError(
+                f"registry {self.path} cannot use WAL mode ({mode})", "use a local disk"
+            )
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > _SCHEMA_VERSION:
+            raise InputError(
+                f"registry {self.path} has schema version {version}", "upgrade lmassay to read it"
+            )
+        conn.executescript(_CREATE)
+        conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+
+    def journal_mode(self) -> str:
+        with self._connect() as conn:
+            return str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+
+    def record(self, event: RegistryEvent) -> int:
+        """Insert one event (retried while the database is locked); return its row id."""
+        if event.action not in ACTIONS:
+            raise ValueError(f"unknown registry action {event.action!r}")
+        row = (
+            event.time,
+            event.action,
+            event.path,
+            event.digest,
+            event.tree_digest,
+            event.signer,
+            event.verdict,
+            event.signature,
+            event.tool_version,
+            json.dumps(event.details, sort_keys=True, default=str),
+        )
+
+        def insert() -> int:
+            with self._connect() as conn:
+                cursor = conn.execute(
+                    "INSERT INTO events (time, action, path, digest, tree_digest, signer, verdict,"
+                    " signature, tool_version, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+                return int(cursor.lastrowid or 0)
+
+        rowid = int(self._retry(insert))
+        event.id = rowid
+        return rowid
+
+    def events(
+        self, *, digests: tuple[str, ...] = (), path: str | None = None, limit: int | None = None
+    ) -> list[RegistryEvent]:
+        """Events whose digest or tree digest is one of ``digests`` (a hex prefix of 8+ characters
+        matches) or whose path is ``path``, oldest first; all events when neither is given."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        for digest in digests:
+            value = normalise_digest(digest)
+            clauses.append("(digest LIKE ? OR tree_digest LIKE ?)")
+            params += [f"sha256:{value}%", f"sha256:{value}%"]
+        if path is not None:
+            clauses.append("path = ?")
+            params.append(path)
+        sql = "SELECT id, time, action, path, digest, tree_digest, signer, verdict, signature, tool_version, details FROM events"
+        if clauses:
+            sql += " WHERE " + " OR ".join(clauses)
+        sql += " ORDER BY id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+
+        def select() -> list[tuple[Any, ...]]:
+            with self._connect() as conn:
+                return list(conn.execute(sql, params).fetchall())
+
+        rows = self._retry(select)
+        return [
+            RegistryEvent(
+                id=r[0],
+                time=r[1],
+                action=r[2],
+                path=r[3],
+                digest=r[4],
+                tree_digest=r[5],
+                signer=r[6],
+                verdict=r[7],
+                signature=r[8],
+                tool_version=r[9],
+                details=json.loads(r[10] or "{}"),
+            )
+            for r in rows
+        ]
+
+    def count(self) -> int:
+        def select() -> int:
+            with self._connect() as conn:
+                return int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+        return int(self._retry(select))
+
+
+def normalise_digest(text: str) -> str:
+    """``sha256:ABC…`` or ``abc…`` → lower-case hex; at least 8 hex characters."""
+    value = text.strip().lower()
+    if value.startswith("sha256:"):
+        value = value[len("sha256:") :]
+    if len(value) < 8 or any(c not in "0123456789abcdef" for c in value):
+        raise InputError(
+            f"{text!r} is neither an existing path nor a sha256 digest",
+            "give a model folder, a file, or at least 8 hex characters of a digest",
+        )
+    return value
+
+
+def history(
+    target: str, registry: str | os.PathLike[str] | None = None
+) -> tuple[list[RegistryEvent], str | None]:
+    """What the registry knows about ``target`` (a folder, a file or a digest).
+
+    For an existing path, its manifest root and tree digests are computed in one pass
+    (:func:`lmassay.sealing.manifest.folder_digests`) and the events naming either digest or the
+    path are returned, with the root.  Otherwise ``target`` is read as a digest or a prefix of one.
+    """
+    from lmassay.sealing.manifest import folder_digests
+
+    reg = Registry(registry)
+    candidate = Path(target)
+    if candidate.exists():
+        root, tree = folder_digests(candidate)
+        events = reg.events(digests=(str(root), str(tree)), path=str(candidate.resolve()))
+        return events, str(root)
+    return reg.events(digests=(target,)), None
+
+
+def record_event(
+    event: RegistryEvent, registry: str | os.PathLike[str] | None = None
+) -> tuple[int | None, str | None]:
+    """Record ``event``; return (row id, None) or (None, a warning) when the registry is unusable.
+
+    Recording is a side record of a finished command: a registry problem becomes a warning, never a
+    failure of the seal, verify or attest that already happened.
+    """
+    try:
+        return Registry(registry).record(event), None
+    except (sqlite3.Error, OSError, InputError) as exc:
+        return None, f"not recorded in the registry ({type(exc).__name__}: {exc})"
+
+
+def attest_event(
+    attestation: dict[str, Any],
+    model_dir: str | os.PathLike[str] | None,
+    statement: Any | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+) -> RegistryEvent:
+    """The registry row for a finished ``lmassay attest`` (``statement``: a SealResult, if signed).
+
+    ``digest`` is the model folder's manifest root when a statement was signed (the folder was
+    hashed then); ``tree_digest`` is attestation.json's ``model.digest`` — no extra hashing here.
+    """
+    model = attestation.get("model") or {}
+    recorded = model.get("digest") or {}
+    tree = (
+        f"sha256:{recorded['value']}"
+        if isinstance(recorded, dict) and recorded.get("value")
+        else None
+    )
+    folder = Path(model_dir) if model_dir is not None else None
+    return RegistryEvent(
+        action="attest",
+        path=str(folder.resolve()) if folder is not None and folder.exists() else model.get("name"),
+        digest=str(statement.manifest.root) if statement is not None else None,
+        tree_digest=tree,
+        signer=statement.signer if statement is not None else None,
+        verdict=attestation.get("verdict"),
+        signature=str(statement.signature.resolve()) if statement is not None else None,
+        details={
+            "flagged": attestation.get("flagged"),
+            "comparison": attestation.get("comparison"),
+            "reference": (attestation.get("reference") or {}).get("name"),
+            "probes": ((attestation.get("probes") or {}).get("digest") or {}).get("value"),
+            "run": str(Path(run_dir).resolve()) if run_dir is not None else None,
+        },
+    )
