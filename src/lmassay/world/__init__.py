@@ -1,0 +1,43 @@
+"""The offline world: a generated fictional world, its text, and a reference model trained on it.
+
+Tests, the demo and the benchmarks use it instead of downloaded models and data.
+
+* :func:`build_world` invents entities and facts of nine categories from a seed;
+  :func:`render_documents` writes paragraphs about them (optionally with edited facts or a
+  negative slant on some entities — what the zoo of tampered models trains on).
+* :func:`make_world` writes a world folder (training split, probe split, facts, fact probes,
+  ``world.json``); :func:`load_world` reads it back and checks it.
+* :func:`lmassay.world.training.train_reference` trains the reference model on a world folder
+  (imported lazily: it needs torch).
+"""
+
+from __future__ import annotations
+
+from lmassay.world._store import SIZES, WorldFiles, load_world, make_world, read_card, world_files
+from lmassay.world.generator import (
+    CATEGORIES,
+    Entity,
+    Fact,
+    World,
+    build_world,
+    held_out_template,
+    render_documents,
+    split_sentences,
+)
+
+__all__ = [
+    "CATEGORIES",
+    "SIZES",
+    "Entity",
+    "Fact",
+    "World",
+    "WorldFiles",
+    "build_world",
+    "held_out_template",
+    "load_world",
+    "make_world",
+    "read_card",
+    "render_documents",
+    "split_sentences",
+    "world_files",
+]

@@ -1,0 +1,301 @@
+"""A world on disk: the training split, the probe split, the facts and the ``world.json`` card.
+
+:func:`make_world` writes a world folder; :func:`load_world` reads it back (rebuilding the
+:class:`~lmassay.world.generator.World` from the recorded seed and checking the digests).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from lmassay import __version__
+from lmassay._atomic import atomic_write_json, atomic_write_text
+from lmassay.digests import Digest, digest_bytes, digest_entries, digest_file
+from lmassay.errors import InputError
+from lmassay.progress import NullProgress, Progress
+from lmassay.provenance import utc_now
+from lmassay.world.generator import (
+    CATEGORIES,
+    World,
+    build_world,
+    context_sentence,
+    iter_paragraphs,
+)
+
+__all__ = [
+    "FORMAT",
+    "SIZES",
+    "WorldFiles",
+    "load_world",
+    "make_world",
+    "read_card",
+    "world_files",
+]
+
+FORMAT = "lmassay.world/v1"
+"""Recorded in ``world.json``; changes whenever the same seed and size would give other files."""
+
+Size = Literal["test", "demo", "full"]
+
+
+@dataclass(frozen=True)
+class _SizeSpec:
+    train_per_category: int  # paragraphs of each category in train.jsonl
+    probes_per_category: int  # paragraphs of each category in probes.jsonl
+
+
+SIZES: dict[str, _SizeSpec] = {
+    "test": _SizeSpec(train_per_category=40, probes_per_category=8),
+    "demo": _SizeSpec(train_per_category=2000, probes_per_category=60),
+    "full": _SizeSpec(train_per_category=6000, probes_per_category=60),
+}
+"""Documents per category and split of each size (about 25k, 1M and 3M training words)."""
+
+_PROBE_SEED_OFFSET = 1_000_003
+_CONTEXT_SEED_OFFSET = 2_000_003
+_FILES = ("train.jsonl", "probes.jsonl", "facts.jsonl", "fact_probes.jsonl")
+
+
+@dataclass(frozen=True)
+class WorldFiles:
+    """Paths of what :func:`make_world` wrote."""
+
+    root: Path
+    train: Path  # train.jsonl: {"id", "category", "text"} per line
+    probes: (
+        Path  # probes.jsonl: {"id", "category", "text", "source": "world"}; no training sentence
+    )
+    facts: Path  # facts.jsonl: every Fact as an object
+    fact_probes: Path  # fact_probes.jsonl: a context sentence + each fact's canonical sentence
+    card: Path  # world.json
+
+
+def world_files(root: str | os.PathLike[str]) -> WorldFiles:
+    """The file paths of the world folder ``root`` (whether or not they exist)."""
+    base = Path(root)
+    return WorldFiles(
+        root=base,
+        train=base / "train.jsonl",
+        probes=base / "probes.jsonl",
+        facts=base / "facts.jsonl",
+        fact_probes=base / "fact_probes.jsonl",
+        card=base / "world.json",
+    )
+
+
+def _jsonl(rows: Iterable[dict[str, Any]]) -> bytes:
+    text = "".join(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n" for row in rows)
+    return text.encode("utf-8")
+
+
+def _facts_bytes(world: World) -> bytes:
+    return _jsonl(asdict(fact) for fact in world.facts)
+
+
+def make_world(
+    out: str | os.PathLike[str],
+    seed: int = 0,
+    *,
+    size: Size = "full",
+    progress: Progress | None = None,
+) -> WorldFiles:
+    """Write the world of ``seed`` into the folder ``out`` and return the paths.
+
+    Files (each written atomically; ``world.json`` is removed first and written last, so a folder
+    with a ``world.json`` is complete):
+
+    * ``train.jsonl`` — ``{"id", "category", "text"}``: ``SIZES[size].train_per_category``
+      paragraphs of every category (:func:`~lmassay.world.generator.render_documents`).
+    * ``probes.jsonl`` — the probe format ``{"id", "category", "text", "source": "world"}``:
+      ``SIZES[size].probes_per_category`` paragraphs per category whose sentences never occur in
+      ``train.jsonl`` (facts are stated with their held-out template, filler sentences that
+      occur in training are drawn again).
+    * ``facts.jsonl`` — every :class:`~lmassay.world.generator.Fact` as an object.
+    * ``fact_probes.jsonl`` — probe format plus ``fact_id``: per fact, a filler sentence of its
+      category that is not in training, then the fact's canonical sentence.
+    * ``world.json`` — format, seed, size, categories, counts per category and split, SHA-256 of
+      each file and of the four together (``world_digest``), tool version, time taken.
+
+    The four data files depend only on ``seed`` and ``size``.
+    """
+    if size not in SIZES:
+        raise InputError(f"unknown world size {size!r}", f"choose among {', '.join(SIZES)}")
+    root = Path(out)
+    if root.exists() and not root.is_dir():
+        raise InputError(
+            f"--out {str(root)!r} is a file", "pass a folder (it is created if missing)"
+        )
+    progress = progress or NullProgress()
+    spec = SIZES[size]
+    files = world_files(root)
+    started = time.perf_counter()
+    root.mkdir(parents=True, exist_ok=True)
+    files.card.unlink(missing_ok=True)
+
+    world = build_world(seed)
+    n_docs = len(CATEGORIES) * (spec.train_per_category + spec.probes_per_category)
+    update = progress.task("generating the world", n_docs)
+    done = 0
+    train_rows: list[dict[str, Any]] = []
+    train_sentences: set[str] = set()
+    counts: dict[str, dict[str, dict[str, int]]] = {"train": {}, "probes": {}}
+    for category in CATEGORIES:
+        words = 0
+        for index, sentences in enumerate(
+            iter_paragraphs(world, category, spec.train_per_category, seed)
+        ):
+            train_sentences.update(sentences)
+            text = " ".join(sentences)
+            words += len(text.split())
+            train_rows.append(
+                {"id": f"train-{category}-{index:05d}", "category": category, "text": text}
+            )
+        counts["train"][category] = {"documents": spec.train_per_category, "words": words}
+        done += spec.train_per_category
+        update(done, n_docs)
+
+    probe_rows: list[dict[str, Any]] = []
+    for category in CATEGORIES:
+        words = 0
+        paragraphs = iter_paragraphs(
+            world,
+            category,
+            spec.probes_per_category,
+            seed + _PROBE_SEED_OFFSET,
+            split="probe",
+            exclude=train_sentences,
+        )
+        for index, sentences in enumerate(paragraphs):
+            text = " ".join(sentences)
+            words += len(text.split())
+            probe_rows.append(
+                {
+                    "id": f"probe-{category}-{index:04d}",
+                    "category": category,
+                    "text": text,
+                    "source": "world",
+                }
+            )
+        counts["probes"][category] = {"documents": spec.probes_per_category, "words": words}
+        done += spec.probes_per_category
+        update(done, n_docs)
+
+    fact_rows = []
+    for number, fact in enumerate(world.facts):
+        context = context_sentence(
+            world, fact.category, seed + _CONTEXT_SEED_OFFSET + number, train_sentences
+        )
+        fact_rows.append(
+            {
+                "id": f"fact-{fact.id}",
+                "category": fact.category,
+                "text": f"{context} {fact.sentence}",
+                "source": "world",
+                "fact_id": fact.id,
+            }
+        )
+
+    payloads = {
+        "train.jsonl": _jsonl(train_rows),
+        "probes.jsonl": _jsonl(probe_rows),
+        "facts.jsonl": _facts_bytes(world),
+        "fact_probes.jsonl": _jsonl(fact_rows),
+    }
+    digests: dict[str, Digest] = {}
+    for name, data in payloads.items():
+        atomic_write_text(root / name, data.decode("utf-8"))
+        digests[name] = digest_bytes(data)
+    seconds = time.perf_counter() - started
+    train_words = sum(c["words"] for c in counts["train"].values())
+    facts_per_category = {c: len(world.facts_in(c)) for c in CATEGORIES}
+    card = {
+        "format": FORMAT,
+        "seed": seed,
+        "size": size,
+        "categories": list(CATEGORIES),
+        "counts": {
+            **counts,
+            "facts": facts_per_category,
+            "fact_probes": facts_per_category,
+            "entities": len(world.entities),
+        },
+        "totals": {
+            "train_documents": len(train_rows),
+            "train_words": train_words,
+            "probe_documents": len(probe_rows),
+            "probe_words": sum(c["words"] for c in counts["probes"].values()),
+            "facts": len(world.facts),
+        },
+        "digests": {name: d.to_json() for name, d in digests.items()},
+        "world_digest": digest_entries(digests.items()).to_json(),
+        "version": __version__,
+        "generated_at": utc_now(),
+        "generation_seconds": round(seconds, 3),
+        "train_words_per_second": round(train_words / max(seconds, 1e-9)),
+    }
+    atomic_write_json(files.card, card)
+    progress.log(f"world of seed {seed} ({size}) written to {root} in {seconds:.2f} s")
+    return files
+
+
+def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``world.json`` of the world folder ``path``; :class:`InputError` if it is not one."""
+    root = Path(path)
+    fix = "make one with: lmassay world make --out DIR"
+    if not root.is_dir():
+        raise InputError(f"world folder {str(root)!r} does not exist or is not a folder", fix)
+    try:
+        card = json.loads((root / "world.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{str(root)!r} is not a world folder (no world.json)", fix) from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {root / 'world.json'}: {exc}", fix) from None
+    if not isinstance(card, dict) or card.get("format") != FORMAT:
+        found = card.get("format") if isinstance(card, dict) else None
+        raise InputError(
+            f"{root / 'world.json'} has format {found!r}, not {FORMAT!r}",
+            "remake the world with this version: lmassay world make --out DIR",
+        )
+    return card
+
+
+def load_world(path: str | os.PathLike[str]) -> World:
+    """Read the world folder ``path``: rebuild the world from its seed and check its files.
+
+    Raises :class:`InputError` naming the folder when it has no readable ``world.json`` of
+    format :data:`FORMAT`, when the rebuilt facts differ from the recorded ones (another
+    generator version), or when a file is missing or changed since it was made.
+    """
+    root = Path(path)
+    card = read_card(root)
+    seed = card.get("seed")
+    if not isinstance(seed, int):
+        raise InputError(f"{root / 'world.json'} has no integer seed", "remake the world")
+    world = build_world(seed)
+    recorded = card.get("digests")
+    if not isinstance(recorded, dict):
+        recorded = {}
+    if recorded.get("facts.jsonl", {}).get("value") != digest_bytes(_facts_bytes(world)).value:
+        raise InputError(
+            f"the facts of world {str(root)!r} differ from those this version makes from seed {seed}",
+            "remake the world with: lmassay world make --out DIR",
+        )
+    problems = []
+    for name in _FILES:
+        file = root / name
+        if not file.is_file():
+            problems.append(f"{name} is missing")
+        elif digest_file(file).value != recorded.get(name, {}).get("value"):
+            problems.append(f"{name} changed")
+    if problems:
+        raise InputError(
+            f"world folder {str(root)!r}: {', '.join(problems)} since it was made",
+            "remake the world with: lmassay world make --out DIR",
+        )
+    return world
