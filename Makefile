@@ -37,9 +37,11 @@ demo: setup
 	status=$$?; test $$status -le 1 || exit $$status; \
 	echo "exit code $$status (0 consistent, 1 flagged); open $(DEMO_DIR)/attestation/report.html"
 
+## the peer benchmark against lm-eval and the layer-streaming benchmark (`make bench BENCH_FLAGS=--quick`: ~5 min)
 bench: setup
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
-	$(BIN)/python benchmarks/scoring_throughput.py
+	$(BIN)/python benchmarks/throughput.py $(BENCH_FLAGS)
+	$(BIN)/python benchmarks/streaming.py $(BENCH_FLAGS)
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -212,3 +212,19 @@ def test_topk_capture_matches_full_distribution():
 def test_empty_token_list_is_a_clear_error():
     with pytest.raises(InputError, match="text number 2 has no tokens"):
         score_token_lists([[1, 2], []], gpt2(0), prefix_token_id=PREFIX, max_length=16)
+
+
+def test_fused_gelu_is_swapped_back_and_matches():
+    from transformers.activations import NewGELUActivation
+
+    from lmassay.scoring import fused_activations
+
+    model = gpt2(11)
+    inp = torch.tensor([random_texts(6, [20])[0]])
+    with torch.no_grad():
+        plain = model(inp).logits
+        with fused_activations([model]):
+            assert not any(isinstance(m, NewGELUActivation) for m in model.modules())
+            fused = model(inp).logits
+    assert all(type(b.mlp.act) is NewGELUActivation for b in model.transformer.h)
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)

@@ -23,8 +23,9 @@ from lmassay.models import DEVICES, DTYPES, LoadedModel, load_model, same_tokeni
 from lmassay.probes import ProbeSample, ProbeSet, load_probes
 from lmassay.progress import NullProgress, Progress
 from lmassay.provenance import provenance, utc_now
-from lmassay.scoring import TokenScores, bits_per_byte, score_token_lists, tokenize_texts
+from lmassay.scoring import TokenScores, bits_per_byte, tokenize_texts
 from lmassay.statistics import Analysis, SampleStatistic, StatsConfig, analyse
+from lmassay.streaming import OFFLOAD_MODES, Offload, score_models
 
 SCHEMA = "lmassay.attestation/v1"
 KL_DIRECTION = "KL(reference || model), nats/token"
@@ -57,6 +58,9 @@ class AttestConfig:
     trust_remote_code: bool = False
     max_length: int | None = None
     token_budget: int | None = None
+    offload: Offload = "none"
+    """``stream``: score one transformer block at a time from the safetensors files (models that
+    do not fit in memory; see :mod:`lmassay.streaming`); ``none``: load the whole model."""
     comparison: Comparison = "auto"
     alpha: float = 0.05
     noise_floor: float | None = None
@@ -79,6 +83,11 @@ class AttestConfig:
                 self.dtype in DTYPES,
                 f"--dtype {self.dtype!r} is not known",
                 f"use one of {', '.join(DTYPES)}",
+            ),
+            (
+                self.offload in OFFLOAD_MODES,
+                f"--offload {self.offload!r} is not known",
+                "use none or stream",
             ),
             (
                 self.comparison in ("auto", "kl", "bpb"),
@@ -211,6 +220,7 @@ def attest(config: AttestConfig, progress: Progress | None = None) -> Attestatio
             dtype=config.dtype,
             allow_pickle=config.allow_pickle,
             trust_remote_code=config.trust_remote_code,
+            materialise=config.offload == "none",
         )
 
     model = load(config.model)
@@ -306,10 +316,11 @@ def _score(
             model.tokenizer, texts, progress.task("tokenising", len(texts))
         )
         total = sum(len(t) for t in token_lists)
-        scores = score_token_lists(
+        scores = score_models(
             token_lists,
-            model.model,
-            reference.model,
+            model,
+            reference,
+            offload=config.offload,
             prefix_token_id=model.prefix_token_id,
             max_length=max_length,
             token_budget=config.token_budget,
@@ -342,9 +353,10 @@ def _score_alone(
     token_lists = tokenize_texts(
         loaded.tokenizer, texts, progress.task(f"tokenising for {role}", len(texts))
     )
-    return score_token_lists(
+    return score_models(
         token_lists,
-        loaded.model,
+        loaded,
+        offload=config.offload,
         prefix_token_id=loaded.prefix_token_id,
         max_length=config.max_length or loaded.max_length,
         token_budget=config.token_budget,
@@ -488,10 +500,11 @@ def _rescore_with_topk(
     config: AttestConfig,
 ) -> list[TokenScores]:
     token_lists = [scored.model[i].token_ids.tolist() for i in chosen]
-    return score_token_lists(
+    return score_models(
         token_lists,
-        model.model,
-        reference.model,
+        model,
+        reference,
+        offload=config.offload,
         prefix_token_id=model.prefix_token_id,
         max_length=_paired_max_length(config, model, reference),
         token_budget=config.token_budget,

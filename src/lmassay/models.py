@@ -237,8 +237,13 @@ def load_model(
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
     revision: str | None = None,
+    materialise: bool = True,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer from a local folder or a hub id.
+
+    With ``materialise=False`` (layer streaming, :mod:`lmassay.streaming`) the weights are not
+    read: ``model`` is the architecture on the meta device (parameter shapes only, no memory),
+    and the folder must hold safetensors.  Digests and the pickle refusal are the same.
 
     Raises :class:`~lmassay.errors.ModelLoadError` (a one-line, user-facing error) for every
     problem with the input.
@@ -263,19 +268,29 @@ def load_model(
             f"could not load the tokenizer of {spec!r} ({type(exc).__name__}: {exc})",
             "the folder needs tokenizer files (tokenizer.json or vocab/merges); pass --trust-remote-code only if it needs custom code and you trust it",
         ) from exc
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path,
-            dtype=torch_dtype,
-            use_safetensors=True if has_safetensors else None,
-            trust_remote_code=trust_remote_code,
+    if not materialise and not has_safetensors:
+        raise ModelLoadError(
+            f"model {spec!r} has no safetensors weights, which layer streaming reads",
+            "convert the checkpoint to safetensors, or use --offload none",
         )
+    try:
+        model: PreTrainedModel
+        if materialise:
+            model = AutoModelForCausalLM.from_pretrained(
+                path,
+                dtype=torch_dtype,
+                use_safetensors=True if has_safetensors else None,
+                trust_remote_code=trust_remote_code,
+            )
+        else:
+            model = _meta_model(path, trust_remote_code)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         hint = "pass --trust-remote-code if the model needs its own code and you trust it"
         raise ModelLoadError(
             f"could not load model {spec!r} ({type(exc).__name__}: {exc})", hint
         ) from exc
-    model.to(resolved_device)  # type: ignore[arg-type]  # transformers types .to() narrowly
+    if materialise:
+        model.to(resolved_device)  # type: ignore[arg-type]  # transformers types .to() narrowly
     model.eval()
     return LoadedModel(
         name=spec,
@@ -289,7 +304,20 @@ def load_model(
         dtype=str(torch_dtype).removeprefix("torch."),
         max_length=context_length(model.config, tokenizer),
         prefix_token_id=prefix_token(tokenizer, spec),
+        extra={"materialised": materialise, "trust_remote_code": trust_remote_code},
     )
+
+
+def _meta_model(path: Path, trust_remote_code: bool) -> PreTrainedModel:
+    """The model of ``path``'s config with its parameters on the meta device (no weights read)."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    model.tie_weights()  # as from_pretrained does, so shared tensors are counted once
+    return model
 
 
 def same_tokenizer(a: LoadedModel, b: LoadedModel) -> bool:

@@ -27,12 +27,25 @@ made them, and the vocabulary reductions run in row chunks, so memory does not g
 Batching: windows are sorted by length (longest first) and packed so that
 ``batch size × longest window ≤ token_budget``; sequences are right-padded (causal attention never
 looks at the padding that follows the real tokens) and padded positions are never scored.
+
+Where time goes, and what the engine does about it (profiled on GPT-2 small, see
+``benchmarks/throughput.py``): for the decoder families whose head is a plain linear map of the
+final hidden state (:data:`FUSED_HEAD_TYPES`) the engine runs the model body only, keeps the final
+hidden state of the *scored* positions, and applies the output layer chunk by chunk inside the
+reduction.  The ``(B, T, V)`` logits (200 MiB per 1,024-token window at GPT-2's vocabulary) are
+never materialised, the head is not applied to padding or to the context-only positions of later
+rolling windows, and each chunk is written into buffers made once per batch (no allocator churn).
+Other models fall back to ``model(...).logits``.  The reduction is one fused ``log_softmax`` per
+chunk (:func:`reduce_rows`), and transformers' eight-kernel tanh-GELU runs as one kernel while
+scoring (:func:`fused_activations`).  Windows point into their text's token array (no copies of
+the token ids), so memory beyond the per-token outputs does not grow with the corpus.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -51,26 +64,60 @@ ProgressFn = Callable[[int, int], None]
 # 8.4 s for 4.1k tokens with a 1,024-token budget against 13.2 s with 5,341 — because the logits
 # and activations then fall out of cache, so the CPU budget is a quarter of that.
 _LOGIT_BUDGET_ELEMENTS = {"cuda": 1 << 28, "mps": 1 << 28, "cpu": 1 << 26}
-_CHUNK_ELEMENTS = 1 << 24  # rows × vocabulary per reduction chunk: 64 MiB per float32 temporary
+# Rows × vocabulary per reduction chunk (float32 logits and log-softmax buffers of this size are
+# made once per batch and reused for every chunk). On a CPU 32 MiB: about 166 rows at GPT-2's
+# vocabulary — the head's weight is read once per chunk, so fewer rows (41 at 8 MiB) were 1.5x
+# slower, and more fall out of the last-level cache; on a GPU 64 MiB keeps the kernels busy.
+_CHUNK_ELEMENTS = {"cuda": 1 << 24, "mps": 1 << 24, "cpu": 1 << 23}
 _MAX_TOKEN_BUDGET = 16384
 
+FUSED_HEAD_TYPES = frozenset(
+    {"gpt2", "gpt_neox", "llama", "mistral", "mixtral", "qwen2", "qwen3", "phi3"}
+)
+"""``config.model_type`` values whose logits are exactly ``get_output_embeddings()(last hidden
+state of base_model)`` (no soft-capping or logit scaling), so the head can be applied to the scored
+rows only."""
 
-@dataclass(frozen=True)
+RowLogits = Callable[[int, int], "torch.Tensor"]
+"""``rows(start, stop)`` → float32 logits ``(stop - start, V)`` of the scored rows ``start:stop``."""
+
+
+@dataclass(frozen=True, eq=False)
 class Window:
     """One model input: ``input_ids`` whose last ``n_scored`` next-token predictions are scored.
 
-    The targets are the tokens ``targets``; they are the text tokens ``offset … offset+n_scored-1``
+    ``seq`` is the whole text with its prefix token, ``[p, t_1, …, t_n]`` (shared by all windows
+    of the text, not copied); the input is ``seq[start:stop]`` and the targets are
+    ``seq[stop - n_scored + 1 : stop + 1]``, the text tokens ``offset … offset+n_scored-1``
     (0-based) of sample ``sample``.
     """
 
     sample: int
     offset: int
-    input_ids: tuple[int, ...]
-    targets: tuple[int, ...]
+    seq: np.ndarray  # (n + 1,) int64
+    start: int
+    stop: int
+    n_scored: int
 
     @property
-    def n_scored(self) -> int:
-        return len(self.targets)
+    def length(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def input_array(self) -> np.ndarray:
+        return self.seq[self.start : self.stop]  # (length,)
+
+    @property
+    def target_array(self) -> np.ndarray:
+        return self.seq[self.stop - self.n_scored + 1 : self.stop + 1]  # (n_scored,)
+
+    @property
+    def input_ids(self) -> tuple[int, ...]:
+        return tuple(self.input_array.tolist())
+
+    @property
+    def targets(self) -> tuple[int, ...]:
+        return tuple(self.target_array.tolist())
 
 
 @dataclass
@@ -121,24 +168,34 @@ def rolling_windows(
 def make_windows(
     token_lists: Sequence[Sequence[int]], prefix_token_id: int, max_length: int
 ) -> list[Window]:
-    """All windows of all texts, in text order."""
+    """All windows of all texts, in text order (the rule of :func:`rolling_windows`)."""
+    if max_length < 1:
+        raise InputError(
+            f"max_length must be at least 1, got {max_length}", "pass --max-length 1 or more"
+        )
     out: list[Window] = []
     for index, tokens in enumerate(token_lists):
-        offset = 0
-        for input_ids, targets in rolling_windows(tokens, prefix_token_id, max_length):
-            out.append(Window(index, offset, tuple(input_ids), tuple(targets)))
-            offset += len(targets)
+        seq = np.empty(len(tokens) + 1, dtype=np.int64)  # (n + 1,)
+        seq[0] = prefix_token_id
+        seq[1:] = np.asarray(tokens, dtype=np.int64)
+        n = len(tokens)
+        a = 1  # first target index in seq
+        while a <= n:
+            b = min(n + 1, a + max_length)  # targets are seq[a:b]
+            start = max(0, b - 1 - max_length)
+            out.append(Window(index, a - 1, seq, start, b - 1, b - a))
+            a = b
     return out
 
 
 def plan_batches(windows: Sequence[Window], token_budget: int) -> list[list[Window]]:
     """Pack windows, longest first, into batches with ``len(batch) × longest ≤ token_budget``."""
-    ordered = sorted(windows, key=lambda w: (-len(w.input_ids), w.sample, w.offset))
+    ordered = sorted(windows, key=lambda w: (-w.length, w.sample, w.offset))
     batches: list[list[Window]] = []
     current: list[Window] = []
     longest = 0
     for window in ordered:
-        length = len(window.input_ids)
+        length = window.length
         if current and (len(current) + 1) * max(longest, length) > token_budget:
             batches.append(current)
             current, longest = [], 0
@@ -180,6 +237,16 @@ def _output_width(model: Any) -> int:
     return int(out.weight.shape[0]) if out is not None else int(model.config.vocab_size)
 
 
+def fused_head(model: Any) -> bool:
+    """Whether ``model``'s logits are its output layer applied to ``base_model``'s last hidden state."""
+    config = getattr(model, "config", None)
+    return (
+        getattr(config, "model_type", None) in FUSED_HEAD_TYPES
+        and getattr(model, "base_model", model) is not model
+        and model.get_output_embeddings() is not None
+    )
+
+
 def score_token_lists(
     token_lists: Sequence[Sequence[int]],
     model: Any,
@@ -200,11 +267,7 @@ def score_token_lists(
     """
     import torch
 
-    if any(len(t) == 0 for t in token_lists):
-        empty = next(i for i, t in enumerate(token_lists) if len(t) == 0)
-        raise InputError(
-            f"text number {empty + 1} has no tokens", "remove empty texts from the probe corpus"
-        )
+    check_token_lists(token_lists)
     models = [model] if reference is None else [model, reference]
     widths = [_output_width(m) for m in models]
     device = next(model.parameters()).device.type
@@ -217,15 +280,153 @@ def score_token_lists(
     results = [_empty_scores(tokens, reference is not None, topk) for tokens in token_lists]
     total = sum(len(t) for t in token_lists)
     done = 0
-    with torch.inference_mode():
+    with torch.inference_mode(), fused_activations(models):
         for batch in plan_batches(windows, budget):
-            reduced = _score_batch(batch, models, widths, topk)
-            for window, scalars in zip(batch, reduced, strict=True):
-                _store(results[window.sample], window, scalars)
-            done += sum(w.n_scored for w in batch)
+            inputs = batch_inputs(batch)
+            sources = [_row_logits(m, inputs) for m in models]
+            reduced = reduce_rows(sources, inputs.targets, widths, topk, device)
+            del sources
+            store_batch(results, batch, reduced)
+            done += inputs.n_rows
             if progress is not None:
                 progress(done, total)
     return results
+
+
+@contextmanager
+def fused_activations(models: Sequence[Any]) -> Iterator[None]:
+    """While scoring, run transformers' tanh-GELU (``gelu_new``: GPT-2, GPT-J, …) as one kernel.
+
+    ``NewGELUActivation`` evaluates ``0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`` with eight
+    element-wise kernels; ``torch.nn.functional.gelu(approximate="tanh")`` is the same function in
+    one (results differ by float rounding only).  On GPT-2 small on a CPU the eight passes over
+    the ``(T, 3072)`` activations are ~10% of the forward pass.  The modules are swapped back
+    afterwards, also on error.
+    """
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    swapped: list[tuple[Any, str, Any]] = []
+    try:
+        for model in models:
+            if not hasattr(model, "named_modules"):
+                continue
+            for _, parent in model.named_modules():
+                for child_name, child in parent.named_children():
+                    if type(child) is NewGELUActivation:
+                        swapped.append((parent, child_name, child))
+                        setattr(parent, child_name, GELUTanh())
+        yield
+    finally:
+        for parent, child_name, child in reversed(swapped):
+            setattr(parent, child_name, child)
+
+
+def check_token_lists(token_lists: Sequence[Sequence[int]]) -> None:
+    """Refuse an empty text: it has no token to score."""
+    for index, tokens in enumerate(token_lists):
+        if len(tokens) == 0:
+            raise InputError(
+                f"text number {index + 1} has no tokens", "remove empty texts from the probe corpus"
+            )
+
+
+def empty_results(
+    token_lists: Sequence[Sequence[int]], paired: bool, topk: int = 0
+) -> list[TokenScores]:
+    """Zero-filled :class:`TokenScores` for each text, filled in by :func:`store_batch`."""
+    return [_empty_scores(tokens, paired, topk) for tokens in token_lists]
+
+
+@dataclass
+class BatchInputs:
+    """One batch as tensors: right-padded inputs, and which flat positions are scored."""
+
+    input_ids: torch.Tensor  # (B, T) int64, right-padded with 0
+    attention_mask: torch.Tensor  # (B, T) int64, 1 on real tokens
+    row_index: torch.Tensor  # (N,) int64, flat b * T + position of every scored position
+    targets: torch.Tensor  # (N,) int64, the token scored at each of those positions
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.row_index.shape[0])
+
+
+def batch_inputs(batch: Sequence[Window]) -> BatchInputs:
+    """Right-padded ``(B, T)`` inputs of ``batch`` and the flat indices of its scored positions."""
+    import torch
+
+    longest = max(w.length for w in batch)
+    ids = np.zeros((len(batch), longest), dtype=np.int64)  # (B, T)
+    mask = np.zeros((len(batch), longest), dtype=np.int64)  # (B, T)
+    rows, targets = [], []
+    for b, window in enumerate(batch):
+        ids[b, : window.length] = window.input_array
+        mask[b, : window.length] = 1
+        rows.append(b * longest + np.arange(window.length - window.n_scored, window.length))
+        targets.append(window.target_array)
+    return BatchInputs(
+        input_ids=torch.from_numpy(ids),
+        attention_mask=torch.from_numpy(mask),
+        row_index=torch.from_numpy(np.concatenate(rows)),
+        targets=torch.from_numpy(np.concatenate(targets)),
+    )
+
+
+def _row_logits(model: Any, inputs: BatchInputs) -> RowLogits:
+    """Run ``model`` on the batch; return a function giving float32 logits of scored rows."""
+    device = next(model.parameters()).device
+    ids = inputs.input_ids.to(device)
+    mask = inputs.attention_mask.to(device)
+    rows = inputs.row_index.to(device)
+    if fused_head(model):
+        hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, H)
+        return head_rows(hidden.reshape(-1, hidden.shape[-1])[rows], model.get_output_embeddings())
+    logits = model(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
+    flat = logits.reshape(-1, logits.shape[-1])  # (B*T, V)
+    return lambda start, stop: flat[rows[start:stop]].float()  # (C, V)
+
+
+def head_rows(hidden: torch.Tensor, head: Any) -> RowLogits:
+    """Row logits from final hidden states ``(N, H)`` of the scored rows and the output layer.
+
+    A float32 linear head writes each chunk into one buffer, made at the first (largest) chunk
+    and reused for the rest of the batch; the tensor returned is valid until the next call.
+    """
+    import torch
+
+    if not (
+        isinstance(head, torch.nn.Linear)
+        and head.weight.dtype == torch.float32
+        and hidden.dtype == torch.float32
+    ):
+        return lambda start, stop: head(hidden[start:stop]).float()  # (C, V)
+    weight, bias = head.weight, head.bias  # (V, H), (V,) or None
+    buffers: list[torch.Tensor] = []
+
+    def logits(start: int, stop: int) -> torch.Tensor:
+        if not buffers or buffers[0].shape[0] < stop - start:
+            buffers[:] = [hidden.new_empty((stop - start, weight.shape[0]))]
+        out = buffers[0][: stop - start]  # (C, V)
+        if bias is None:
+            return torch.matmul(hidden[start:stop], weight.t(), out=out)
+        return torch.addmm(bias, hidden[start:stop], weight.t(), out=out)
+
+    return logits
+
+
+def store_batch(
+    results: list[TokenScores], batch: Sequence[Window], reduced: dict[str, np.ndarray]
+) -> None:
+    """Write a batch's reduced per-token scalars (rows in batch order) into ``results``."""
+    start = 0
+    for window in batch:
+        stop = start + window.n_scored
+        _store(
+            results[window.sample],
+            window,
+            {key: value[start:stop] for key, value in reduced.items()},
+        )
+        start = stop
 
 
 def _empty_scores(tokens: Sequence[int], paired: bool, topk: int) -> TokenScores:
@@ -267,116 +468,72 @@ def _store(scores: TokenScores, window: Window, scalars: dict[str, np.ndarray]) 
     scores.n_windows += 1
 
 
-def _score_batch(
-    batch: list[Window], models: list[Any], widths: list[int], topk: int
-) -> list[dict[str, np.ndarray]]:
-    import torch
-
-    longest = max(len(w.input_ids) for w in batch)
-    input_ids = torch.zeros((len(batch), longest), dtype=torch.long)  # (B, T), right-padded
-    attention = torch.zeros((len(batch), longest), dtype=torch.long)  # (B, T)
-    rows: list[int] = []  # flat (b * T + position) of every scored position, batch order
-    for b, window in enumerate(batch):
-        length = len(window.input_ids)
-        input_ids[b, :length] = torch.tensor(window.input_ids)
-        attention[b, :length] = 1
-        rows.extend(b * longest + p for p in range(length - window.n_scored, length))
-    targets = torch.tensor([t for w in batch for t in w.targets], dtype=torch.long)  # (N,)
-    row_index = torch.tensor(rows, dtype=torch.long)  # (N,)
-
-    flat_logits = []
-    for m in models:
-        device = next(m.parameters()).device
-        logits = m(
-            input_ids=input_ids.to(device), attention_mask=attention.to(device)
-        ).logits  # (B, T, V)
-        flat_logits.append(logits.reshape(-1, logits.shape[-1]))  # (B*T, V)
-    reduced = _reduce_rows(flat_logits, row_index, targets, widths, topk)
-    del flat_logits
-
-    out: list[dict[str, np.ndarray]] = []
-    start = 0
-    for window in batch:
-        stop = start + window.n_scored
-        out.append({key: value[start:stop] for key, value in reduced.items()})
-        start = stop
-    return out
-
-
-def _reduce_rows(
-    flat_logits: list[torch.Tensor],
-    row_index: torch.Tensor,
+def reduce_rows(
+    sources: Sequence[RowLogits],
     targets: torch.Tensor,
-    widths: list[int],
-    topk: int,
+    widths: Sequence[int],
+    topk: int = 0,
+    device: str = "cpu",
 ) -> dict[str, np.ndarray]:
-    """Per-token scalars from the scored rows of each model's logits, in row chunks (float32).
+    """Per-token scalars of the scored rows of one (model) or two (model, reference) sources.
 
-    With ``z`` the logits, ``m = max z`` (whose index is the top-1 token), ``e = exp(z − m)``,
-    ``s = Σ e`` and ``lse = m + log s``: ``log p(t) = z[t] − lse`` and
-    ``KL(r ‖ m) = Σ_v e_r(v) (z_r(v) − z_m(v)) / s_r − (lse_r − lse_m)``.  No log-softmax is
-    materialised and each row is exponentiated once per model; identical logits give exactly 0.
+    The one reduction of lmassay: the in-memory engine and layer streaming both call it.  Rows
+    are taken in chunks of about ``_CHUNK_ELEMENTS`` logits, in float32, and each chunk is reduced
+    before the next is made.  Per model, ``lp = log_softmax(z)`` (one fused kernel, into a buffer
+    reused for every chunk) gives ``log p(t) = lp[t]``; the top-1 token is ``argmax z``; and
+    ``KL(r ‖ m) = Σ_v exp(lp_r(v)) (lp_r(v) − lp_m(v))``.  When the two output widths differ the KL
+    is over the first ``min`` columns, each renormalised.  Identical logits give exactly 0.
+    Keys: ``logprob_model``, ``top1_model`` (and ``_reference``), ``kl``, ``topk_*``.
     """
     import torch
 
-    n_rows = int(row_index.shape[0])
-    chunk = max(1, _CHUNK_ELEMENTS // max(widths))
-    names = ["model", "reference"][: len(flat_logits)]
+    n_rows = int(targets.shape[0])
+    elements = _CHUNK_ELEMENTS.get(device, _CHUNK_ELEMENTS["cpu"])
+    chunk = max(1, min(n_rows, elements // max(widths)))
+    names = ["model", "reference"][: len(sources)]
+    common = min(widths)
+    buffers: list[torch.Tensor | None] = [None] * len(sources)
     parts: dict[str, list[np.ndarray]] = {}
 
     def keep(key: str, value: torch.Tensor) -> None:
         parts.setdefault(key, []).append(value.cpu().numpy())
 
     for start in range(0, n_rows, chunk):
-        idx = row_index[start : start + chunk]
-        tgt = targets[start : start + chunk]
-        rows = []
-        for name, flat in zip(names, flat_logits, strict=True):
-            z = flat[idx.to(flat.device)].float()  # (C, V) float32
-            top, top1 = z.max(dim=-1)  # (C,), (C,)
-            e = torch.exp(z - top[:, None])  # (C, V)
-            total = e.sum(dim=-1)  # (C,)
-            lse = top + torch.log(total)  # (C,)
-            keep(f"logprob_{name}", z.gather(-1, tgt.to(z.device)[:, None]).squeeze(-1) - lse)
-            keep(f"top1_{name}", top1)
+        stop = min(n_rows, start + chunk)
+        tgt = targets[start:stop]
+        for_kl = []
+        for i, (name, source) in enumerate(zip(names, sources, strict=True)):
+            z = source(start, stop)  # (C, V) float32
+            buffer = buffers[i]
+            if buffer is None or buffer.shape[1] != z.shape[1] or buffer.device != z.device:
+                buffer = buffers[i] = torch.empty((chunk, z.shape[1]), device=z.device)
+            keep(f"top1_{name}", z.argmax(dim=-1))  # (C,)
+            if len(sources) == 2 and widths[0] != widths[1]:
+                for_kl.append(torch.log_softmax(z[:, :common], dim=-1))  # (C, common)
+            lp = torch.log_softmax(z, dim=-1, out=buffer[: stop - start])  # (C, V)
+            keep(f"logprob_{name}", lp.gather(-1, tgt.to(lp.device)[:, None]).squeeze(-1))
             if topk:
-                values, ids = z.topk(topk, dim=-1)  # (C, k)
+                values, ids = lp.topk(topk, dim=-1)  # (C, k)
                 keep(f"topk_{name}_ids", ids)
-                keep(f"topk_{name}_logprobs", values - lse[:, None])
-            rows.append(_Rows(z, e, total, lse))
-        if len(rows) == 2:
-            keep("kl", _kl_rows(rows[0], rows[1], widths))
-        del rows
+                keep(f"topk_{name}_logprobs", values)
+            if len(sources) == 2 and widths[0] == widths[1]:
+                for_kl.append(lp)
+        if len(for_kl) == 2:
+            keep("kl", _kl_rows(for_kl[0], for_kl[1]))
+        del for_kl
     return {key: np.concatenate(values) for key, values in parts.items()}
 
 
-@dataclass
-class _Rows:
-    """One chunk of one model's float32 logits ``z`` (C, V), ``e = exp(z − max)``, ``Σ e``, logsumexp."""
-
-    z: torch.Tensor
-    e: torch.Tensor
-    total: torch.Tensor
-    lse: torch.Tensor
-
-
-def _kl_rows(model: _Rows, reference: _Rows, widths: list[int]) -> torch.Tensor:
-    """KL(reference ‖ model) per row of a chunk, in nats."""
+def _kl_rows(lp_model: torch.Tensor, lp_reference: torch.Tensor) -> torch.Tensor:
+    """KL(reference ‖ model) per row, in nats, from the two log-softmaxes ``(C, V)``."""
     import torch
 
-    device = model.z.device
-    z_m, z_r = model.z, reference.z.to(device)
-    e_r, total_r = reference.e.to(device), reference.total.to(device)
-    lse_m, lse_r = model.lse, reference.lse.to(device)
-    if widths[0] != widths[1]:  # compare over the shared columns, each renormalised
-        common = min(widths)
-        z_m, z_r, e_r = z_m[:, :common], z_r[:, :common], e_r[:, :common]
-        lse_m, lse_r = torch.logsumexp(z_m, dim=-1), torch.logsumexp(z_r, dim=-1)
-        total_r = e_r.sum(dim=-1)
-    kl = torch.linalg.vecdot(e_r, z_r - z_m) / total_r - (lse_r - lse_m)  # (C,)
+    lp_m = lp_model.to(lp_reference.device)
+    p_r = lp_reference.exp()  # (C, V)
+    diff = torch.sub(lp_reference, lp_m)  # (C, V)
+    kl = torch.linalg.vecdot(p_r, diff)  # (C,)
     if not bool(torch.isfinite(kl).all()):  # -inf logits (masked tokens): drop 0 · inf terms
-        terms = torch.where(e_r > 0, e_r * (z_r - z_m), torch.zeros_like(e_r))
-        kl = terms.sum(dim=-1) / total_r - (lse_r - lse_m)
+        kl = torch.where(p_r > 0, p_r * diff, torch.zeros_like(p_r)).sum(dim=-1)
     return kl.clamp_min(0.0)
 
 

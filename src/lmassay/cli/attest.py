@@ -65,6 +65,13 @@ def attest(
     token_budget: Annotated[
         int | None, typer.Option(help="Tokens per batch (default: from the vocabulary size).")
     ] = None,
+    offload: Annotated[
+        str,
+        typer.Option(
+            help="none: load the whole model; stream: one transformer block at a time from the "
+            "safetensors files, for models larger than memory (GPT-2, Llama/Mistral/Qwen, GPT-NeoX)."
+        ),
+    ] = "none",
     comparison: Annotated[
         str, typer.Option(help="auto (KL if the tokenizers match, else bits/byte), kl or bpb.")
     ] = "auto",
@@ -93,12 +100,30 @@ def attest(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bars and no markdown summary.")
     ] = False,
+    sign: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign",
+            help="Private key: also write OUT/attestation.sig, a signed statement that this "
+            "attestation is about exactly the --model folder's weights (see lmassay verify).",
+        ),
+    ] = None,
+    registry: Annotated[
+        Path | None,
+        typer.Option(
+            help="Registry database (default: $LMASSAY_REGISTRY or the user data folder)."
+        ),
+    ] = None,
 ) -> None:
     """Score a probe corpus with a model and a reference; flag the categories where it was tampered with.
 
     Example:
 
         lmassay attest --model ./suspect --reference gpt2 --probes probes.jsonl --out runs/suspect
+
+    A model larger than memory, streamed one block at a time:
+
+        lmassay attest --model ./big --reference ./big-ref --probes probes.jsonl --out runs/big --offload stream
 
     Writes OUT/attestation.json, OUT/samples.jsonl, OUT/report.html and OUT/report.md, and prints the
     markdown summary. Exit 0: consistent; 1: tampered or a different model; 2: could not run.
@@ -125,6 +150,7 @@ def attest(
         trust_remote_code=trust_remote_code,
         max_length=max_length,
         token_budget=token_budget,
+        offload=offload,  # type: ignore[arg-type]  # validated by AttestConfig.validate
         comparison=comparison,  # type: ignore[arg-type]  # validated by AttestConfig.validate
         alpha=alpha,
         noise_floor=noise_floor,
@@ -133,8 +159,12 @@ def attest(
         min_samples=min_samples,
         write_report=not no_report,
     )
+    from lmassay.cli.seal import check_attest_signing, finish_attest
+
+    check_attest_signing(model, sign)
     with cli_progress(quiet) as progress:
         result = run_command("attest", run_attest, config, progress)
+    finish_attest(result, model, sign, registry)
     if not quiet:
         from lmassay.report import render_markdown
 
