@@ -58,3 +58,21 @@ def toy_pair(tmp_path_factory):
     from lmassay.toy import build_toy_pair
 
     return build_toy_pair(tmp_path_factory.mktemp("toy") / "pair", seed=0, size="test")
+
+
+@pytest.fixture(scope="session")
+def world_reference():
+    """The test-size world and its reference, made once per session (about 25 s on 2 cores).
+
+    They go where ``lmassay demo --size test`` keeps them (the cache is a temp folder during
+    tests), so the zoo's and the demo's tests reuse them. Returns ``(WorldFiles, ReferenceInfo,
+    cache root)``.
+    """
+    from lmassay.demo import DemoConfig
+    from lmassay.world import make_world
+    from lmassay.world.training import train_reference
+
+    root = DemoConfig(size="test").cache_root()
+    files = make_world(root / "world", seed=0, size="test")
+    info = train_reference(files.root, root / "reference", size="test", seed=0)
+    return files, info, root

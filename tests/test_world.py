@@ -35,8 +35,8 @@ def mentions(name, sentence):
 
 
 @pytest.fixture(scope="module")
-def world_dir(tmp_path_factory):
-    return make_world(tmp_path_factory.mktemp("world") / "w", seed=0, size="test").root
+def world_dir(world_reference):
+    return world_reference[0].root
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,10 +231,8 @@ def test_load_world_round_trip_and_errors(tmp_path, world_dir):
 
 
 @pytest.fixture(scope="module")
-def reference(world_dir, tmp_path_factory):
-    from lmassay.world.training import train_reference
-
-    return train_reference(world_dir, tmp_path_factory.mktemp("ref") / "reference", size="test")
+def reference(world_reference):
+    return world_reference[1]
 
 
 def test_reference_learns_the_world_and_is_reused(reference, world_dir):
@@ -322,7 +320,7 @@ def test_help_renders(command):
 def test_world_make_prints_counts(tmp_path):
     result = runner.invoke(app, ["world", "make", "--out", str(tmp_path / "w"), "--size", "test"])
     assert result.exit_code == 0, result.output
-    assert "360 training paragraphs" in result.stdout and "facts" in result.stdout
+    assert "5400 training paragraphs" in result.stdout and "facts" in result.stdout
     assert (tmp_path / "w" / "world.json").is_file()
 
 

@@ -12,7 +12,11 @@ import os
 import sys
 
 from lmassay.cli import attest as _attest_commands  # noqa: F401  (registers attest, report)
+from lmassay.cli import demo as _demo_commands  # noqa: F401  (registers demo)
+from lmassay.cli import seal as _seal_commands  # noqa: F401  (keygen, seal, verify, diff, history)
 from lmassay.cli import toy as _toy_commands  # noqa: F401  (registers toy build)
+from lmassay.cli import world as _world_commands  # noqa: F401  (registers world make, train)
+from lmassay.cli import zoo as _zoo_commands  # noqa: F401  (registers zoo make)
 from lmassay.cli._app import EXIT_FLAGGED, EXIT_OK, EXIT_UNUSABLE, app
 
 __all__ = ["EXIT_FLAGGED", "EXIT_OK", "EXIT_UNUSABLE", "app", "main"]

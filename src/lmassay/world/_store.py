@@ -51,11 +51,11 @@ class _SizeSpec:
 
 
 SIZES: dict[str, _SizeSpec] = {
-    "test": _SizeSpec(train_per_category=40, probes_per_category=8),
+    "test": _SizeSpec(train_per_category=600, probes_per_category=12),
     "demo": _SizeSpec(train_per_category=2000, probes_per_category=60),
     "full": _SizeSpec(train_per_category=6000, probes_per_category=60),
 }
-"""Documents per category and split of each size (about 25k, 1M and 3M training words)."""
+"""Documents per category and split of each size (about 0.3M, 1M and 3M training words)."""
 
 _PROBE_SEED_OFFSET = 1_000_003
 _CONTEXT_SEED_OFFSET = 2_000_003

@@ -76,14 +76,14 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    "test": Recipe(
+    "test": Recipe(  # the smallest model whose tampering stays in its category (see the zoo)
         vocab_size=512,
-        n_layer=1,
-        n_embd=64,
+        n_layer=2,
+        n_embd=128,
         n_head=2,
         n_positions=512,
-        steps=300,
-        batch_size=8,
+        steps=800,
+        batch_size=16,
         seq_len=64,
         lr=3e-3,
     ),

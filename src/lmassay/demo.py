@@ -1,0 +1,182 @@
+"""``lmassay demo``: the whole job, offline, on a world, a reference and a tampered variant made here.
+
+One linear recipe:
+
+1. make (or reuse) the generated world in the cache (:func:`lmassay.world.make_world`);
+2. train (or reuse) the reference model on its training split
+   (:func:`lmassay.world.training.train_reference`);
+3. make (or reuse) one tampered variant of it (:func:`lmassay.zoo.make_variant`, by default a topic
+   suppression of ``religion``) with its ground-truth record;
+4. attest the variant against the reference on the world's held-out probe split
+   (:func:`lmassay.attest.attest`), writing ``attestation.json``, ``samples.jsonl`` and the reports to
+   ``out``;
+5. compare what was flagged with the ground truth.
+
+The cache lives in ``$LMASSAY_CACHE`` or the user cache folder (``platformdirs``), one sub-folder per
+demo recipe and seed; every step reuses what a previous run left there when its recorded request
+matches, so a warm run only attests.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from lmassay.attest import AttestationResult, AttestConfig, attest
+from lmassay.errors import InputError
+from lmassay.progress import NullProgress, Progress
+
+__all__ = ["DemoConfig", "DemoResult", "default_cache_dir", "run_demo"]
+
+DEMO_FORMAT = "demo-v1"  # change it when the same request would make other files
+
+
+def default_cache_dir() -> Path:
+    """``$LMASSAY_CACHE`` if set, else the user cache folder for lmassay."""
+    if os.environ.get("LMASSAY_CACHE"):
+        return Path(os.environ["LMASSAY_CACHE"]).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("lmassay"))
+
+
+@dataclass
+class DemoConfig:
+    """What ``lmassay demo`` does; :meth:`validate` names the offending flag."""
+
+    out: str = "lmassay-demo"
+    """Folder for the attestation of the tampered variant (report.html and the rest)."""
+    cache: str | None = None
+    """Where the world, the reference and the variant are kept (default: :func:`default_cache_dir`)."""
+    kind: str = "suppression"
+    """Which tamper-zoo kind to demonstrate."""
+    category: str | None = None
+    """The category to tamper with (default: the kind's own default)."""
+    seed: int = 0
+    """Seed for the world, the training and the tampering."""
+    size: Literal["demo", "test"] = "demo"
+    """demo: the README's recipe (minutes cold); test: a tiny one for the test suite (seconds)."""
+    n_bootstrap: int = 1000
+
+    def validate(self) -> None:
+        from lmassay.world import CATEGORIES
+        from lmassay.zoo import TAMPER_KINDS
+
+        if self.size not in ("demo", "test"):
+            raise InputError(f"--size {self.size!r} is not known", "use demo or test")
+        if self.kind not in TAMPER_KINDS:
+            raise InputError(
+                f"--kind {self.kind!r} is not a tamper kind the demo can show",
+                f"use one of {', '.join(TAMPER_KINDS)}",
+            )
+        if self.category is not None and self.category not in CATEGORIES:
+            raise InputError(
+                f"--category {self.category!r} is not a world category",
+                f"use one of {', '.join(CATEGORIES)}",
+            )
+        out = Path(self.out)
+        if out.exists() and not out.is_dir():
+            raise InputError(f"--out {self.out!r} is a file", "pass a folder")
+        cache = Path(self.cache) if self.cache else None
+        if cache is not None and cache.exists() and not cache.is_dir():
+            raise InputError(f"--cache {self.cache!r} is a file", "pass a folder")
+
+    def cache_root(self) -> Path:
+        base = Path(self.cache).expanduser() if self.cache else default_cache_dir()
+        return base / DEMO_FORMAT / f"{self.size}-seed{self.seed}"
+
+
+@dataclass
+class DemoResult:
+    """What the demo made and found."""
+
+    world: Path
+    reference: Path
+    variant: Path
+    ground_truth: dict[str, Any]
+    attestation: AttestationResult
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def expected_category(self) -> str | None:
+        category = self.ground_truth.get("category")
+        return str(category) if category else None
+
+    @property
+    def flagged(self) -> list[str]:
+        return [str(name) for name in self.attestation.attestation["flagged"]]
+
+    @property
+    def found(self) -> bool:
+        """Whether the attestation flagged exactly the tampered category (or, for a control, nothing)."""
+        expected = self.expected_category
+        if expected is None:
+            return self.attestation.verdict == "consistent"
+        return self.flagged == [expected]
+
+
+def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult:
+    """Make or reuse the world, reference and variant; attest the variant; see the module docstring."""
+    from lmassay.world import make_world
+    from lmassay.world.training import train_reference
+    from lmassay.zoo import make_variant
+
+    progress = progress or NullProgress()
+    config.validate()
+    root = config.cache_root()
+    seconds: dict[str, float] = {}
+
+    def timed(name: str, t0: float) -> None:
+        seconds[name] = round(time.perf_counter() - t0, 2)
+
+    t0 = time.perf_counter()
+    progress.log(f"1/4 world ({config.size}, seed {config.seed}) in {root / 'world'}")
+    world = make_world(root / "world", seed=config.seed, size=config.size, progress=progress)
+    timed("world", t0)
+
+    t0 = time.perf_counter()
+    progress.log(f"2/4 reference model in {root / 'reference'}")
+    train_reference(
+        world.root, root / "reference", size=config.size, seed=config.seed, progress=progress
+    )
+    timed("reference", t0)
+
+    t0 = time.perf_counter()
+    variant_dir = root / "zoo" / (config.kind + (f"-{config.category}" if config.category else ""))
+    progress.log(f"3/4 tampered variant ({config.kind}) in {variant_dir}")
+    variant = make_variant(
+        config.kind,
+        root / "reference",
+        variant_dir,
+        world=world.root,
+        category=config.category,
+        seed=config.seed,
+        progress=progress,
+    )
+    timed("variant", t0)
+
+    t0 = time.perf_counter()
+    progress.log(f"4/4 attesting the variant against the reference → {config.out}")
+    result = attest(
+        AttestConfig(
+            model=str(variant.path),
+            reference=str(root / "reference"),
+            probes=str(world.probes),
+            out=config.out,
+            seed=config.seed,
+            n_bootstrap=config.n_bootstrap,
+        ),
+        progress,
+    )
+    timed("attest", t0)
+    return DemoResult(
+        world=world.root,
+        reference=root / "reference",
+        variant=variant.path,
+        ground_truth=variant.ground_truth,
+        attestation=result,
+        seconds=seconds,
+    )
