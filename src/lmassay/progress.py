@@ -2,12 +2,14 @@
 
 Library functions take an optional :class:`Progress`; they call :meth:`Progress.task` for each long
 stage and the returned callback with ``(done, total)``.  The CLI passes a :class:`RichProgress` that
-draws bars on a terminal and stays silent when stderr is not a TTY or ``--quiet`` is given.
+draws bars on a terminal, a :class:`LineProgress` that prints plain lines when stderr is a log or a
+pipe, and nothing with ``--quiet``.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -82,11 +84,45 @@ class RichProgress:
             self._bars.console.print(f"[dim]{message}[/dim]")
 
 
+class LineProgress:
+    """Plain lines on stderr for logs and pipes: every message, and each task at every 10 %."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream or sys.stderr, flush=True)
+
+    def task(self, description: str, total: int) -> ProgressFn:
+        started = time.perf_counter()
+        shown = -1
+
+        def update(done: int, new_total: int) -> None:
+            nonlocal shown
+            tenth = (10 * done) // max(new_total, 1)
+            if tenth > shown:
+                shown = tenth
+                elapsed = time.perf_counter() - started
+                left = elapsed * (new_total - done) / done if done else float("nan")
+                self._print(
+                    f"{description}: {done}/{new_total} ({10 * tenth}%), {elapsed:.0f} s elapsed"
+                    + (f", about {left:.0f} s left" if done and done < new_total else "")
+                )
+
+        return update
+
+    def log(self, message: str) -> None:
+        self._print(message)
+
+
 @contextmanager
 def cli_progress(quiet: bool) -> Iterator[Progress]:
-    """The progress reporter the CLI uses: rich bars on a TTY, nothing otherwise."""
-    if quiet or not sys.stderr.isatty():
+    """The progress reporter the CLI uses: rich bars on a TTY, plain lines otherwise."""
+    if quiet:
         yield NullProgress()
+        return
+    if not sys.stderr.isatty():
+        yield LineProgress()
         return
     with RichProgress(enabled=True) as bars:
         yield bars

@@ -63,7 +63,7 @@ def world_make(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the world into.")],
     seed: Annotated[int, typer.Option(help="World seed: the same seed gives the same files.")] = 0,
     size: Annotated[
-        str, typer.Option(help="test (~20k words), demo (~1M words) or full (~3M words).")
+        str, typer.Option(help="test (~0.3M words), demo (~1M words) or full (~3M words).")
     ] = "full",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
