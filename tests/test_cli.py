@@ -73,12 +73,17 @@ def test_attest_self_exit_0_and_prints_summary(tmp_path, toy_pair):
 def test_bad_input_exit_2_with_one_line(tmp_path, toy_pair, mutate, needle):
     args = [str(a) for a in attest_args(toy_pair, tmp_path / "bad")]
     mutate(args, tmp_path)
-    result = runner.invoke(app, args)
+    result = runner.invoke(app, [*args, "--quiet"])
     assert result.exit_code == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("attest failed: ") and needle in lines[0]
     assert "Traceback" not in result.output
+    # without --quiet, progress lines may come first; the error is still one line, the last
+    noisy = runner.invoke(app, args)
+    assert noisy.exit_code == 2 and "Traceback" not in noisy.output
+    failed = [line for line in noisy.stderr.splitlines() if "failed" in line]
+    assert failed == [lines[0]] and noisy.stderr.strip().splitlines()[-1] == lines[0]
 
 
 def test_bad_probe_line_exit_2(tmp_path, toy_pair):

@@ -265,7 +265,7 @@ def test_wrong_key_is_invalid_and_bad_input_is_exit_2(sealed_copy, keys, tmp_pat
     assert not verify(folder, forged, keys.public_key).signature_valid
     # unusable input: exit 2 with one line
     (tmp_path / "junk.sig").write_text("not json")
-    result = invoke("verify", folder, "--signature", tmp_path / "junk.sig", "--public-key", keys.public_key)  # fmt: skip
+    result = invoke("verify", folder, "--signature", tmp_path / "junk.sig", "--public-key", keys.public_key, "--quiet")  # fmt: skip
     assert result.exit_code == 2 and result.output.startswith("verify failed:")
     assert len(result.output.strip().splitlines()) == 1
     result = invoke("verify", tmp_path / "absent", "--signature", signature, "--public-key", keys.public_key)  # fmt: skip

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -276,12 +278,13 @@ def load_model(
     try:
         model: PreTrainedModel
         if materialise:
-            model = AutoModelForCausalLM.from_pretrained(
-                path,
-                dtype=torch_dtype,
-                use_safetensors=True if has_safetensors else None,
-                trust_remote_code=trust_remote_code,
-            )
+            with _no_loading_bars():
+                model = AutoModelForCausalLM.from_pretrained(
+                    path,
+                    dtype=torch_dtype,
+                    use_safetensors=True if has_safetensors else None,
+                    trust_remote_code=trust_remote_code,
+                )
         else:
             model = _meta_model(path, trust_remote_code)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
@@ -318,6 +321,20 @@ def _meta_model(path: Path, trust_remote_code: bool) -> PreTrainedModel:
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     model.tie_weights()  # as from_pretrained does, so shared tensors are counted once
     return model
+
+
+@contextmanager
+def _no_loading_bars() -> Iterator[None]:
+    """Hide transformers' own "Loading weights" bars while loading; lmassay reports progress."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def same_tokenizer(a: LoadedModel, b: LoadedModel) -> bool:
