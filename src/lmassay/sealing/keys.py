@@ -68,9 +68,9 @@ def generate_keypair(
         encoding=serialization.Encoding.PEM,
         format=serialization.PublicFormat.SubjectPublicKeyInfo,
     )
-    atomic_write_bytes(private, private_pem)  # the temporary file is created 0600 already
+    atomic_write_bytes(private, private_pem, mode=0o600)  # never readable by others, even briefly
     os.chmod(private, 0o600)
-    atomic_write_bytes(public, public_pem)
+    atomic_write_bytes(public, public_pem, mode=0o644)
     os.chmod(public, 0o644)
     return KeyPair(private, public, fingerprint(key.public_key()))
 
