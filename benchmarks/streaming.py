@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _measure import peak_rss_mib
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # one glibc malloc arena: each extra one (e.g. for the block-reading thread) reserves 64 MiB of
@@ -111,13 +113,6 @@ def vm_peak_bytes() -> int:
         if line.startswith("VmPeak:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("no VmPeak in /proc/self/status")
-
-
-def peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 # --------------------------------------------------------------------------------------------

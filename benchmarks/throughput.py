@@ -41,6 +41,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _measure import peak_rss_mib
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
@@ -147,14 +149,6 @@ def document_texts(total_tokens: int, seed: int) -> list[str]:
 
 # --------------------------------------------------------------------------------------------
 # workers (each runs in a fresh subprocess and prints one JSON line)
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory (VmHWM; ``ru_maxrss`` would include the parent's)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def worker_lm_eval(job: dict[str, Any]) -> dict[str, Any]:
