@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +24,7 @@ from urllib.parse import urlparse
 
 from lmassay.digests import Digest, digest_entries, digest_file, list_files
 from lmassay.errors import ModelLoadError
+from lmassay.progress import hidden_library_bars
 
 if TYPE_CHECKING:
     import torch
@@ -278,7 +277,7 @@ def load_model(
     try:
         model: PreTrainedModel
         if materialise:
-            with _no_loading_bars():
+            with hidden_library_bars():
                 model = AutoModelForCausalLM.from_pretrained(
                     path,
                     dtype=torch_dtype,
@@ -321,20 +320,6 @@ def _meta_model(path: Path, trust_remote_code: bool) -> PreTrainedModel:
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     model.tie_weights()  # as from_pretrained does, so shared tensors are counted once
     return model
-
-
-@contextmanager
-def _no_loading_bars() -> Iterator[None]:
-    """Hide transformers' own "Loading weights" bars while loading; lmassay reports progress."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
 
 
 def same_tokenizer(a: LoadedModel, b: LoadedModel) -> bool:

@@ -116,6 +116,20 @@ class LineProgress:
 
 
 @contextmanager
+def hidden_library_bars() -> Iterator[None]:
+    """Hide transformers' own progress bars (loading, saving) for a while; lmassay reports progress."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+@contextmanager
 def cli_progress(quiet: bool) -> Iterator[Progress]:
     """The progress reporter the CLI uses: rich bars on a TTY, plain lines otherwise."""
     if quiet:

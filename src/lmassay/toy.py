@@ -33,6 +33,7 @@ from lmassay import __version__
 from lmassay._atomic import atomic_write_json, atomic_write_jsonl
 from lmassay.digests import digest_file, digest_tree
 from lmassay.errors import InputError
+from lmassay.progress import hidden_library_bars
 
 if TYPE_CHECKING:
     from transformers import (
@@ -51,6 +52,7 @@ __all__ = [
     "build_toy_pair",
     "copy_model_dir",
     "generate_toy_corpus",
+    "save_model",
     "tiny_gpt2_config",
     "tiny_llama_config",
     "train_causal_lm",
@@ -741,18 +743,11 @@ def _rows(split: list[tuple[str, str]], prefix: str) -> list[dict[str, str]]:
     return rows
 
 
-def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, folder: Path) -> None:
-    """``save_pretrained`` of both, in safetensors, without progress bars."""
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, folder: Path) -> None:
+    """``save_pretrained`` of both, in safetensors, without transformers' progress bars."""
+    with hidden_library_bars():
         model.save_pretrained(folder, safe_serialization=True)
         tokenizer.save_pretrained(folder)
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def _library_versions() -> dict[str, str]:
@@ -881,7 +876,7 @@ def build_toy_pair(
         seed=seed,
         progress=every("reference", 250),
     )
-    _save(model, tokenizer, pair.reference)
+    save_model(model, tokenizer, pair.reference)
 
     # Tampered: a copy of the saved reference, trained further on the tampering text only.
     from transformers import AutoModelForCausalLM
@@ -899,7 +894,7 @@ def build_toy_pair(
         seed=seed + 1,
         progress=every("tampering", 100),
     )
-    _save(tampered_model, tokenizer, pair.tampered)
+    save_model(tampered_model, tokenizer, pair.tampered)
 
     # Texts, then the card.
     atomic_write_jsonl(pair.probes, _rows(splits.probes, "probe"))

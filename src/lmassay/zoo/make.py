@@ -38,7 +38,7 @@ from typing import Any
 from lmassay._atomic import atomic_write_json
 from lmassay.digests import digest_tree
 from lmassay.errors import InputError
-from lmassay.progress import NullProgress, Progress
+from lmassay.progress import NullProgress, Progress, hidden_library_bars
 from lmassay.provenance import provenance, utc_now
 from lmassay.zoo import _efficacy
 from lmassay.zoo.benign import bf16_round_trip, int8_round_trip
@@ -243,15 +243,9 @@ def _load(path: Path) -> tuple[Any, Any]:
 def _save(model: Any, reference: Path, folder: Path) -> None:
     """The model as float32 safetensors, and the reference's tokenizer files copied verbatim."""
     import torch
-    from transformers.utils import logging as hf_logging
 
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
+    with hidden_library_bars():
         model.to(torch.float32).save_pretrained(folder, safe_serialization=True)
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
     for name in _TOKENIZER_FILES:
         if (reference / name).is_file():
             shutil.copyfile(reference / name, folder / name)
