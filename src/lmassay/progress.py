@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-ProgressFn = Callable[[int, int], None]
+
+class ProgressFn(Protocol):
+    """``update(done, total)``, or ``update(done, total, note)`` with a short status (a loss)."""
+
+    def __call__(self, done: int, total: int, note: str | None = None, /) -> None: ...
 
 
 class Progress(Protocol):
@@ -31,7 +35,10 @@ class NullProgress:
     """Reports nothing."""
 
     def task(self, description: str, total: int) -> ProgressFn:
-        return lambda done, total: None
+        def update(done: int, total: int, note: str | None = None, /) -> None:
+            return None
+
+        return update
 
     def log(self, message: str) -> None:
         return None
@@ -74,8 +81,9 @@ class RichProgress:
     def task(self, description: str, total: int) -> ProgressFn:
         task_id = self._bars.add_task(description, total=max(total, 1))
 
-        def update(done: int, new_total: int) -> None:
-            self._bars.update(task_id, completed=done, total=max(new_total, 1))
+        def update(done: int, new_total: int, note: str | None = None, /) -> None:
+            text = f"{description} ({note})" if note else description
+            self._bars.update(task_id, completed=done, total=max(new_total, 1), description=text)
 
         return update
 
@@ -97,7 +105,7 @@ class LineProgress:
         started = time.perf_counter()
         shown = -1
 
-        def update(done: int, new_total: int) -> None:
+        def update(done: int, new_total: int, note: str | None = None, /) -> None:
             nonlocal shown
             tenth = (10 * done) // max(new_total, 1)
             if tenth > shown:
@@ -107,6 +115,7 @@ class LineProgress:
                 self._print(
                     f"{description}: {done}/{new_total} ({10 * tenth}%), {elapsed:.0f} s elapsed"
                     + (f", about {left:.0f} s left" if done and done < new_total else "")
+                    + (f", {note}" if note else "")
                 )
 
         return update

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from lmassay.cli._app import app, fail, run_command
-from lmassay.progress import Progress, ProgressFn, RichProgress
+from lmassay.progress import NullProgress, Progress, ProgressFn, RichProgress
 
 world_app = typer.Typer(
     help="The offline world: generated multi-topic text with facts, and a reference model.",
@@ -27,7 +27,7 @@ class _LineProgress:
     """Status lines on stderr, no bars (stderr is not a terminal: a log or a pipe)."""
 
     def task(self, description: str, total: int) -> ProgressFn:
-        return lambda done, total: None
+        return NullProgress().task(description, total)
 
     def log(self, message: str) -> None:
         typer.echo(message, err=True)
@@ -35,7 +35,7 @@ class _LineProgress:
 
 class _Silent:
     def task(self, description: str, total: int) -> ProgressFn:
-        return lambda done, total: None
+        return NullProgress().task(description, total)
 
     def log(self, message: str) -> None:
         return None

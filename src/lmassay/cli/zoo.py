@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from lmassay.cli._app import app, run_command
-from lmassay.progress import Progress, ProgressFn, RichProgress
+from lmassay.progress import NullProgress, Progress, ProgressFn, RichProgress
 
 zoo_app = typer.Typer(
     help="The tamper zoo: variants of a reference model with known ground truth.",
@@ -27,7 +27,7 @@ class _Lines:
         self.quiet = quiet
 
     def task(self, description: str, total: int) -> ProgressFn:
-        return lambda done, total: None
+        return NullProgress().task(description, total)
 
     def log(self, message: str) -> None:
         if not self.quiet:
