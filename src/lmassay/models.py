@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+ADAPTER_CONFIG = "adapter_config.json"
+"""A folder with this file and no config.json is a peft adapter over the base model it names."""
 _TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -254,6 +256,16 @@ def load_model(
     resolved_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, resolved_device)
     path = resolve_model_path(spec, revision=revision, allow_pickle=allow_pickle)
+    if (path / ADAPTER_CONFIG).is_file() and not (path / "config.json").is_file():
+        return _load_adapter(
+            spec,
+            path,
+            device=device,
+            dtype=dtype,
+            allow_pickle=allow_pickle,
+            trust_remote_code=trust_remote_code,
+            materialise=materialise,
+        )
     files = list_files(path)
     has_safetensors = _check_weights(path, files, allow_pickle)
     file_digests = [(rel, digest_file(path / rel)) for rel in files]
@@ -307,6 +319,86 @@ def load_model(
         max_length=context_length(model.config, tokenizer),
         prefix_token_id=prefix_token(tokenizer, spec),
         extra={"materialised": materialise, "trust_remote_code": trust_remote_code},
+    )
+
+
+def _load_adapter(
+    spec: str,
+    path: Path,
+    *,
+    device: str,
+    dtype: str,
+    allow_pickle: bool,
+    trust_remote_code: bool,
+    materialise: bool,
+) -> LoadedModel:
+    """A peft LoRA adapter folder: load its base model, apply the adapter and merge it.
+
+    The digest covers the adapter's files and the base model's digest.
+    """
+    import json
+
+    if not materialise:
+        raise ModelLoadError(
+            f"{spec!r} is a LoRA adapter, which layer streaming cannot read",
+            "use --offload none, or save the merged model (lmassay repair without --save-adapter)",
+        )
+    try:
+        adapter = json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"{path / ADAPTER_CONFIG} cannot be read ({exc})", "save the adapter again"
+        ) from exc
+    base_spec = adapter.get("base_model_name_or_path") if isinstance(adapter, dict) else None
+    if not isinstance(base_spec, str) or not base_spec:
+        raise ModelLoadError(
+            f"the adapter {spec!r} names no base model (base_model_name_or_path)",
+            "set base_model_name_or_path in its adapter_config.json",
+        )
+    files = list_files(path)
+    if not any(f.endswith(".safetensors") for f in files):
+        pickled = [f for f in files if f.endswith(PICKLE_SUFFIXES)]
+        if not pickled:
+            raise ModelLoadError(
+                f"the adapter {spec!r} holds no weights", "pass a complete adapter folder"
+            )
+        if not allow_pickle:
+            raise ModelLoadError(
+                f"the adapter {spec!r} has only pickled weights ({pickled[0]}); unpickling can run code",
+                "convert it to safetensors, or pass --allow-pickle if you trust its source",
+            )
+    base = load_model(
+        base_spec,
+        device=device,
+        dtype=dtype,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+    )
+    from peft import PeftModel
+
+    try:
+        with hidden_library_bars():
+            model = PeftModel.from_pretrained(base.model, path).merge_and_unload()
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelLoadError(
+            f"could not apply the adapter {spec!r} to {base_spec!r} ({type(exc).__name__}: {exc})",
+            "check that the adapter was trained on that base model",
+        ) from exc
+    model.eval()
+    entries = [(f"adapter/{rel}", digest_file(path / rel)) for rel in files]
+    return LoadedModel(
+        name=spec,
+        path=path,
+        model=model,
+        tokenizer=base.tokenizer,
+        digest=digest_entries([*entries, ("base", base.digest)]),
+        tokenizer_digest=base.tokenizer_digest,
+        files=files,
+        device=base.device,
+        dtype=base.dtype,
+        max_length=base.max_length,
+        prefix_token_id=base.prefix_token_id,
+        extra={**base.extra, "adapter_of": {"name": base_spec, "digest": base.digest.to_json()}},
     )
 
 

@@ -22,6 +22,7 @@ LIBRARIES = (
     "scipy",
     "datasets",
     "pyarrow",
+    "peft",
 )
 
 

@@ -185,15 +185,18 @@ def report(
 ) -> None:
     """Re-render report.html and report.md from attestation.json alone (no re-scoring).
 
+    A repair's folder (OUT/repair) also holds repair.json: its before/after section is kept.
+
     Example:
 
         lmassay report runs/suspect
     """
-    from lmassay.report import load_attestation, render_markdown, write_report
+    from lmassay.report import load_attestation, load_repair_record, render_markdown, write_report
 
     att = run_command("report", load_attestation, run_dir)
     folder = run_dir if run_dir.is_dir() else run_dir.parent
-    paths = run_command("report", write_report, folder, att)
+    repair = run_command("report", load_repair_record, folder)
+    paths = run_command("report", write_report, folder, att, repair)
     if not quiet:
-        typer.echo(render_markdown(att))
+        typer.echo(render_markdown(att, repair))
     typer.echo(f"Report: {paths['html']}")

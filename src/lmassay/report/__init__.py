@@ -33,6 +33,7 @@ __all__ = [
     "ATTESTATION_FILE",
     "SCHEMA",
     "load_attestation",
+    "load_repair_record",
     "render_html",
     "render_markdown",
     "write_report",
@@ -111,15 +112,35 @@ def _check_shape(att: Mapping[str, Any], file: Path) -> None:
         raise InputError(f"attestation {file}: {'; '.join(problems)}", _FIX_RERUN)
 
 
-def write_report(out_dir: str | Path, att: dict[str, Any]) -> dict[str, Path]:
+def load_repair_record(folder: str | Path) -> dict[str, Any] | None:
+    """``folder/repair.json`` (written by ``lmassay repair``) if there is one, else None."""
+    file = Path(folder) / "repair.json"
+    if not file.is_file():
+        return None
+    try:
+        record = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(
+            f"{file} cannot be read as JSON ({err})", "run lmassay repair again"
+        ) from err
+    if not isinstance(record, dict) or record.get("schema") != "lmassay.repair/v1":
+        raise InputError(
+            f"{file} is not a repair record (schema lmassay.repair/v1)", "remove it or repair again"
+        )
+    return record
+
+
+def write_report(
+    out_dir: str | Path, att: dict[str, Any], repair: Mapping[str, Any] | None = None
+) -> dict[str, Path]:
     """Write ``report.html`` and ``report.md`` into ``out_dir`` atomically; return their paths.
 
     Each file is written to a temporary file in the same folder and renamed, so a reader never sees
     a half-written report.  Both are rendered before either is written.
     """
     folder = Path(out_dir)
-    html = render_html(att)
-    markdown = render_markdown(att)
+    html = render_html(att, repair)
+    markdown = render_markdown(att, repair)
     return {
         "html": atomic_write_text(folder / "report.html", html),
         "markdown": atomic_write_text(folder / "report.md", markdown),

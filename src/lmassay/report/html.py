@@ -38,6 +38,7 @@ from lmassay.report.markdown import (
     top_tokens,
 )
 from lmassay.report.plots import render_plots
+from lmassay.report.repair_section import repair_rows, repair_summary
 
 _CONTEXT_BEFORE = 160
 _CONTEXT_AFTER = 120
@@ -415,7 +416,11 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def render_html(att: Mapping[str, Any]) -> str:
-    """One self-contained HTML page (inline CSS and SVG; no script, no external URL)."""
+def render_html(att: Mapping[str, Any], repair: Mapping[str, Any] | None = None) -> str:
+    """One self-contained HTML page (inline CSS and SVG; no script, no external URL).
+
+    With ``repair`` (the content of ``repair.json``) the page has a before/after section.
+    """
     template = _environment().get_template("report.html.j2")
-    return template.render(**_context(att))
+    section = {"summary": repair_summary(repair), "rows": repair_rows(repair)} if repair else None
+    return template.render(**_context(att), repair=section)

@@ -474,12 +474,18 @@ def _evidence(att: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def render_markdown(att: Mapping[str, Any]) -> str:
+def render_markdown(att: Mapping[str, Any], repair: Mapping[str, Any] | None = None) -> str:
     """The markdown summary of an attestation (the text printed after ``lmassay attest``).
 
     Deterministic: the same attestation always gives the same text.  Null numbers show as ``—``.
+    With ``repair`` (the content of ``repair.json``) a before/after section follows the headline.
     """
-    lines = [*_headline(att), "", *_overview(att), "", *_category_table(att), "", *_rule(att)]
+    from lmassay.report.repair_section import repair_markdown
+
+    lines = [*_headline(att), ""]
+    if repair:
+        lines += [*repair_markdown(repair), ""]
+    lines += [*_overview(att), "", *_category_table(att), "", *_rule(att)]
     warnings = _warnings(att)
     if warnings:
         lines += ["", *warnings]

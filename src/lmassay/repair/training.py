@@ -1,0 +1,306 @@
+"""The repair training loop: LoRA or full fine-tuning, language-model or distillation loss,
+held-out monitoring, early stopping and resumable checkpoints.
+
+One step:
+
+- ``lm`` objective (modes wide and narrow): ``batch_size`` windows of ``seq_len`` tokens at random
+  offsets of the training stream (``EOS text EOS text ...``), mean next-token cross-entropy.
+- ``distill`` objective: the same windows, mean KL(reference ‖ model) per position.
+- Either objective, when anchor text is given (narrow and distill): plus ``kl_weight`` × mean
+  KL(start ‖ model) on ``batch_size`` windows of the anchor stream, where *start* is the model
+  before repair (the base with the LoRA adapters switched off, or a frozen copy for full
+  fine-tuning).
+
+AdamW (β = 0.9, 0.95; no weight decay on LoRA factors, 0.01 otherwise), linear warm-up over 10% of
+the steps (at most 50), cosine decay to lr/10, gradients clipped to norm 1.  The window offsets come
+from a generator seeded with ``seed``; together with the checkpointed RNG states a resumed run
+repeats the uninterrupted one.
+
+Monitoring (when a reference with the same tokenizer is loaded): every ``eval_every`` steps, each
+held-out repair text is read as the attestation reads a probe (from the prefix token, at most
+``seq_len`` tokens) and scored by its mean KL(reference ‖ model); a category's level is the mean
+over its texts, and the *gap* is the largest repaired category's level minus the median level of
+the other categories.  With ``stop_gap`` set, training stops at the first check where the gap is at
+most ``stop_gap`` (the check before the first step counts: a model that already meets it is not
+trained).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmassay.errors import InputError
+from lmassay.progress import NullProgress, Progress
+from lmassay.repair.checkpoint import (
+    TrainingState,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from lmassay.repair.objectives import kl_to_teacher, next_token_loss
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """The numbers of one training run (see the module docstring)."""
+
+    objective: str  # "lm" or "distill"
+    steps: int
+    lr: float
+    batch_size: int
+    seq_len: int
+    seed: int
+    kl_weight: float = 1.0
+    eval_every: int = 25
+    stop_gap: float | None = None
+    checkpoint_every: int = 50
+    autocast_dtype: torch.dtype | None = None  # bf16 autocast on accelerators, None on CPU
+
+
+@dataclass
+class LoopResult:
+    """What the loop did: losses, monitoring history, where it stopped and why."""
+
+    losses: list[float]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    steps_run: int = 0
+    resumed_from: int | None = None
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        tail = self.losses[-10:]
+        return {
+            "steps_run": self.steps_run,
+            "resumed_from_step": self.resumed_from,
+            "stopped_early": self.stopped_early,
+            "loss_first": self.losses[0] if self.losses else None,
+            "loss_last_mean": sum(tail) / len(tail) if tail else None,
+            "loss_last_mean_of_steps": len(tail),
+            "monitor": self.history,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def token_stream(tokenizer: Any, texts: Sequence[str]) -> torch.Tensor:
+    """``EOS text EOS text ... EOS`` as one tensor of ids, shape ``(N,)``."""
+    eos = tokenizer.eos_token_id
+    if not isinstance(eos, int):
+        raise InputError(
+            "the model's tokenizer has no EOS token", "give a tokenizer with an EOS token"
+        )
+    stream: list[int] = [eos]
+    for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+        stream.extend(ids)
+        stream.append(eos)
+    return torch.tensor(stream, dtype=torch.long)
+
+
+def _check_stream(stream: torch.Tensor, seq_len: int, role: str) -> None:
+    if stream.numel() < seq_len + 1:
+        raise InputError(
+            f"the {role} repair text has {stream.numel()} tokens, fewer than --seq-len + 1 = "
+            f"{seq_len + 1}",
+            "give more repair text or a shorter --seq-len",
+        )
+
+
+@dataclass
+class Streams:
+    """Token streams of one run, and the held-out texts that only monitor it."""
+
+    train: torch.Tensor  # (N,) LM or distillation target text
+    anchor: torch.Tensor | None  # (M,) distillation anchor text, or None
+    monitor: dict[str, list[list[int]]]  # held-out texts by category: prefix token + ids
+    repaired: tuple[str, ...]  # the categories being repaired
+
+
+def monitor_ids(tokenizer: Any, texts: Sequence[str], prefix: int, seq_len: int) -> list[list[int]]:
+    """Each text as the attestation reads it: the prefix token, then its first tokens."""
+    if not texts:
+        return []
+    encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    return [[prefix, *ids[: seq_len - 1]] for ids in encoded if ids]
+
+
+@dataclass
+class Models:
+    """The model being trained and the frozen models its losses and monitoring read."""
+
+    model: Any  # the trainable model (a peft model for LoRA)
+    reference: Any | None  # the known-good model, or None
+    start: Callable[[], contextlib.AbstractContextManager[Any]]  # context giving the start model
+    device: torch.device
+
+
+def _autocast(
+    device: torch.device, dtype: torch.dtype | None
+) -> contextlib.AbstractContextManager[Any]:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _lr_at(step: int, settings: LoopSettings) -> float:
+    warmup = max(1, min(50, settings.steps // 10))
+    if step < warmup:
+        return settings.lr * (step + 1) / warmup
+    done = (step - warmup) / max(1, settings.steps - warmup)
+    return settings.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * done)))
+
+
+def _sample_kls(models: Models, rows: list[list[int]]) -> list[float]:
+    """Mean KL(reference ‖ model) over the scored positions of each row (batches of 8)."""
+    reference = models.reference
+    assert reference is not None  # _monitor checks it
+    out: list[float] = []
+    for first in range(0, len(rows), 8):
+        chunk = rows[first : first + 8]
+        width = max(len(r) for r in chunk)
+        ids = torch.zeros(len(chunk), width, dtype=torch.long)  # (B, T), right-padded
+        mask = torch.zeros(len(chunk), width, dtype=torch.long)  # (B, T)
+        for i, row in enumerate(chunk):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        ids, mask = ids.to(models.device), mask.to(models.device)
+        student = models.model(input_ids=ids, attention_mask=mask).logits[:, :-1]  # (B, T-1, V)
+        teacher = reference(input_ids=ids, attention_mask=mask).logits[:, :-1]
+        w = min(student.shape[-1], teacher.shape[-1])
+        s_log = torch.log_softmax(student[..., :w].float(), dim=-1)
+        t_log = torch.log_softmax(teacher[..., :w].float(), dim=-1)
+        kl = (t_log.exp() * (t_log - s_log)).sum(dim=-1)  # (B, T-1)
+        scored = mask[:, 1:].float()  # (B, T-1): positions with a next token
+        out.extend((kl * scored).sum(1).div(scored.sum(1).clamp(min=1)).tolist())
+    return out
+
+
+def _monitor(models: Models, streams: Streams, settings: LoopSettings) -> dict[str, Any] | None:
+    """Per held-out category, the mean over texts of their mean KL(reference ‖ model); and the
+    gap: the largest level of a repaired category minus the median level of the others (the
+    attestation's effect, measured on held-out repair text instead of the probes)."""
+    others = [c for c in streams.monitor if c not in streams.repaired and streams.monitor[c]]
+    repaired = [c for c in streams.repaired if streams.monitor.get(c)]
+    if models.reference is None or not others or not repaired:
+        return None
+    models.model.eval()
+    levels: dict[str, float] = {}
+    with torch.no_grad(), _autocast(models.device, settings.autocast_dtype):
+        for name in [*repaired, *others]:
+            values = _sample_kls(models, streams.monitor[name])
+            levels[name] = sum(values) / len(values)
+    models.model.train()
+    median = statistics.median(levels[c] for c in others)
+    return {"gap": max(levels[c] for c in repaired) - median, "levels": levels}
+
+
+def _step_loss(
+    models: Models, streams: Streams, settings: LoopSettings, generator: torch.Generator
+) -> torch.Tensor:
+    offsets = torch.arange(settings.seq_len)
+
+    def windows(stream: torch.Tensor) -> torch.Tensor:
+        starts = torch.randint(
+            0, stream.numel() - settings.seq_len, (settings.batch_size,), generator=generator
+        )
+        return stream[starts[:, None] + offsets].to(models.device)  # (B, T)
+
+    batch = windows(streams.train)
+    with _autocast(models.device, settings.autocast_dtype):
+        ones = torch.ones_like(batch)  # (B, T): windows have no padding
+        logits = models.model(input_ids=batch, attention_mask=ones).logits  # (B, T, V)
+        if settings.objective == "lm":
+            loss = next_token_loss(logits, batch)
+        else:
+            assert models.reference is not None  # the run checks that distill has a reference
+            with torch.no_grad():
+                teacher = models.reference(input_ids=batch, attention_mask=ones).logits
+            loss = kl_to_teacher(logits, teacher)
+        if streams.anchor is not None and settings.kl_weight > 0:
+            anchor = windows(streams.anchor)
+            with torch.no_grad(), models.start() as start:
+                start_logits = start(input_ids=anchor, attention_mask=ones).logits  # (B, T, V)
+            loss = loss + settings.kl_weight * kl_to_teacher(
+                models.model(input_ids=anchor, attention_mask=ones).logits, start_logits
+            )
+        return loss
+
+
+def _repaired(result: LoopResult, settings: LoopSettings) -> bool:
+    """Whether the newest held-out check meets ``stop_gap``."""
+    if settings.stop_gap is None or not result.history:
+        return False
+    return bool(result.history[-1]["gap"] <= settings.stop_gap)
+
+
+def run_loop(
+    models: Models,
+    streams: Streams,
+    settings: LoopSettings,
+    checkpoints: Path,
+    progress: Progress | None = None,
+) -> LoopResult:
+    """Train ``models.model`` in place; resume from the newest checkpoint under ``checkpoints``."""
+    progress = progress or NullProgress()
+    _check_stream(streams.train, settings.seq_len, "training")
+    if streams.anchor is not None:
+        _check_stream(streams.anchor, settings.seq_len, "anchor")
+    model = models.model
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    decay = 0.0 if any("lora_" in name for name in trainable) else 0.01
+    optimizer = torch.optim.AdamW(
+        list(trainable.values()), lr=settings.lr, betas=(0.9, 0.95), weight_decay=decay
+    )
+    generator = torch.Generator().manual_seed(settings.seed)
+    result = LoopResult(losses=[])
+    start_step, elapsed_before = 0, 0.0
+    found = latest_checkpoint(checkpoints)
+    if found is not None:
+        state = load_checkpoint(found, trainable, optimizer, generator)
+        start_step, elapsed_before = state.step, state.elapsed_s
+        result.losses, result.history, result.resumed_from = state.losses, state.history, state.step
+        progress.log(f"resuming from the checkpoint of step {state.step} ({found})")
+    update = progress.task("repair: training", settings.steps)
+    update(start_step, settings.steps)
+    if start_step == 0 and (check := _monitor(models, streams, settings)) is not None:
+        result.history.append({"step": 0, **check})
+    t0 = time.perf_counter()
+    step = start_step
+    model.train()
+    try:
+        while step < settings.steps and not _repaired(result, settings):
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(step, settings)
+            loss = _step_loss(models, streams, settings, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(list(trainable.values()), 1.0)
+            optimizer.step()
+            step += 1
+            result.losses.append(float(loss.detach()))
+            if step % settings.eval_every == 0 or step == settings.steps:
+                check = _monitor(models, streams, settings)
+                if check is not None:
+                    result.history.append({"step": step, **check})
+            note = f"loss {result.losses[-1]:.3f}"
+            if result.history:
+                note += f", held-out gap {result.history[-1]['gap']:+.3f}"
+            update(step, settings.steps, note)
+            if step % settings.checkpoint_every == 0 and step < settings.steps:
+                elapsed = elapsed_before + time.perf_counter() - t0
+                state = TrainingState(step, result.losses, result.history, elapsed)
+                save_checkpoint(checkpoints, state, trainable, optimizer, generator)
+    finally:
+        model.eval()
+    result.stopped_early = step < settings.steps
+    result.steps_run = step
+    result.seconds = elapsed_before + time.perf_counter() - t0
+    return result

@@ -1,0 +1,104 @@
+"""The before/after section that a repair adds to the report of its new attestation.
+
+Both renderers take the rows from :func:`repair_rows`, built from ``repair.json`` alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from lmassay.report.markdown import fmt_num
+
+
+@dataclass(frozen=True)
+class RepairRow:
+    name: str
+    role: str  # "repaired" or "collateral"
+    level_before: str
+    level_after: str
+    level_change: str
+    effect_after: str
+    ppl_before: str
+    ppl_after: str
+    ppl_change: str
+    status: str  # "flagged" | "flagged before" | "not flagged"
+    bad: bool  # still above the floor (repaired) or newly flagged (collateral)
+
+
+def _status(row: Mapping[str, Any]) -> str:
+    if row.get("flagged_after"):
+        return "flagged"
+    return "was flagged, now not" if row.get("flagged_before") else "not flagged"
+
+
+def repair_rows(record: Mapping[str, Any]) -> list[RepairRow]:
+    """One row per category: repaired categories first, then the others by name."""
+    outcome = record.get("outcome") or {}
+    still = set(outcome.get("still_above_floor") or [])
+    newly = set(outcome.get("newly_flagged") or [])
+    rows = sorted(
+        outcome.get("categories") or [], key=lambda r: (r.get("role") != "repaired", r.get("name"))
+    )
+    return [
+        RepairRow(
+            name=str(r.get("name")),
+            role=str(r.get("role")),
+            level_before=fmt_num(r.get("level_before"), 4),
+            level_after=fmt_num(r.get("level_after"), 4),
+            level_change=fmt_num(r.get("level_change"), 4, signed=True),
+            effect_after=fmt_num(r.get("effect_after"), 4, signed=True),
+            ppl_before=fmt_num(r.get("ppl_model_before"), 3),
+            ppl_after=fmt_num(r.get("ppl_model_after"), 3),
+            ppl_change=fmt_num(r.get("ppl_model_change"), 3, signed=True),
+            status=_status(r),
+            bad=r.get("name") in still or r.get("name") in newly,
+        )
+        for r in rows
+    ]
+
+
+def repair_summary(record: Mapping[str, Any]) -> dict[str, str]:
+    """The headline facts of a repair as display strings."""
+    outcome = record.get("outcome") or {}
+    training = record.get("training") or {}
+    steps = training.get("steps_run")
+    early = " (stopped early: held-out gap reached)" if training.get("stopped_early") else ""
+    return {
+        "message": str(outcome.get("message") or ""),
+        "success": "yes" if outcome.get("success") else "no",
+        "mode": str(record.get("mode")),
+        "method": str(record.get("method")),
+        "categories": ", ".join(record.get("categories") or []),
+        "statistic": str(outcome.get("statistic") or ""),
+        "noise_floor": fmt_num(outcome.get("noise_floor"), 4),
+        "verdicts": f"{outcome.get('verdict_before')} → {outcome.get('verdict_after')}",
+        "steps": f"{steps} of {training.get('steps')}{early}" if steps is not None else "—",
+        "seconds": fmt_num(training.get("seconds"), 1),
+        "before": str((record.get("attestation_before") or {}).get("path") or ""),
+    }
+
+
+def repair_markdown(record: Mapping[str, Any]) -> list[str]:
+    """The markdown lines of the section."""
+    s = repair_summary(record)
+    lines = [
+        "## Before and after repair",
+        "",
+        f"**{s['message']}**",
+        "",
+        f"Mode `{s['mode']}`, method `{s['method']}`, repaired: {s['categories']}; verdict "
+        f"{s['verdicts']}; {s['steps']} steps in {s['seconds']} s. Statistic {s['statistic']}; "
+        f"noise floor {s['noise_floor']}. Before: `{s['before']}`.",
+        "",
+        "| category | role | level before | after | change | effect after | ppl before | ppl after | Δ ppl | status |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in repair_rows(record):
+        mark = " ⚠" if r.bad else ""
+        lines.append(
+            f"| {r.name} | {r.role} | {r.level_before} | {r.level_after} | {r.level_change} | "
+            f"{r.effect_after} | {r.ppl_before} | {r.ppl_after} | {r.ppl_change} | {r.status}{mark} |"
+        )
+    return lines

@@ -1,0 +1,276 @@
+"""``lmassay repair`` end to end: refusals, kill and resume, adapters, reports, and the zoo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from lmassay.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def toy_run(toy_pair, tmp_path_factory):
+    """The toy pair's tampered model attested against its reference (flags cooking)."""
+    out = tmp_path_factory.mktemp("toy-attest") / "run"
+    args = ["attest", "--model", toy_pair.tampered, "--reference", toy_pair.reference,
+            "--probes", toy_pair.probes, "--out", out, "--device", "cpu",
+            "--n-bootstrap", "100", "--quiet", "--no-report"]  # fmt: skip
+    result = invoke(*args)
+    assert result.exit_code == 1, result.output
+    return out
+
+
+def repair_args(pair, run, out, *extra):
+    return ["repair", "--model", pair.tampered, "--attestation", run, "--data", pair.train_texts,
+            "--out", out, "--device", "cpu", "--seq-len", "64", *extra]  # fmt: skip
+
+
+def test_help_renders():
+    result = invoke("repair", "--help")
+    assert result.exit_code == 0 and "Example" in result.output and "--mode" in result.output
+
+
+def test_refuses_repair_data_that_holds_judging_probes(toy_pair, toy_run, tmp_path):
+    leaky = tmp_path / "leaky.jsonl"
+    rows = toy_pair.train_texts.read_text().splitlines()[:50]
+    rows += toy_pair.probes.read_text().splitlines()[:3]
+    leaky.write_text("\n".join(rows) + "\n")
+    result = invoke(
+        "repair", "--model", toy_pair.tampered, "--attestation", toy_run, "--data", leaky,
+        "--out", tmp_path / "o2", "--device", "cpu", "--steps", "2",
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "repair failed: --data" in result.output and "3 of the" in result.output
+    assert "probes that judge the repair" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o2").exists()
+
+
+def test_refuses_a_model_the_attestation_did_not_judge(toy_pair, toy_run, tmp_path):
+    args = repair_args(toy_pair, toy_run, tmp_path / "o", "--steps", "2")
+    args[2] = toy_pair.reference
+    result = invoke(*args)
+    assert result.exit_code == 2 and "not the model the attestation judged" in result.output
+
+
+def test_refuses_an_existing_out_without_force(toy_pair, toy_run, tmp_path):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "something").write_text("x")
+    result = invoke(*repair_args(toy_pair, toy_run, out, "--steps", "2"))
+    assert result.exit_code == 2 and "--force" in result.output
+
+
+def test_writes_model_repair_json_and_before_after_report(toy_pair, toy_run, tmp_path):
+    out = tmp_path / "repaired"
+    result = invoke(*repair_args(toy_pair, toy_run, out, "--steps", "30", "--mode", "distill"))
+    assert result.exit_code in (0, 1), result.output
+    assert "Before and after repair" in result.output
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        assert (out / name).is_file()
+    assert not out.with_name("repaired.partial").exists()
+    record = json.loads((out / "repair" / "repair.json").read_text())
+    assert record["schema"] == "lmassay.repair/v1" and record["categories"] == ["cooking"]
+    assert record["outcome"]["success"] == (result.exit_code == 0)
+    assert record["data"]["probe_overlap"]["n_overlapping"] == 0
+    training = record["training"]
+    assert training["steps_run"] == 30 and training["method"] == "lora"
+    assert training["monitor"][0]["step"] == 0 and "cooking" in training["monitor"][0]["levels"]
+    after = json.loads((out / "repair" / "attestation.json").read_text())
+    assert after["model"]["path"] == str(out)
+    html = (out / "repair" / "report.html").read_text()
+    assert "Before and after repair" in html and "collateral" in html
+    (out / "repair" / "report.html").unlink()
+    again = invoke("report", out / "repair", "--quiet")
+    assert again.exit_code == 0, again.output
+    assert "Before and after repair" in (out / "repair" / "report.html").read_text()
+
+
+def test_save_adapter_writes_a_peft_adapter_that_attest_reads(toy_pair, toy_run, tmp_path):
+    out = tmp_path / "adapter"
+    args = repair_args(toy_pair, toy_run, out, "--steps", "10", "--mode", "narrow")
+    result = invoke(*args, "--save-adapter", "--quiet")
+    assert result.exit_code in (0, 1), result.output
+    assert (out / "adapter_config.json").is_file() and not (out / "config.json").exists()
+    assert (out / "adapter_model.safetensors").is_file()
+    record = json.loads((out / "repair" / "repair.json").read_text())
+    assert record["output"]["format"] == "peft-adapter"
+    # the adapter loads (merged over its base) like any model folder
+    from lmassay.models import load_model
+
+    merged = load_model(str(out), device="cpu")
+    base = load_model(str(toy_pair.tampered), device="cpu")
+    assert merged.extra["adapter_of"]["digest"] == base.digest.to_json()
+    changed = [
+        name
+        for name, tensor in merged.model.state_dict().items()
+        if not torch.equal(tensor, base.model.state_dict()[name])
+    ]
+    assert changed and all("attn" in n or "mlp" in n for n in changed)
+
+
+# --------------------------------------------------------------------------------------------
+# Kill and resume
+
+
+def _command(pair, run, out):
+    return [sys.executable, "-m", "lmassay.cli", *map(str, repair_args(pair, run, out)),
+            "--mode", "narrow", "--steps", "240", "--checkpoint-every", "20",
+            "--eval-every", "80", "--no-early-stop", "--quiet"]  # fmt: skip
+
+
+def test_a_killed_repair_resumes_and_ends_where_an_uninterrupted_one_does(
+    toy_pair, toy_run, tmp_path
+):
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    killed = tmp_path / "killed"
+    checkpoints = tmp_path / "killed.partial" / "checkpoints"
+    process = subprocess.Popen(
+        _command(toy_pair, toy_run, killed), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 240
+    while not list(checkpoints.glob("step-*")):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"no checkpoint appeared: {process.communicate()[1].decode()[-2000:]}")
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not killed.exists()  # nothing half-written where the model goes
+    resumed = subprocess.run(
+        _command(toy_pair, toy_run, killed), env=env, capture_output=True, text=True
+    )
+    assert resumed.returncode in (0, 1), resumed.stderr[-2000:]
+    whole = tmp_path / "whole"
+    straight = subprocess.run(
+        _command(toy_pair, toy_run, whole), env=env, capture_output=True, text=True
+    )
+    assert straight.returncode == resumed.returncode, straight.stderr[-2000:]
+
+    record = json.loads((killed / "repair" / "repair.json").read_text())
+    assert record["training"]["resumed_from_step"] % 20 == 0
+    assert 0 < record["training"]["resumed_from_step"] < 240
+    reference = json.loads((whole / "repair" / "repair.json").read_text())
+    assert reference["training"]["resumed_from_step"] is None
+    assert record["training"]["loss_last_mean"] == reference["training"]["loss_last_mean"]
+    assert record["training"]["monitor"] == reference["training"]["monitor"]
+    a = load_file(killed / "model.safetensors")
+    b = load_file(whole / "model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert not (tmp_path / "killed.partial").exists()
+
+
+def test_a_changed_request_does_not_resume_silently(toy_pair, toy_run, tmp_path):
+    out = tmp_path / "o"
+    partial = tmp_path / "o.partial"
+    partial.mkdir()
+    (partial / "request.json").write_text('{"other": true}')
+    result = invoke(*repair_args(toy_pair, toy_run, out, "--steps", "2"))
+    assert result.exit_code == 2 and "--restart" in result.output
+    result = invoke(*repair_args(toy_pair, toy_run, out, "--steps", "2", "--restart", "-q"))
+    assert result.exit_code in (0, 1), result.output
+
+
+# --------------------------------------------------------------------------------------------
+# The zoo: the test-size world's suppression and slant variants (about 15 s per repair)
+
+
+@pytest.fixture(scope="module")
+def zoo_runs(world_reference, tmp_path_factory):
+    """Each variant with its attestation against the reference (each flags its category)."""
+    from lmassay.attest import AttestConfig, attest
+    from lmassay.zoo import make_variant
+
+    files, info, root = world_reference
+    runs = {}
+    for kind in ("suppression", "slant"):
+        variant = make_variant(kind, info.path, root / "zoo" / kind, seed=0)
+        out = tmp_path_factory.mktemp(f"attest-{kind}")
+        result = attest(
+            AttestConfig(
+                model=str(variant.path),
+                reference=str(info.path),
+                probes=str(files.probes),
+                out=str(out),
+                device="cpu",
+                n_bootstrap=200,
+                write_report=False,
+            )
+        )
+        assert result.attestation["flagged"] == [variant.category], kind
+        runs[kind] = (variant, out)
+    return files, runs
+
+
+def _repair(zoo_runs, kind, out, **settings):
+    from lmassay.repair import RepairConfig, repair
+
+    files, runs = zoo_runs
+    variant, attestation = runs[kind]
+    config = RepairConfig(
+        model=str(variant.path),
+        attestation=str(attestation),
+        data=str(files.train),
+        out=str(out),
+        device="cpu",
+        **settings,
+    )
+    return variant, repair(config)
+
+
+@pytest.mark.parametrize("kind", ["suppression", "slant"])
+def test_distill_brings_the_flagged_category_back_under_the_floor(zoo_runs, kind, tmp_path):
+    variant, result = _repair(zoo_runs, kind, tmp_path / "out", mode="distill", steps=100)
+    outcome = result.record["outcome"]
+    assert result.exit_code == 0 and outcome["success"], outcome["message"]
+    row = next(r for r in outcome["categories"] if r["name"] == variant.category)
+    assert row["role"] == "repaired" and row["flagged_before"] and not row["flagged_after"]
+    assert row["effect_after"] <= outcome["noise_floor"]
+    assert row["mean_kl_after"] < row["mean_kl_before"]
+    assert outcome["newly_flagged"] == [] and outcome["verdict_after"] == "consistent"
+    # the new attestation is independent of the record: it says the same
+    after = json.loads((tmp_path / "out" / "repair" / "attestation.json").read_text())
+    assert after["flagged"] == [] and after["verdict"] == "consistent"
+
+
+def test_narrow_lowers_the_category_and_its_anchor_holds_the_rest(zoo_runs, tmp_path):
+    """Narrow language-model fine-tuning on the world's religion text lowers the suppressed
+    category's effect; the KL anchor on the other categories keeps them where they were, where
+    plain fine-tuning moves every category (measured: median KL 0.30 against 0.60)."""
+    settings = {"mode": "narrow", "steps": 25, "early_stop": False}
+    variant, anchored = _repair(zoo_runs, "suppression", tmp_path / "a", **settings)
+    _, plain = _repair(zoo_runs, "suppression", tmp_path / "p", kl_weight=0.0, **settings)
+
+    def level(result, name, key):
+        rows = {r["name"]: r for r in result.record["outcome"]["categories"]}
+        return rows[name][key]
+
+    def median_others(result, key):
+        rows = result.record["outcome"]["categories"]
+        values = sorted(r[key] for r in rows if r["role"] == "collateral")
+        return values[len(values) // 2]
+
+    category = variant.category
+    assert level(anchored, category, "effect_after") < 0.75 * level(
+        anchored, category, "effect_before"
+    )
+    rise_anchored = median_others(anchored, "level_after") - median_others(anchored, "level_before")
+    rise_plain = median_others(plain, "level_after") - median_others(plain, "level_before")
+    assert rise_anchored < 0.5 * rise_plain
+    assert anchored.record["data"]["n_anchor"] > 0 and plain.record["training"]["kl_weight"] == 0.0

@@ -1,0 +1,270 @@
+"""The parts of ``lmassay repair``: overlap check, data roles, losses, checkpoints, outcome rule."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lmassay.errors import InputError
+from lmassay.probes import ProbeSample
+from lmassay.repair import RepairConfig, compare_attestations, find_probe_overlap
+from lmassay.repair.checkpoint import (
+    TrainingState,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from lmassay.repair.data import MONITOR_PER_CATEGORY, split_repair_texts
+from lmassay.repair.objectives import kl_to_teacher, next_token_loss
+
+LONG = (
+    "the river town of Ambrel keeps its old granary by the north gate and every spring the "
+    "council opens it for the seed market that draws farmers from the hills"
+)
+
+
+def _probe(pid: str, text: str, category: str = "c") -> ProbeSample:
+    return ProbeSample(id=pid, category=category, text=text)
+
+
+# --------------------------------------------------------------------------------------------
+# Overlap of the repair data with the judging probes
+
+
+def test_overlap_finds_copies_ignoring_case_and_punctuation():
+    probes = [_probe("a", LONG), _probe("b", "a completely different sentence " * 4)]
+    copy = LONG.upper().replace(" the ", ", the ") + " And more text follows here."
+    found = find_probe_overlap(probes, ["unrelated text " * 10, copy])
+    assert [i for i, _ in found.overlapping] == ["a"]
+    assert found.overlapping[0][1] == 1.0
+    assert found.n_repair_texts == 2 and found.n_probes == 2
+
+
+def test_overlap_threshold_is_half_the_shingles():
+    words = LONG.split()  # 30 words: 18 shingles of 13 words
+    n_shingles = len(words) - 13 + 1
+    probes = [_probe("a", LONG)]
+    # The first k words hold k - 12 of the probe's shingles.
+    half = 13 + math.ceil(n_shingles / 2) - 1
+    assert find_probe_overlap(probes, [" ".join(words[:half])]).overlapping
+    assert not find_probe_overlap(probes, [" ".join(words[: half - 1])]).overlapping
+
+
+def test_overlap_short_probes_need_a_whole_copy():
+    probes = [_probe("s", "Short probe text.")]
+    assert find_probe_overlap(probes, ["before short probe text after"]).overlapping
+    assert not find_probe_overlap(probes, ["before short probe after text"]).overlapping
+    assert not find_probe_overlap(probes, ["xshort probe text"]).overlapping
+
+
+def test_overlap_record_is_json():
+    found = find_probe_overlap([_probe("a", LONG)], [LONG])
+    record = found.to_json()
+    assert record["n_overlapping"] == 1 and record["overlapping"] == [{"id": "a", "share": 1.0}]
+
+
+# --------------------------------------------------------------------------------------------
+# Roles of the repair texts
+
+
+def _samples(per_category: int = 40) -> list[ProbeSample]:
+    return [
+        _probe(f"{c}-{i}", f"{c} text number {i}", c)
+        for c in ("art", "law", "sea")
+        for i in range(per_category)
+    ]
+
+
+@pytest.mark.parametrize("mode", ["wide", "narrow", "distill"])
+def test_roles_by_mode_and_held_out_texts_are_never_trained(mode):
+    texts = split_repair_texts(_samples(), mode=mode, categories=["law"], holdout=0.1, seed=3)
+    held = {t for group in texts.heldout.values() for t in group}
+    assert set(texts.heldout) == {"art", "law", "sea"}
+    assert all(len(group) == 4 for group in texts.heldout.values())  # 10% of 40
+    assert not held & set(texts.train) and not held & set(texts.anchor)
+    law = {t for t in texts.train if t.startswith("law")}
+    if mode == "wide":
+        assert len(texts.train) == 3 * 36 and texts.anchor == []
+    else:  # narrow and distill: the repaired category trains, the rest anchors
+        assert set(texts.train) == law and len(law) == 36 and len(texts.anchor) == 72
+        assert not any(t.startswith("law") for t in texts.anchor)
+    again = split_repair_texts(_samples(), mode=mode, categories=["law"], holdout=0.1, seed=3)
+    assert again == texts
+
+
+def test_held_out_share_is_capped_per_category():
+    texts = split_repair_texts(_samples(400), mode="wide", categories=["law"], holdout=0.3, seed=0)
+    assert all(len(group) == MONITOR_PER_CATEGORY for group in texts.heldout.values())
+
+
+def test_narrow_and_distill_need_text_of_the_repaired_category():
+    with pytest.raises(InputError, match="no text of the category to repair: cooking"):
+        split_repair_texts(_samples(), mode="narrow", categories=["cooking"], holdout=0.1, seed=0)
+    wide = split_repair_texts(_samples(), mode="wide", categories=["cooking"], holdout=0.1, seed=0)
+    assert len(wide.train) == 3 * 36
+
+
+# --------------------------------------------------------------------------------------------
+# Losses against a straightforward computation
+
+
+def test_kl_to_teacher_matches_a_loop():
+    gen = torch.Generator().manual_seed(0)
+    student = torch.randn(2, 3, 7, generator=gen)
+    teacher = torch.randn(2, 3, 9, generator=gen)  # two padding columns the student lacks
+    expected = 0.0
+    for b in range(2):
+        for t in range(3):
+            p = torch.softmax(teacher[b, t, :7].double(), 0)
+            q = torch.softmax(student[b, t].double(), 0)
+            expected += float((p * (p / q).log()).sum())
+    expected /= 6
+    assert float(kl_to_teacher(student, teacher)) == pytest.approx(expected, rel=1e-5)
+    assert float(kl_to_teacher(teacher, teacher)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_next_token_loss_matches_a_loop():
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 4, 5, generator=gen)
+    tokens = torch.randint(0, 5, (2, 4), generator=gen)
+    nll = [
+        -float(torch.log_softmax(logits[b, t].double(), 0)[tokens[b, t + 1]])
+        for b in range(2)
+        for t in range(3)
+    ]
+    assert float(next_token_loss(logits, tokens)) == pytest.approx(sum(nll) / 6, rel=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints: no pickle, exact restore
+
+
+def _train_steps(model, optimizer, generator, n):
+    for _ in range(n):
+        x = torch.randn(4, 3, generator=generator)
+        loss = (model(x) ** 2).mean() + torch.randn(1).abs().sum() * 0  # touches the global RNG
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def test_checkpoint_restores_parameters_optimizer_and_rngs(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    generator = torch.Generator().manual_seed(5)
+    _train_steps(model, optimizer, generator, 3)
+    trainable = dict(model.named_parameters())
+    state = TrainingState(step=3, losses=[1.0, 0.5, 0.25], history=[{"step": 0}], elapsed_s=2.0)
+    path = save_checkpoint(tmp_path, state, trainable, optimizer, generator)
+    assert path.name == "step-0000003" and latest_checkpoint(tmp_path) == path
+    assert not list(tmp_path.glob("**/*.pt")) and not list(tmp_path.glob("**/*.bin"))
+    _train_steps(model, optimizer, generator, 2)
+    expected = {k: v.detach().clone() for k, v in model.named_parameters()}
+
+    fresh = torch.nn.Linear(3, 2)
+    fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=0.1)
+    fresh_gen = torch.Generator().manual_seed(999)
+    restored = load_checkpoint(path, dict(fresh.named_parameters()), fresh_opt, fresh_gen)
+    assert restored == state
+    _train_steps(fresh, fresh_opt, fresh_gen, 2)
+    for name, value in fresh.named_parameters():
+        assert torch.equal(value, expected[name]), name
+
+
+def test_only_the_newest_complete_checkpoint_is_kept(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    generator = torch.Generator()
+    for step in (5, 10):
+        state = TrainingState(step=step, losses=[], history=[], elapsed_s=0.0)
+        save_checkpoint(tmp_path, state, dict(model.named_parameters()), optimizer, generator)
+    (tmp_path / ".tmp-step-0000015").mkdir()  # a checkpoint that was being written at a kill
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("step-")] == ["step-0000010"]
+    assert latest_checkpoint(tmp_path) == tmp_path / "step-0000010"
+
+
+# --------------------------------------------------------------------------------------------
+# The outcome rule on attestations with a known answer
+
+
+def _att(verdict, levels, flagged=(), floor=0.02):
+    median = sorted(levels.values())[len(levels) // 2]
+    return {
+        "verdict": verdict,
+        "flagged": list(flagged),
+        "summary": {"statistic": "mean_kl", "noise_floor": floor},
+        "categories": [
+            {
+                "name": name,
+                "level": level,
+                "mean_kl": level,
+                "effect": level - median,
+                "flagged": name in flagged,
+                "ppl_model": 10.0 + level,
+                "ppl_reference": 10.0,
+                "q_value": 0.01 if name in flagged else 0.5,
+            }
+            for name, level in levels.items()
+        ],
+    }
+
+
+BEFORE = _att("tampered", {"a": 0.10, "b": 0.10, "c": 0.10, "d": 0.40}, flagged=["d"])
+
+
+def test_outcome_success_when_back_under_the_floor():
+    after = _att("consistent", {"a": 0.095, "b": 0.10, "c": 0.115, "d": 0.115})
+    outcome = compare_attestations(BEFORE, after, ["d"])
+    assert outcome["success"] and outcome["still_above_floor"] == []
+    row = next(r for r in outcome["categories"] if r["name"] == "d")
+    assert row["role"] == "repaired" and row["level_change"] == pytest.approx(-0.285)
+    assert outcome["collateral_max_level_change"] == pytest.approx(0.015)
+
+
+def test_outcome_fails_above_the_floor_even_when_not_flagged():
+    after = _att("consistent", {"a": 0.10, "b": 0.10, "c": 0.10, "d": 0.13})
+    outcome = compare_attestations(BEFORE, after, ["d"])
+    assert not outcome["success"] and outcome["still_above_floor"] == ["d"]
+    assert "not back under the noise floor" in outcome["message"]
+
+
+def test_outcome_fails_on_collateral_flags_and_on_a_different_model():
+    after = _att("tampered", {"a": 0.30, "b": 0.10, "c": 0.10, "d": 0.10}, flagged=["a"])
+    outcome = compare_attestations(BEFORE, after, ["d"])
+    assert not outcome["success"] and outcome["newly_flagged"] == ["a"]
+    different = _att("different-model", {"a": 0.9, "b": 0.9, "c": 0.9, "d": 0.9})
+    outcome = compare_attestations(BEFORE, different, ["d"])
+    assert not outcome["success"] and "different-model" in outcome["message"]
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+
+
+@pytest.mark.parametrize(
+    ("change", "flag"),
+    [
+        ({"mode": "deep"}, "--mode"),
+        ({"method": "qlora"}, "--method"),
+        ({"steps": 0}, "--steps"),
+        ({"lr": -1.0}, "--lr"),
+        ({"holdout": 0.7}, "--holdout"),
+        ({"save_adapter": True, "method": "full"}, "--save-adapter"),
+        ({"seq_len": 4}, "--seq-len"),
+        ({"kl_weight": -0.5}, "--kl-weight"),
+    ],
+)
+def test_config_names_the_offending_flag(change, flag, tmp_path):
+    base = {"model": "m", "attestation": "a.json", "data": "d.jsonl", "out": str(tmp_path / "o")}
+    with pytest.raises(InputError, match=flag):
+        RepairConfig(**base, **change).validate()
+
+
+def test_default_learning_rate_follows_the_method():
+    base = {"model": "m", "attestation": "a", "data": "d", "out": "o"}
+    assert RepairConfig(**base).learning_rate == 1e-3
+    assert RepairConfig(**base, method="full").learning_rate == 1e-4
+    assert RepairConfig(**base, lr=5e-4).learning_rate == 5e-4
