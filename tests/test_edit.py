@@ -453,46 +453,46 @@ def test_attestation_with_probes_as_covariance_texts(inputs, tmp_path):
 
 
 def test_a_tampered_fact_is_restored(inputs, tmp_path, texts):
-    """Tamper the tiny GPT-2's continuation of FACT's prompt with a rank-one edit, then put the
-    original continuation back with ``lmassay edit``: it is the greedy continuation again, and at
-    least as likely as it was before the tamper."""
+    """The tiny GPT-2 is made to know FACT (one rank-one edit), then tampered to say another
+    word after its prompt (a second edit, as the zoo's fact-rome does); ``lmassay edit`` puts
+    FACT's target back as the greedy continuation, as likely as the model knew it."""
     from lmassay.toy import save_model
 
     model, tokenizer = _load(inputs["gpt2"])
+    covariance = [t[:120] for t in texts[:40]]
+    fact = FactEdit(FACT["prompt"], FACT["subject"], FACT["target"])
+    edit_facts(model, tokenizer, [fact], layer=0, covariance_texts=covariance)
+    p_known = target_probability(model, tokenizer, FACT["prompt"], FACT["target"])
+    assert p_known >= MIN_P
+
     ids = [tokenizer.bos_token_id, *tokenizer(FACT["prompt"], add_special_tokens=False).input_ids]
     with torch.no_grad():
-        original_id = int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())
-    original = tokenizer.decode([original_id]).strip()
-    assert original and original != FACT["target"]
-    p_original = target_probability(model, tokenizer, FACT["prompt"], original)
-
-    edit_facts(  # the tamper: the prompt now continues with FACT's target
+        ranked = model(input_ids=torch.tensor([ids])).logits[0, -1].argsort(descending=True)
+    words = [tokenizer.decode([int(i)]) for i in ranked[:50]]
+    other = next(w.strip() for w in words if w.startswith(" ") and w.strip().isalpha()
+                 and w.strip() != FACT["target"])  # fmt: skip
+    edit_facts(  # the tamper
         model,
         tokenizer,
-        [FactEdit(FACT["prompt"], FACT["subject"], FACT["target"])],
+        [FactEdit(FACT["prompt"], FACT["subject"], other)],
         layer=0,
-        covariance_texts=[t[:120] for t in texts[:40]],
+        covariance_texts=covariance,
     )
+    assert target_probability(model, tokenizer, FACT["prompt"], FACT["target"]) < 0.5 * p_known
     tampered = tmp_path / "tampered"
     save_model(model, tokenizer, tampered)
-    p_tampered = target_probability(model, tokenizer, FACT["prompt"], original)
-    assert p_tampered < 0.5 * p_original
 
-    restore = write_jsonl(
-        tmp_path / "restore.jsonl",
-        [{"id": "chef", "prompt": FACT["prompt"], "subject": FACT["subject"], "target": original}],
-    )
     out = tmp_path / "restored"
     result = invoke(
-        "edit", "--model", tampered, "--facts", restore, "--covariance-texts",
-        inputs["covariance"], "--out", out, "--layer", 0, "--min-probability",
-        min(MIN_P, p_original), "--device", "cpu", "--quiet",
+        "edit", "--model", tampered, "--facts", inputs["facts"], "--covariance-texts",
+        inputs["covariance"], "--out", out, "--layer", 0, "--min-probability", MIN_P,
+        "--device", "cpu", "--quiet",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     restored, _ = _load(out)
-    with torch.no_grad():
-        top = int(restored(input_ids=torch.tensor([ids])).logits[0, -1].argmax())
-    assert top == original_id
-    assert target_probability(restored, tokenizer, FACT["prompt"], original) >= p_original
+    assert target_probability(restored, tokenizer, FACT["prompt"], FACT["target"]) >= MIN_P
+    assert target_probability(restored, tokenizer, FACT["prompt"], other) < target_probability(
+        restored, tokenizer, FACT["prompt"], FACT["target"]
+    )
     record = json.loads((out / "edit.json").read_text())
     assert record["edits"][0]["verified"] and record["edits"][0]["greedy"]
