@@ -123,6 +123,29 @@ def test_save_adapter_writes_a_peft_adapter_that_attest_reads(toy_pair, toy_run,
     assert changed and all("attn" in n or "mlp" in n for n in changed)
 
 
+@pytest.mark.parametrize(
+    ("flags", "trainable_is_total", "checkpointing", "dtype"),
+    [
+        (["--method", "full", "--gradient-checkpointing", "on"], True, True, "float32"),
+        (["--method", "lora", "--dtype", "bfloat16"], False, False, "bfloat16"),
+    ],
+)
+def test_full_fine_tuning_checkpointing_and_bf16_run(
+    toy_pair, toy_run, tmp_path, flags, trainable_is_total, checkpointing, dtype
+):
+    out = tmp_path / "o"
+    result = invoke(*repair_args(toy_pair, toy_run, out, "--steps", "4", "-q", *flags))
+    assert result.exit_code in (0, 1), result.output
+    training = json.loads((out / "repair" / "repair.json").read_text())["training"]
+    assert (training["trainable_parameters"] == training["total_parameters"]) is trainable_is_total
+    assert training["gradient_checkpointing"] is checkpointing
+    assert training["compute_dtype"] == dtype and training["steps_run"] == 4
+    config = json.loads((out / "config.json").read_text())
+    source = json.loads((toy_pair.tampered / "config.json").read_text())
+    assert config.get("dtype", config.get("torch_dtype")) in ("float32", None)
+    assert config.get("use_cache") == source.get("use_cache")  # not left off by checkpointing
+
+
 # --------------------------------------------------------------------------------------------
 # Kill and resume
 

@@ -34,8 +34,9 @@ from typing import TYPE_CHECKING, Any
 from lmassay._atomic import atomic_write_json
 from lmassay.digests import Digest, digest_file, digest_tree, list_files
 from lmassay.errors import InputError
+from lmassay.model_folder import publish, save_like_source, source_dtype
 from lmassay.models import DEVICES, DTYPES, LoadedModel, load_model, prefix_token
-from lmassay.progress import NullProgress, Progress, hidden_library_bars
+from lmassay.progress import NullProgress, Progress
 from lmassay.provenance import provenance, utc_now
 from lmassay.rank_one import FACT_TOKENS, FactEdit
 
@@ -71,9 +72,6 @@ IDENTITY_NOTE = (
     "is less specific than with C estimated from text — pass --covariance-texts (or --probes)"
 )
 # Files of the source folder that describe the source itself, not the model: never copied to OUT.
-_NOT_COPIED = {"tamper.json", EDIT_FILE, "attestation.json", "lmassay-reference.json", "README.md"}
-_COPIED_SUFFIXES = (".json", ".txt", ".model", ".jinja", ".py", ".tiktoken")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".h5", ".msgpack")
 
 
 @dataclass
@@ -556,39 +554,6 @@ def _apply_edits(
     return rows
 
 
-def _source_dtype(path: Path) -> str | None:
-    """The dtype the source's config.json records (``dtype`` or ``torch_dtype``), if a float one."""
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    value = config.get("dtype") or config.get("torch_dtype")
-    return value if value in ("float32", "float16", "bfloat16") else None
-
-
-def _save(loaded: LoadedModel, folder: Path) -> list[str]:
-    """The model as safetensors, and the source's tokenizer and other config files that
-    ``save_pretrained`` did not write, copied verbatim (never its weights, README or lmassay's
-    records about it); returns the names copied."""
-    with hidden_library_bars():
-        loaded.model.save_pretrained(folder, safe_serialization=True)
-    copied = []
-    for name in sorted(os.listdir(loaded.path)):
-        source = loaded.path / name
-        if (
-            not source.is_file()
-            or (folder / name).exists()
-            or name in _NOT_COPIED
-            or name.endswith(_WEIGHT_SUFFIXES)
-            or name.endswith(".index.json")
-            or not name.endswith(_COPIED_SUFFIXES)
-        ):
-            continue
-        shutil.copyfile(source, folder / name)
-        copied.append(name)
-    return copied
-
-
 def _attest(
     config: EditConfig, reference: str, probes: str, staging: Path, final: Path, progress: Progress
 ) -> AttestationResult:
@@ -619,17 +584,6 @@ def _attest(
     atomic_write_json(folder / "attestation.json", att)
     write_report(folder, att)
     return result
-
-
-def _publish(staging: Path, out: Path) -> None:
-    """Rename ``staging`` to ``out``; an old ``out`` is removed only once the new one is in place."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(staging, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def edit_model(config: EditConfig, progress: Progress | None = None) -> EditResult:
@@ -668,7 +622,7 @@ def edit_model(config: EditConfig, progress: Progress | None = None) -> EditResu
 
     edits = _apply_edits(config, loaded, requests, covariance, layer, fact_token, progress)
 
-    saved_dtype = _source_dtype(loaded.path) or loaded.dtype
+    saved_dtype = source_dtype(loaded.path) or loaded.dtype
     model.to(getattr(torch, saved_dtype))
     progress.log(f"verifying {len(requests)} facts on the edited model ({saved_dtype})")
     outcomes = _verify(loaded, requests, initial, edits, layer, fact_token, config.min_probability)
@@ -681,7 +635,7 @@ def edit_model(config: EditConfig, progress: Progress | None = None) -> EditResu
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         progress.log(f"saving the edited model ({saved_dtype} safetensors)")
-        copied = _save(loaded, staging)
+        copied = save_like_source(loaded.model, loaded.path, staging)
         model_files = list_files(staging)
         output_digest = digest_tree(staging, model_files)
         input_record = _describe_input(loaded)
@@ -706,7 +660,7 @@ def edit_model(config: EditConfig, progress: Progress | None = None) -> EditResu
             attestation=attestation,
         )
         atomic_write_json(staging / EDIT_FILE, record)
-        _publish(staging, out)
+        publish(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -764,7 +718,7 @@ def _describe_input(loaded: LoadedModel) -> dict[str, Any]:
         "digest": loaded.digest.to_json(),
         "tokenizer_digest": loaded.tokenizer_digest.to_json(),
         "files": loaded.files,
-        "dtype": _source_dtype(loaded.path),
+        "dtype": source_dtype(loaded.path),
         "architecture": type(loaded.model).__name__,
         "n_parameters": loaded.n_parameters,
     }

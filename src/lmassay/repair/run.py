@@ -26,6 +26,7 @@ import torch
 from lmassay._atomic import atomic_write_json
 from lmassay.attest import AttestationResult, AttestConfig, attest
 from lmassay.errors import InputError
+from lmassay.model_folder import copy_source_files, publish, save_like_source, source_dtype
 from lmassay.models import LoadedModel, load_model, resolve_device, same_tokenizer
 from lmassay.probes import ProbeSet, load_probes
 from lmassay.progress import NullProgress, Progress, hidden_library_bars
@@ -47,7 +48,6 @@ SCHEMA = "lmassay.repair/v1"
 REPORT_FOLDER = "repair"
 REPAIR_FILE = "repair.json"
 _SAVED_MARK = "saved.json"
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
 
 @dataclass
@@ -209,55 +209,31 @@ def _count(model: Any) -> tuple[int, int]:
 # Saving
 
 
-def _source_dtype(loaded: LoadedModel) -> torch.dtype:
-    config = loaded.path / "config.json"
-    try:
-        name = json.loads(config.read_text(encoding="utf-8")).get("dtype") or json.loads(
-            config.read_text(encoding="utf-8")
-        ).get("torch_dtype")
-    except (OSError, ValueError):
-        name = None
-    value = getattr(torch, str(name), None) if name else None
-    return value if isinstance(value, torch.dtype) else torch.float32
-
-
 def _save(trained: Any, loaded: LoadedModel, config: RepairConfig, folder: Path) -> None:
-    """Write the repaired model (merged, or the adapter) with the tokenizer into ``folder``."""
+    """Write the repaired model (merged, or the adapter) with the source's tokenizer to ``folder``."""
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    with hidden_library_bars():
-        if config.method == "lora" and config.save_adapter:
+    if config.method == "lora" and config.save_adapter:
+        with hidden_library_bars():
             trained.save_pretrained(folder, safe_serialization=True)
-            adapter_config = folder / "adapter_config.json"
-            settings = json.loads(adapter_config.read_text(encoding="utf-8"))
-            settings["base_model_name_or_path"] = str(loaded.path.resolve())
-            atomic_write_json(adapter_config, settings)
-        else:
-            model = trained.merge_and_unload() if config.method == "lora" else trained
-            model.to(_source_dtype(loaded)).save_pretrained(folder, safe_serialization=True)
-        loaded.tokenizer.save_pretrained(folder)
-    if config.save_adapter:
+        adapter_config = folder / "adapter_config.json"
+        settings = json.loads(adapter_config.read_text(encoding="utf-8"))
+        settings["base_model_name_or_path"] = str(loaded.path.resolve())
+        atomic_write_json(adapter_config, settings)
+        copy_source_files(loaded.path, folder, skip=("config.json", "generation_config.json"))
         return
-    for rel in loaded.files:  # the source's other small files (generation config, …)
-        source = loaded.path / rel
-        target = folder / rel
-        if rel.endswith(_WEIGHT_SUFFIXES) or rel.endswith(".index.json") or target.exists():
-            continue
-        if Path(rel).name.lower() == "readme.md" or "/" in rel:
-            continue
-        shutil.copy2(source, target)
+    model = trained.merge_and_unload() if config.method == "lora" else trained
+    dtype = source_dtype(loaded.path) or "float32"
+    save_like_source(model.to(getattr(torch, dtype)), loaded.path, folder)
 
 
 def _publish(tmp: Path, out: Path, force: bool) -> None:
-    if out.exists():
-        if not force and any(out.iterdir()):
-            raise InputError(
-                f"--out {out} already exists",
-                "pass --force to replace it, or choose another folder",
-            )
-        shutil.rmtree(out)
-    tmp.rename(out)
+    if out.exists() and not force and any(out.iterdir()):
+        raise InputError(
+            f"--out {out} already exists", "pass --force to replace it, or choose another folder"
+        )
+    publish(tmp, out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -473,7 +449,9 @@ def _train(
     checkpointing = config.gradient_checkpointing == "on" or (
         config.gradient_checkpointing == "auto" and device.type == "cuda"
     )
+    use_cache = getattr(model.config, "use_cache", None)
     if checkpointing:
+        model.config.use_cache = False  # no key/value cache while training; restored below
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     start: Any
     torch.manual_seed(config.seed)  # LoRA's initialisation and any dropout depend on the seed only
@@ -534,6 +512,7 @@ def _train(
     if checkpointing:
         base = model.get_base_model() if config.method == "lora" else model
         base.gradient_checkpointing_disable()
+        base.config.use_cache = use_cache
     training = {
         **loop.summary(),
         "objective": settings.objective,

@@ -72,7 +72,9 @@ def repair_summary(record: Mapping[str, Any]) -> dict[str, str]:
         "method": str(record.get("method")),
         "categories": ", ".join(record.get("categories") or []),
         "statistic": str(outcome.get("statistic") or ""),
-        "noise_floor": fmt_num(outcome.get("noise_floor"), 4),
+        "noise_floor": f"{floor:g}"
+        if isinstance(floor := outcome.get("noise_floor"), int | float)
+        else "—",
         "verdicts": f"{outcome.get('verdict_before')} → {outcome.get('verdict_after')}",
         "steps": f"{steps} of {training.get('steps')}{early}" if steps is not None else "—",
         "seconds": fmt_num(training.get("seconds"), 1),
