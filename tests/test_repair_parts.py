@@ -268,3 +268,29 @@ def test_default_learning_rate_follows_the_method():
     assert RepairConfig(**base).learning_rate == 1e-3
     assert RepairConfig(**base, method="full").learning_rate == 1e-4
     assert RepairConfig(**base, lr=5e-4).learning_rate == 5e-4
+
+
+# --------------------------------------------------------------------------------------------
+# Early stopping on the held-out gap
+
+
+def test_early_stop_needs_a_gap_that_training_closed():
+    from lmassay.repair.training import (
+        LoopResult,
+        LoopSettings,
+        _effective_stop_gap,
+        _repaired,
+    )
+
+    settings = LoopSettings(objective="lm", steps=10, lr=1e-3, batch_size=1, seq_len=8, seed=0,
+                            stop_gap=0.01)  # fmt: skip
+    seen = LoopResult(losses=[], history=[{"step": 0, "gap": 0.04}])
+    assert _effective_stop_gap(seen, settings) == 0.01 and seen.early_stop_note is None
+    assert not _repaired(seen, 0.01)  # the check before training never stops it
+    seen.history.append({"step": 25, "gap": 0.005})
+    assert _repaired(seen, 0.01)
+    blind = LoopResult(losses=[], history=[{"step": 0, "gap": 0.003}])
+    assert _effective_stop_gap(blind, settings) is None
+    assert "no early stop" in (blind.early_stop_note or "")
+    blind.history.append({"step": 25, "gap": 0.001})
+    assert not _repaired(blind, None)

@@ -20,9 +20,9 @@ Monitoring (when a reference with the same tokenizer is loaded): every ``eval_ev
 held-out repair text is read as the attestation reads a probe (from the prefix token, at most
 ``seq_len`` tokens) and scored by its mean KL(reference ‖ model); a category's level is the mean
 over its texts, and the *gap* is the largest repaired category's level minus the median level of
-the other categories.  With ``stop_gap`` set, training stops at the first check where the gap is at
-most ``stop_gap`` (the check before the first step counts: a model that already meets it is not
-trained).
+the other categories.  With ``stop_gap`` set, training stops at the first check after a step where
+the gap is at most ``stop_gap``, unless the check before training already meets it: then the
+held-out text does not show what the probes showed, and training runs all its steps.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ class LoopResult:
     steps_run: int = 0
     resumed_from: int | None = None
     stopped_early: bool = False
+    early_stop_note: str | None = None
     seconds: float = 0.0
 
     def summary(self) -> dict[str, Any]:
@@ -83,6 +84,7 @@ class LoopResult:
             "steps_run": self.steps_run,
             "resumed_from_step": self.resumed_from,
             "stopped_early": self.stopped_early,
+            "early_stop_note": self.early_stop_note,
             "loss_first": self.losses[0] if self.losses else None,
             "loss_last_mean": sum(tail) / len(tail) if tail else None,
             "loss_last_mean_of_steps": len(tail),
@@ -234,11 +236,26 @@ def _step_loss(
         return loss
 
 
-def _repaired(result: LoopResult, settings: LoopSettings) -> bool:
-    """Whether the newest held-out check meets ``stop_gap``."""
-    if settings.stop_gap is None or not result.history:
+def _repaired(result: LoopResult, stop_gap: float | None) -> bool:
+    """Whether a held-out check after the first step meets ``stop_gap``."""
+    if stop_gap is None or not result.history or result.history[-1]["step"] == 0:
         return False
-    return bool(result.history[-1]["gap"] <= settings.stop_gap)
+    return bool(result.history[-1]["gap"] <= stop_gap)
+
+
+def _effective_stop_gap(result: LoopResult, settings: LoopSettings) -> float | None:
+    """``settings.stop_gap``, unless the check before training already meets it: then the
+    held-out text does not show the difference the attestation found, and cannot tell when the
+    repair is done, so training runs all its steps."""
+    first = result.history[0] if result.history and result.history[0]["step"] == 0 else None
+    if settings.stop_gap is None or first is None or first["gap"] > settings.stop_gap:
+        return settings.stop_gap
+    result.early_stop_note = (
+        f"no early stop: the held-out gap before training, {first['gap']:+.4f}, is already at "
+        f"most the stop gap {settings.stop_gap:g} (the held-out repair text does not show the "
+        "difference the probes do)"
+    )
+    return None
 
 
 def run_loop(
@@ -272,11 +289,14 @@ def run_loop(
     update(start_step, settings.steps)
     if start_step == 0 and (check := _monitor(models, streams, settings)) is not None:
         result.history.append({"step": 0, **check})
+    stop_gap = _effective_stop_gap(result, settings)
+    if result.early_stop_note:
+        progress.log(result.early_stop_note)
     t0 = time.perf_counter()
     step = start_step
     model.train()
     try:
-        while step < settings.steps and not _repaired(result, settings):
+        while step < settings.steps and not _repaired(result, stop_gap):
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, settings)
             loss = _step_loss(models, streams, settings, generator)
