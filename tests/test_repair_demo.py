@@ -1,4 +1,5 @@
-"""Narrow repair on the demo-size world (slow: about 5 minutes cold on 2 cores).
+"""Narrow repair on the demo-size world (about 4 minutes on 2 cores, most of it training the
+demo-size reference).
 
 The test-size reference is too small for narrow fine-tuning: fine-tuning the clean reference on its
 own religion text already moves religion past the noise floor (measured: effect 0.023 after 25
@@ -10,8 +11,6 @@ steps at 1e-3), so narrow repairs are checked here, on the demo-size world, with
 from __future__ import annotations
 
 import pytest
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

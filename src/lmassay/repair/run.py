@@ -200,6 +200,22 @@ def _adapters_off(peft_model: Any) -> Iterator[Any]:
         yield peft_model
 
 
+def _checkpointing(model: Any, *, on: bool) -> None:
+    """Turn activation (gradient) checkpointing on, non-reentrant, or off; transformers >= 5 names
+    it ``activation_checkpointing_*``, older versions ``gradient_checkpointing_*``."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        if on:
+            model.activation_checkpointing_enable(
+                activation_checkpointing_kwargs={"use_reentrant": False}
+            )
+        else:
+            model.activation_checkpointing_disable()
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()
+
+
 def _count(model: Any) -> tuple[int, int]:
     params = list(model.parameters())
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
@@ -452,7 +468,7 @@ def _train(
     use_cache = getattr(model.config, "use_cache", None)
     if checkpointing:
         model.config.use_cache = False  # no key/value cache while training; restored below
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _checkpointing(model, on=True)
     start: Any
     torch.manual_seed(config.seed)  # LoRA's initialisation and any dropout depend on the seed only
     if config.method == "lora":
@@ -511,7 +527,7 @@ def _train(
     loop = run_loop(models, streams, settings, work / "checkpoints", progress)
     if checkpointing:
         base = model.get_base_model() if config.method == "lora" else model
-        base.gradient_checkpointing_disable()
+        _checkpointing(base, on=False)
         base.config.use_cache = use_cache
     training = {
         **loop.summary(),
