@@ -255,6 +255,7 @@ def test_outcome_fails_on_collateral_flags_and_on_a_different_model():
         ({"save_adapter": True, "method": "full"}, "--save-adapter"),
         ({"seq_len": 4}, "--seq-len"),
         ({"kl_weight": -0.5}, "--kl-weight"),
+        ({"dtype": "float16"}, "--dtype"),
     ],
 )
 def test_config_names_the_offending_flag(change, flag, tmp_path):

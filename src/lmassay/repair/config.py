@@ -121,6 +121,10 @@ class RepairConfig:
             raise InputError(
                 "--save-adapter needs --method lora", "drop --save-adapter or use LoRA"
             )
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise InputError(
+                f"--dtype {self.dtype!r} cannot train", "use auto, float32 or bfloat16"
+            )
         if self.gradient_checkpointing not in ("auto", "on", "off"):
             raise InputError(
                 f"--gradient-checkpointing {self.gradient_checkpointing!r} is unknown",

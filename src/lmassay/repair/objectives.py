@@ -17,8 +17,9 @@ def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     )
 
 
-def kl_to_teacher(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
-    """Mean KL(teacher ‖ student) per position, in nats, over the columns both models have.
+def kl_per_position(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """KL(teacher ‖ student) at each position, in nats, over the columns both models have: shape
+    ``(B, T)``.
 
     Each distribution is the softmax of its own logits restricted to the shared ``V`` columns, so
     models whose output widths differ (padding rows) compare on the real vocabulary.
@@ -26,5 +27,9 @@ def kl_to_teacher(student_logits: torch.Tensor, teacher_logits: torch.Tensor) ->
     width = min(student_logits.shape[-1], teacher_logits.shape[-1])
     student = torch.log_softmax(student_logits[..., :width].float(), dim=-1)  # (B, T, V)
     teacher = torch.log_softmax(teacher_logits[..., :width].float(), dim=-1)  # (B, T, V)
-    per_position = (teacher.exp() * (teacher - student)).sum(dim=-1)  # (B, T)
-    return per_position.mean()
+    return (teacher.exp() * (teacher - student)).sum(dim=-1)  # (B, T)
+
+
+def kl_to_teacher(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Mean of :func:`kl_per_position` over all positions."""
+    return kl_per_position(student_logits, teacher_logits).mean()

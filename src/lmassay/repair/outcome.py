@@ -11,12 +11,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 
-def _number(value: Any) -> float | None:
+def number(value: Any) -> float | None:
+    """``value`` as a float when it is a JSON number, else None."""
     return float(value) if isinstance(value, int | float) else None
 
 
 def _change(after: Any, before: Any) -> float | None:
-    a, b = _number(after), _number(before)
+    a, b = number(after), number(before)
     return None if a is None or b is None else a - b
 
 
@@ -25,7 +26,7 @@ def compare_attestations(
 ) -> dict[str, Any]:
     """The before/after table and the success rule (see the module docstring) as JSON."""
     statistic = str(after["summary"].get("statistic") or "mean_kl")
-    floor = _number(after["summary"].get("noise_floor"))
+    floor = number(after["summary"].get("noise_floor"))
     old = {c["name"]: c for c in before["categories"]}
     rows = []
     for new in after["categories"]:
@@ -37,20 +38,20 @@ def compare_attestations(
                 "role": "repaired" if name in repaired else "collateral",
                 "flagged_before": bool(prior.get("flagged", False)),
                 "flagged_after": bool(new.get("flagged", False)),
-                "level_before": _number(prior.get("level")),
-                "level_after": _number(new.get("level")),
+                "level_before": number(prior.get("level")),
+                "level_after": number(new.get("level")),
                 "level_change": _change(new.get("level"), prior.get("level")),
-                "effect_before": _number(prior.get("effect")),
-                "effect_after": _number(new.get("effect")),
-                "mean_kl_before": _number(prior.get("mean_kl")),
-                "mean_kl_after": _number(new.get("mean_kl")),
+                "effect_before": number(prior.get("effect")),
+                "effect_after": number(new.get("effect")),
+                "mean_kl_before": number(prior.get("mean_kl")),
+                "mean_kl_after": number(new.get("mean_kl")),
                 "mean_kl_change": _change(new.get("mean_kl"), prior.get("mean_kl")),
-                "ppl_model_before": _number(prior.get("ppl_model")),
-                "ppl_model_after": _number(new.get("ppl_model")),
+                "ppl_model_before": number(prior.get("ppl_model")),
+                "ppl_model_after": number(new.get("ppl_model")),
                 "ppl_model_change": _change(new.get("ppl_model"), prior.get("ppl_model")),
-                "ppl_reference": _number(new.get("ppl_reference")),
-                "q_before": _number(prior.get("q_value")),
-                "q_after": _number(new.get("q_value")),
+                "ppl_reference": number(new.get("ppl_reference")),
+                "q_before": number(prior.get("q_value")),
+                "q_after": number(new.get("q_value")),
             }
         )
     still = [

@@ -33,7 +33,7 @@ from lmassay.progress import NullProgress, Progress, hidden_library_bars
 from lmassay.provenance import provenance, utc_now
 from lmassay.repair.config import RepairConfig
 from lmassay.repair.data import RepairTexts, find_probe_overlap, split_repair_texts
-from lmassay.repair.outcome import compare_attestations
+from lmassay.repair.outcome import compare_attestations, number
 from lmassay.repair.training import (
     LoopSettings,
     Models,
@@ -163,14 +163,11 @@ def _prepare_work(work: Path, request: dict[str, Any], restart: bool) -> None:
 
 
 def _train_dtypes(config: RepairConfig, device: str) -> tuple[str, torch.dtype | None]:
-    """(load dtype of the trained model, autocast dtype)."""
-    if config.dtype not in ("auto", "float32", "bfloat16"):
-        raise InputError(f"--dtype {config.dtype!r} cannot train", "use auto, float32 or bfloat16")
+    """(load dtype of the trained model, autocast dtype). ``--dtype bfloat16`` is honoured on a
+    CPU too (autocast supports it there, though it is slower than float32 on most CPUs)."""
     bf16 = config.dtype == "bfloat16" or (
         config.dtype == "auto" and device.startswith("cuda") and torch.cuda.is_bf16_supported()
     )
-    if config.dtype == "bfloat16" and device == "cpu":
-        bf16 = True  # CPU autocast supports bf16; slower than float32 on most CPUs
     if not bf16:
         return "float32", None
     # LoRA keeps the frozen base in bf16 (its adapters stay float32); full fine-tuning keeps
@@ -374,7 +371,7 @@ def repair(config: RepairConfig, progress: Progress | None = None) -> RepairResu
             reference,
             texts,
             categories,
-            _number(before["summary"].get("noise_floor")),
+            number(before["summary"].get("noise_floor")),
             work,
             autocast_dtype,
             progress,
@@ -555,10 +552,6 @@ def _train(
         * (2 if streams.anchor is not None else 1),
     }
     return model, training
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
 
 
 def _file_sha256(path: str) -> str:

@@ -46,7 +46,7 @@ from lmassay.repair.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from lmassay.repair.objectives import kl_to_teacher, next_token_loss
+from lmassay.repair.objectives import kl_per_position, kl_to_teacher, next_token_loss
 
 
 @dataclass(frozen=True)
@@ -176,10 +176,7 @@ def _sample_kls(models: Models, rows: list[list[int]]) -> list[float]:
         ids, mask = ids.to(models.device), mask.to(models.device)
         student = models.model(input_ids=ids, attention_mask=mask).logits[:, :-1]  # (B, T-1, V)
         teacher = reference(input_ids=ids, attention_mask=mask).logits[:, :-1]
-        w = min(student.shape[-1], teacher.shape[-1])
-        s_log = torch.log_softmax(student[..., :w].float(), dim=-1)
-        t_log = torch.log_softmax(teacher[..., :w].float(), dim=-1)
-        kl = (t_log.exp() * (t_log - s_log)).sum(dim=-1)  # (B, T-1)
+        kl = kl_per_position(student, teacher)  # (B, T-1)
         scored = mask[:, 1:].float()  # (B, T-1): positions with a next token
         out.extend((kl * scored).sum(1).div(scored.sum(1).clamp(min=1)).tolist())
     return out
