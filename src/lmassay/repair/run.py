@@ -25,6 +25,7 @@ import torch
 
 from lmassay._atomic import atomic_write_json
 from lmassay.attest import AttestationResult, AttestConfig, attest
+from lmassay.digests import digest_file
 from lmassay.errors import InputError
 from lmassay.model_folder import copy_source_files, publish, save_like_source, source_dtype
 from lmassay.models import LoadedModel, load_model, resolve_device, same_tokenizer
@@ -42,7 +43,7 @@ from lmassay.repair.training import (
     run_loop,
     token_stream,
 )
-from lmassay.report import load_attestation
+from lmassay.report import ATTESTATION_FILE, load_attestation, write_report
 
 SCHEMA = "lmassay.repair/v1"
 REPORT_FOLDER = "repair"
@@ -125,6 +126,12 @@ def _categories(config: RepairConfig, before: dict[str, Any]) -> tuple[str, ...]
             f"use some of {', '.join(known)}",
         )
     return chosen
+
+
+def _attestation_file(path: str) -> Path:
+    """The attestation.json that ``path`` (the file or its run folder) names."""
+    given = Path(path)
+    return given / ATTESTATION_FILE if given.is_dir() else given
 
 
 def _reference_spec(config: RepairConfig, before: dict[str, Any]) -> str | None:
@@ -239,14 +246,6 @@ def _save(trained: Any, loaded: LoadedModel, config: RepairConfig, folder: Path)
     model = trained.merge_and_unload() if config.method == "lora" else trained
     dtype = source_dtype(loaded.path) or "float32"
     save_like_source(model.to(getattr(torch, dtype)), loaded.path, folder)
-
-
-def _publish(tmp: Path, out: Path, force: bool) -> None:
-    if out.exists() and not force and any(out.iterdir()):
-        raise InputError(
-            f"--out {out} already exists", "pass --force to replace it, or choose another folder"
-        )
-    publish(tmp, out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,7 +378,7 @@ def repair(config: RepairConfig, progress: Progress | None = None) -> RepairResu
         tmp = work / "model"
         progress.log(f"saving the repaired model to {out}")
         _save(trained, loaded, config, tmp)
-        _publish(tmp, out, config.force)
+        publish(tmp, out)  # an existing OUT was refused above unless --force
         atomic_write_json(saved_mark, {"training": training})
 
     progress.log("attesting the repaired model on the held-out probes")
@@ -411,7 +410,7 @@ def repair(config: RepairConfig, progress: Progress | None = None) -> RepairResu
         else (reference_spec and {"name": reference_spec}),
         "attestation_before": {
             "path": str(config.attestation),
-            "sha256": _file_sha256(config.attestation),
+            "sha256": digest_file(_attestation_file(config.attestation)).value,
             "verdict": before["verdict"],
             "flagged": before["flagged"],
         },
@@ -438,8 +437,6 @@ def repair(config: RepairConfig, progress: Progress | None = None) -> RepairResu
     }
     folder = out / REPORT_FOLDER
     atomic_write_json(folder / REPAIR_FILE, record)
-    from lmassay.report import write_report
-
     after.paths.update(write_report(folder, after.attestation, repair=record))
     shutil.rmtree(work, ignore_errors=True)
     return RepairResult(record=record, out=out, attestation=after)
@@ -552,9 +549,3 @@ def _train(
         * (2 if streams.anchor is not None else 1),
     }
     return model, training
-
-
-def _file_sha256(path: str) -> str:
-    file = Path(path)
-    file = file / "attestation.json" if file.is_dir() else file
-    return hashlib.sha256(file.read_bytes()).hexdigest()
