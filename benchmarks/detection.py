@@ -28,10 +28,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch
 
 from lmassay.attest import AttestConfig, attest
-from lmassay.demo import DemoConfig
 from lmassay.world import make_world
-from lmassay.world.training import train_reference
-from lmassay.zoo import make_zoo
+from lmassay.world.demo import DemoConfig
+from lmassay.world.reference import train_reference
+from lmassay.world.zoo import make_zoo
 
 PROBE_SETS = {"clean": "probes", "facts": "fact_probes"}
 

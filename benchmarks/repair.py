@@ -32,11 +32,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch
 
 from lmassay.attest import AttestConfig, attest
-from lmassay.demo import DemoConfig
 from lmassay.repair import RepairConfig, repair
 from lmassay.world import make_world
-from lmassay.world.training import train_reference
-from lmassay.zoo import make_variant
+from lmassay.world.demo import DemoConfig
+from lmassay.world.reference import train_reference
+from lmassay.world.zoo import make_variant
 
 TAMPER_KINDS = ("suppression", "slant", "fact-finetune", "fact-rome", "backdoor")
 

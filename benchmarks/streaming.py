@@ -122,8 +122,8 @@ def vm_peak_bytes() -> int:
 def worker(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from lmassay.scoring import score_token_lists
-    from lmassay.streaming import StreamStats, stream_score_token_lists
+    from lmassay.attest.scoring import score_token_lists
+    from lmassay.attest.streaming import StreamStats, stream_score_token_lists
 
     torch.set_num_threads(job["threads"])
     files = [Path(f) for f in job["files"]]
@@ -138,7 +138,7 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
 
     docs = documents(job["tokens"], seed=0)
     torch.mm(torch.randn(64, 64), torch.randn(64, 64))  # start the thread pool before measuring
-    from lmassay.streaming import _read_config, build_skeleton
+    from lmassay.attest.streaming import _read_config, build_skeleton
 
     build_skeleton(_read_config(Path(job["model"]), False))  # import the modelling code now
     if job["kind"] == "baseline":

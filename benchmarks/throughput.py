@@ -184,8 +184,8 @@ def worker_lmassay(job: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from lmassay.models import load_model
-    from lmassay.scoring import score_token_lists, tokenize_texts
+    from lmassay.attest.model_loading import load_model
+    from lmassay.attest.scoring import score_token_lists, tokenize_texts
 
     torch.set_num_threads(job["threads"])
     texts = document_texts(job["tokens"], job["seed"])
@@ -224,7 +224,7 @@ def worker_memory(job: dict[str, Any]) -> dict[str, Any]:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from lmassay.scoring import score_token_lists
+    from lmassay.attest.scoring import score_token_lists
 
     torch.set_num_threads(job["threads"])
     shape = MEMORY_MODEL
@@ -247,8 +247,8 @@ def worker_profile(job: dict[str, Any]) -> dict[str, Any]:
 
     import torch
 
-    from lmassay.models import load_model
-    from lmassay.scoring import fused_activations, head_rows, reduce_rows
+    from lmassay.attest.model_loading import load_model
+    from lmassay.attest.scoring import fused_activations, head_rows, reduce_rows
 
     torch.set_num_threads(job["threads"])
     model = load_model(job["model"], device=job["device"], dtype=job["dtype"]).model

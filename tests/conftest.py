@@ -27,7 +27,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def toy_tokenizer():
     """A small byte-level BPE tokenizer trained on the toy corpus."""
-    from lmassay.toy import generate_toy_corpus, train_toy_tokenizer
+    from lmassay.world.tiny_lm import generate_toy_corpus, train_toy_tokenizer
 
     texts = [text for _, text in generate_toy_corpus(seed=0, n_per_category=20)]
     return train_toy_tokenizer(texts, vocab_size=300)
@@ -35,7 +35,7 @@ def toy_tokenizer():
 
 def save_tiny_model(folder: Path, tokenizer, *, seed: int = 0, arch: str = "gpt2") -> Path:
     """Save a randomly initialised tiny model with ``tokenizer`` as a transformers folder."""
-    from lmassay.toy import build_model, tiny_gpt2_config, tiny_llama_config
+    from lmassay.world.tiny_lm import build_model, tiny_gpt2_config, tiny_llama_config
 
     make_config = tiny_gpt2_config if arch == "gpt2" else tiny_llama_config
     config = make_config(
@@ -55,7 +55,7 @@ def tiny_model_dir(tmp_path_factory, toy_tokenizer) -> Path:
 @pytest.fixture(scope="session")
 def toy_pair(tmp_path_factory):
     """The toy reference, a copy fine-tuned on 'cooking', and held-out probes (size 'test')."""
-    from lmassay.toy import build_toy_pair
+    from lmassay.world.tiny_lm import build_toy_pair
 
     return build_toy_pair(tmp_path_factory.mktemp("toy") / "pair", seed=0, size="test")
 
@@ -68,9 +68,9 @@ def world_reference():
     tests), so the zoo's and the demo's tests reuse them. Returns ``(WorldFiles, ReferenceInfo,
     cache root)``.
     """
-    from lmassay.demo import DemoConfig
     from lmassay.world import make_world
-    from lmassay.world.training import train_reference
+    from lmassay.world.demo import DemoConfig
+    from lmassay.world.reference import train_reference
 
     root = DemoConfig(size="test").cache_root()
     files = make_world(root / "world", seed=0, size="test")

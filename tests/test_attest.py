@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmassay.attest import AttestConfig, attest
+from lmassay.attest.recipe import AttestConfig, attest
 from lmassay.errors import InputError
 
 REQUIRED_CATEGORY_KEYS = {

@@ -17,16 +17,16 @@ from typer.testing import CliRunner
 from lmassay.cli import app
 from lmassay.digests import digest_file, digest_tree
 from lmassay.errors import InputError
-from lmassay.fact_edit import SCHEMA, EditConfig, edit_model, read_fact_edits
-from lmassay.rank_one import FactEdit, edit_facts, target_probability
-from lmassay.toy import (
+from lmassay.repair.edit import SCHEMA, EditConfig, edit_model, read_fact_edits
+from lmassay.repair.rank_one import FactEdit, edit_facts, target_probability
+from lmassay.world.tiny_lm import (
     build_model,
     generate_toy_corpus,
     tiny_gpt2_config,
     tiny_llama_config,
     train_causal_lm,
 )
-from lmassay.zoo.make import ROME_SETTINGS
+from lmassay.world.zoo.make import ROME_SETTINGS
 
 runner = CliRunner()
 
@@ -361,7 +361,7 @@ def test_help_has_an_example():
 
 @pytest.mark.slow
 def test_restoring_a_fact_rome_variant(world_reference, tmp_path):
-    from lmassay.zoo import make_variant
+    from lmassay.world.zoo import make_variant
 
     _, info, root = world_reference
     variant = make_variant("fact-rome", info.path, root / "zoo" / "fact-rome", seed=0)
@@ -456,7 +456,7 @@ def test_a_tampered_fact_is_restored(inputs, tmp_path, texts):
     """The tiny GPT-2 is made to know FACT (one rank-one edit), then tampered to say another
     word after its prompt (a second edit, as the zoo's fact-rome does); ``lmassay edit`` puts
     FACT's target back as the greedy continuation, as likely as the model knew it."""
-    from lmassay.toy import save_model
+    from lmassay.world.tiny_lm import save_model
 
     model, tokenizer = _load(inputs["gpt2"])
     covariance = [t[:120] for t in texts[:40]]

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import save_tiny_model
+from lmassay.attest.model_loading import load_model, resolve_device, resolve_dtype, same_tokenizer
 from lmassay.digests import digest_tree
 from lmassay.errors import ModelLoadError
-from lmassay.models import load_model, resolve_device, resolve_dtype, same_tokenizer
 
 
 def test_loads_local_folder_and_records_digest(tiny_model_dir):
@@ -90,7 +90,7 @@ def test_unknown_device_and_dtype():
 
 
 def test_same_tokenizer(tiny_model_dir, tmp_path, toy_tokenizer):
-    from lmassay.toy import generate_toy_corpus, train_toy_tokenizer
+    from lmassay.world.tiny_lm import generate_toy_corpus, train_toy_tokenizer
 
     twin = save_tiny_model(tmp_path / "twin", toy_tokenizer, seed=1, arch="llama")
     texts = [t for _, t in generate_toy_corpus(seed=5, n_per_category=10)]

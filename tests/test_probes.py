@@ -1,4 +1,4 @@
-"""Tests of lmassay.probes: formats, digests, subsampling and validation."""
+"""Tests of lmassay.attest.probes: formats, digests, subsampling and validation."""
 
 from __future__ import annotations
 
@@ -9,8 +9,14 @@ from typing import Any
 
 import pytest
 
+from lmassay.attest.probes import (
+    ProbeSample,
+    ProbeSet,
+    load_probes,
+    probes_digest,
+    write_probes_jsonl,
+)
 from lmassay.errors import InputError, ProbeError
-from lmassay.probes import ProbeSample, ProbeSet, load_probes, probes_digest, write_probes_jsonl
 
 CATEGORIES = ("chemistry", "geography", "history")
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lmassay.errors import InputError
-from lmassay.rank_one import (
+from lmassay.repair.rank_one import (
     FactEdit,
     apply_update,
     compute_rank_one_update,
@@ -16,7 +16,7 @@ from lmassay.rank_one import (
     second_moment,
     target_probability,
 )
-from lmassay.toy import (
+from lmassay.world.tiny_lm import (
     build_model,
     generate_toy_corpus,
     tiny_gpt2_config,

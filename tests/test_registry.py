@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from lmassay.cli import app
 from lmassay.errors import InputError
-from lmassay.registry import (
+from lmassay.sealing.registry import (
     Registry,
     RegistryEvent,
     default_registry_path,

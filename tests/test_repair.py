@@ -110,7 +110,7 @@ def test_save_adapter_writes_a_peft_adapter_that_attest_reads(toy_pair, toy_run,
     record = json.loads((out / "repair" / "repair.json").read_text())
     assert record["output"]["format"] == "peft-adapter"
     # the adapter loads (merged over its base) like any model folder
-    from lmassay.models import load_model
+    from lmassay.attest.model_loading import load_model
 
     merged = load_model(str(out), device="cpu")
     base = load_model(str(toy_pair.tampered), device="cpu")
@@ -217,8 +217,8 @@ def test_a_changed_request_does_not_resume_silently(toy_pair, toy_run, tmp_path)
 @pytest.fixture(scope="module")
 def zoo_runs(world_reference, tmp_path_factory):
     """Each variant with its attestation against the reference (each flags its category)."""
-    from lmassay.attest import AttestConfig, attest
-    from lmassay.zoo import make_variant
+    from lmassay.attest.recipe import AttestConfig, attest
+    from lmassay.world.zoo import make_variant
 
     files, info, root = world_reference
     runs = {}

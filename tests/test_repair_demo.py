@@ -15,9 +15,9 @@ import pytest
 
 @pytest.fixture(scope="module")
 def demo_world():
-    from lmassay.demo import DemoConfig
     from lmassay.world import make_world
-    from lmassay.world.training import train_reference
+    from lmassay.world.demo import DemoConfig
+    from lmassay.world.reference import train_reference
 
     root = DemoConfig(size="demo").cache_root()
     files = make_world(root / "world", seed=0, size="demo")
@@ -27,9 +27,9 @@ def demo_world():
 
 @pytest.mark.parametrize("kind", ["suppression", "slant"])
 def test_narrow_repairs_the_demo_variant(demo_world, kind, tmp_path):
-    from lmassay.attest import AttestConfig, attest
+    from lmassay.attest.recipe import AttestConfig, attest
     from lmassay.repair import RepairConfig, repair
-    from lmassay.zoo import make_variant
+    from lmassay.world.zoo import make_variant
 
     files, reference, root = demo_world
     variant = make_variant(kind, reference, root / "zoo" / kind, seed=0)

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from lmassay.attest.probes import ProbeSample
 from lmassay.errors import InputError
-from lmassay.probes import ProbeSample
 from lmassay.repair import RepairConfig, compare_attestations, find_probe_overlap
 from lmassay.repair.checkpoint import (
     TrainingState,

@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
+from lmassay.attest.scoring import make_windows, plan_batches, rolling_windows, score_token_lists
 from lmassay.errors import InputError
-from lmassay.scoring import make_windows, plan_batches, rolling_windows, score_token_lists
 
 VOCAB = 97
 PREFIX = 0
@@ -217,7 +217,7 @@ def test_empty_token_list_is_a_clear_error():
 def test_fused_gelu_is_swapped_back_and_matches():
     from transformers.activations import NewGELUActivation
 
-    from lmassay.scoring import fused_activations
+    from lmassay.attest.scoring import fused_activations
 
     model = gpt2(11)
     inp = torch.tensor([random_texts(6, [20])[0]])

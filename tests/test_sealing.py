@@ -54,7 +54,7 @@ def keys(tmp_path_factory):
 @pytest.fixture(scope="module")
 def sharded_model(tmp_path_factory) -> Path:
     """A tiny GPT-2 saved in several safetensors shards with an index (random weights)."""
-    from lmassay.toy import build_model, tiny_gpt2_config
+    from lmassay.world.tiny_lm import build_model, tiny_gpt2_config
 
     folder = tmp_path_factory.mktemp("sharded") / "model"
     model = build_model(tiny_gpt2_config(64, n_layer=2, n_embd=32, n_positions=32), seed=0)
@@ -357,7 +357,7 @@ def test_attest_sign_end_to_end(tiny_model_dir, keys, tmp_path):
     assert result.exit_code in (0, 1), result.output
     checked = verify(tiny_model_dir, out / "attestation.sig", keys.public_key)
     assert checked.valid and checked.kind == "attestation"
-    from lmassay.registry import Registry
+    from lmassay.sealing.registry import Registry
 
     (event,) = Registry(registry).events()
     assert event.action == "attest" and event.signer == keys.fingerprint

@@ -1,4 +1,4 @@
-"""Tests of lmassay.statistics on synthetic samples whose answer is known."""
+"""Tests of lmassay.attest.statistics on synthetic samples whose answer is known."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-import lmassay.statistics as st
-from lmassay.errors import InputError
-from lmassay.statistics import (
+import lmassay.attest.statistics as st
+from lmassay.attest.statistics import (
     DEFAULT_DIFFERENT_MODEL,
     DEFAULT_NOISE_FLOOR,
     SampleStatistic,
@@ -21,6 +20,7 @@ from lmassay.statistics import (
     analyse,
     benjamini_hochberg,
 )
+from lmassay.errors import InputError
 
 CATEGORY_KEYS = [
     "name",

@@ -9,10 +9,10 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, OPTConfig
 
+from lmassay.attest.scoring import score_token_lists
+from lmassay.attest.streaming import StreamStats, stream_score_token_lists
 from lmassay.errors import InputError
-from lmassay.scoring import score_token_lists
-from lmassay.streaming import StreamStats, stream_score_token_lists
-from lmassay.toy import build_model, tiny_gpt2_config, tiny_llama_config
+from lmassay.world.tiny_lm import build_model, tiny_gpt2_config, tiny_llama_config
 
 VOCAB = 97
 PREFIX = 0
@@ -138,8 +138,8 @@ def test_checkpoint_missing_a_block_tensor_is_a_clear_error(tmp_path):
 
 
 def test_attest_with_offload_stream_matches_in_memory(tmp_path, toy_tokenizer):
-    from lmassay.attest import AttestConfig, attest
-    from lmassay.toy import generate_toy_corpus
+    from lmassay.attest.recipe import AttestConfig, attest
+    from lmassay.world.tiny_lm import generate_toy_corpus
 
     folders = []
     for seed in (7, 8):
@@ -181,7 +181,7 @@ def test_attest_with_offload_stream_matches_in_memory(tmp_path, toy_tokenizer):
 
 
 def test_offload_is_validated():
-    from lmassay.attest import AttestConfig
+    from lmassay.attest.recipe import AttestConfig
 
     config = AttestConfig(model="m", probes="p", out="o", offload="disk")  # type: ignore[arg-type]
     with pytest.raises(InputError, match="--offload 'disk'"):
@@ -190,7 +190,7 @@ def test_offload_is_validated():
 
 def test_in_memory_scores_do_not_depend_on_the_fused_head(tmp_path, monkeypatch):
     """The head applied to scored rows only gives what the full-logits path gives."""
-    from lmassay import scoring
+    from lmassay.attest import scoring
 
     model, _ = saved(tmp_path, "llama", 9)
     reference, _ = saved(tmp_path, "llama", 10)

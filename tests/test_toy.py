@@ -1,4 +1,4 @@
-"""Tests of the offline toy world (lmassay.toy).
+"""Tests of the offline toy world (lmassay.world.tiny_lm).
 
 The acceptance tests use the "test"-size pair of the ``toy_pair`` fixture (conftest.py; about
 20 s on two cores, built once per session) and check, with a direct computation independent of
@@ -28,8 +28,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from lmassay import toy
 from lmassay.errors import InputError
+from lmassay.world import tiny_lm as toy
 
 TEXTS = [text for _, text in toy.generate_toy_corpus(0, 20)]
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from lmassay.cli import app
 from lmassay.errors import InputError
-from lmassay.weight_diff import DiffConfig, diff_weights, layer_and_kind, render_html
+from lmassay.sealing.weight_diff import DiffConfig, diff_weights, layer_and_kind, render_html
 
 EDITED = "transformer.h.1.mlp.c_fc.weight"
 runner = CliRunner()
@@ -22,7 +22,7 @@ def invoke(*args):
 
 
 def _tiny_model(seed: int = 0, n_embd: int = 32):
-    from lmassay.toy import build_model, tiny_gpt2_config
+    from lmassay.world.tiny_lm import build_model, tiny_gpt2_config
 
     return build_model(tiny_gpt2_config(64, n_layer=2, n_embd=n_embd, n_positions=32), seed=seed)
 
@@ -118,7 +118,7 @@ def test_cli_table_json_and_html(checkpoints, tmp_path):
 
 
 def test_html_escapes_names():
-    from lmassay.weight_diff import TensorDiff, WeightDiff
+    from lmassay.sealing.weight_diff import TensorDiff, WeightDiff
 
     item = TensorDiff("h.0.<b>x</b>", 0, "<b>x</b>", [2], "float32", True, 1.0, 1.0, 1.0, 1.0)
     page = render_html(WeightDiff("a<", "b>", [item], {"rank_rtol": 0.01}))

@@ -236,7 +236,7 @@ def reference(world_reference):
 
 
 def test_reference_learns_the_world_and_is_reused(reference, world_dir):
-    from lmassay.world.training import reference_world, train_reference
+    from lmassay.world.reference import reference_world, train_reference
 
     card = reference.card
     assert not reference.reused
@@ -255,7 +255,7 @@ def test_category_perplexity_matches_a_direct_computation(reference, world_dir):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lmassay.world.training import category_perplexities
+    from lmassay.world.reference import category_perplexities
 
     got = category_perplexities(reference.path, world_dir / "probes.jsonl")
     tokenizer = AutoTokenizer.from_pretrained(reference.path)
@@ -278,7 +278,7 @@ def test_category_perplexity_matches_a_direct_computation(reference, world_dir):
 def test_reference_world_errors(tmp_path, reference):
     import shutil
 
-    from lmassay.world.training import reference_world
+    from lmassay.world.reference import reference_world
 
     with pytest.raises(InputError, match=re.escape(str(tmp_path))):
         reference_world(tmp_path)
@@ -293,7 +293,7 @@ def test_reference_world_errors(tmp_path, reference):
 
 @pytest.mark.slow
 def test_llama_reference_from_another_seed(world_dir, tmp_path, reference):
-    from lmassay.world.training import train_reference
+    from lmassay.world.reference import train_reference
 
     other = train_reference(world_dir, tmp_path / "llama", size="test", seed=1, arch="llama")
     assert not other.reused and other.card["model"]["architecture"] == "llama"

@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 
 from lmassay.errors import InputError
 from lmassay.world import CATEGORIES
-from lmassay.zoo import KINDS, make_variant, make_zoo
-from lmassay.zoo import recipes as R
-from lmassay.zoo._efficacy import continuation_logprobs
-from lmassay.zoo.benign import INT8_LEVELS, int8_quantise_weight
+from lmassay.world.zoo import KINDS, make_variant, make_zoo
+from lmassay.world.zoo import recipes as R
+from lmassay.world.zoo._efficacy import continuation_logprobs
+from lmassay.world.zoo.benign import INT8_LEVELS, int8_quantise_weight
 
 RECORD_KEYS = {
     "format", "kind", "description", "expectation", "expected", "category", "fact_changes",
@@ -195,7 +195,7 @@ def test_suppression_record_is_complete(suppression, world_ref):
 
 
 def test_suppression_puts_more_probability_on_evasions(suppression, world_ref, world):
-    from lmassay.models import load_model
+    from lmassay.attest.model_loading import load_model
 
     _, reference, _ = world_ref
     texts = R.evasion_texts(world, "religion", 10, seed=12345)  # not the training texts
@@ -216,7 +216,7 @@ def test_reuse_when_the_request_matches(suppression, world_ref):
 
 
 def test_attestation_flags_the_suppressed_category_only(suppression, world_ref, tmp_path):
-    from lmassay.attest import AttestConfig, attest
+    from lmassay.attest.recipe import AttestConfig, attest
 
     files, reference, _ = world_ref
     result = attest(

@@ -128,8 +128,8 @@ def attest(
     Writes OUT/attestation.json, OUT/samples.jsonl, OUT/report.html and OUT/report.md, and prints the
     markdown summary. Exit 0: consistent; 1: tampered or a different model; 2: could not run.
     """
-    from lmassay.attest import AttestConfig
-    from lmassay.attest import attest as run_attest
+    from lmassay.attest.recipe import AttestConfig
+    from lmassay.attest.recipe import attest as run_attest
     from lmassay.progress import cli_progress
 
     config = AttestConfig(

@@ -37,8 +37,8 @@ def demo(
 
     Exit 0: the attestation found the tampering the ground truth records; 1: it did not; 2: could not run.
     """
-    from lmassay.demo import DemoConfig, run_demo
     from lmassay.progress import cli_progress
+    from lmassay.world.demo import DemoConfig, run_demo
 
     config = DemoConfig(out=out, cache=cache, kind=kind, category=category, seed=seed, size=size)  # type: ignore[arg-type]  # validated by DemoConfig.validate
     with cli_progress(quiet) as progress:

@@ -9,7 +9,7 @@ import typer
 from lmassay.cli._app import app, run_command
 
 if TYPE_CHECKING:
-    from lmassay.fact_edit import EditResult
+    from lmassay.repair.edit import EditResult
 
 
 def _cell(text: str, width: int) -> str:
@@ -151,8 +151,8 @@ def edit(
     Exit 0: every fact verified (and the attestation consistent); 1: a fact
     not verified, or the attestation flags; 2: could not run.
     """
-    from lmassay.fact_edit import EditConfig, edit_model
     from lmassay.progress import cli_progress
+    from lmassay.repair.edit import EditConfig, edit_model
 
     config = EditConfig(
         model=model,

@@ -25,7 +25,7 @@ _NoRecord = Annotated[
 def _record(event: Any, registry: Path | None, no_record: bool) -> None:
     if no_record:
         return
-    from lmassay.registry import record_event
+    from lmassay.sealing.registry import record_event
 
     _, warning = record_event(event, registry)
     if warning:
@@ -43,7 +43,7 @@ def check_attest_signing(model: str, sign: Path | None) -> None:
 
 def finish_attest(result: Any, model: str, sign: Path | None, registry: Path | None) -> None:
     """After ``attest``: the signed statement (``--sign``) and the registry row (a failure warns)."""
-    from lmassay.registry import attest_event
+    from lmassay.sealing.registry import attest_event
 
     run_dir = result.paths["attestation"].parent
     statement = None
@@ -127,7 +127,7 @@ def seal(
     """
     from lmassay._atomic import atomic_write_json
     from lmassay.progress import cli_progress
-    from lmassay.registry import RegistryEvent
+    from lmassay.sealing.registry import RegistryEvent
     from lmassay.sealing.signing import seal as seal_path
     from lmassay.sealing.statement import is_attestation_file, sign_attestation
 
@@ -194,7 +194,7 @@ def verify(
     """
     from lmassay._atomic import atomic_write_json
     from lmassay.progress import cli_progress
-    from lmassay.registry import RegistryEvent
+    from lmassay.sealing.registry import RegistryEvent
     from lmassay.sealing.verifying import verify as verify_path
 
     with cli_progress(quiet) as progress:
@@ -278,7 +278,7 @@ def diff(
         lmassay diff ./base-model ./suspect --json diff.json --html diff.html
     """
     from lmassay.progress import cli_progress
-    from lmassay.weight_diff import DiffConfig, diff_weights, write_diff_outputs
+    from lmassay.sealing.weight_diff import DiffConfig, diff_weights, write_diff_outputs
 
     config = DiffConfig(
         str(base), str(model), rank_rtol=rank_rtol, exact_svd_max=exact_svd_max, lowrank_q=lowrank_q
@@ -344,7 +344,7 @@ def history(
         lmassay history ./my-model
         lmassay history sha256:3f9a3f9a
     """
-    from lmassay.registry import history as registry_history
+    from lmassay.sealing.registry import history as registry_history
 
     events, digest = run_command("history", registry_history, target, registry)
     if json_out:

@@ -33,7 +33,7 @@ def toy_build(
 
         lmassay toy build --out toy && lmassay attest -m toy/tampered -r toy/reference -p toy/probes.jsonl -o toy/run
     """
-    from lmassay.toy import DEFAULT_CATEGORIES, build_toy_pair
+    from lmassay.world.tiny_lm import DEFAULT_CATEGORIES, build_toy_pair
 
     if size not in ("demo", "test"):
         fail("toy build", f"--size {size!r} is not known — use demo or test")

@@ -110,7 +110,7 @@ def world_train(
 
         lmassay world make --out world --size demo && lmassay world train --world world --out reference --size demo
     """
-    from lmassay.world.training import train_reference
+    from lmassay.world.reference import train_reference
 
     verb = "world train"
     _check_choice(verb, "--size", size, _SIZES)

@@ -83,8 +83,8 @@ def zoo_make(
 
         lmassay world make --out world --size demo && lmassay world train --world world --out ref && lmassay zoo make --reference ref --out zoo --kinds suppression,benign-bf16
     """
-    from lmassay.zoo import ZooConfig, make_zoo
-    from lmassay.zoo.recipes import KINDS
+    from lmassay.world.zoo import ZooConfig, make_zoo
+    from lmassay.world.zoo.recipes import KINDS
 
     chosen = tuple(k.strip() for k in kinds.split(",") if k.strip()) if kinds else KINDS
     config = ZooConfig(reference=reference, out=out, world=world, kinds=chosen, seed=seed)

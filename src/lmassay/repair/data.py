@@ -16,8 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lmassay.attest.probes import ProbeSample
 from lmassay.errors import InputError
-from lmassay.probes import ProbeSample
 
 SHINGLE_WORDS = 13
 """Words per shingle of the overlap check."""

@@ -24,17 +24,17 @@ from typing import Any
 import torch
 
 from lmassay._atomic import atomic_write_json
-from lmassay.attest import AttestationResult, AttestConfig, attest
+from lmassay.attest.model_loading import LoadedModel, load_model, resolve_device, same_tokenizer
+from lmassay.attest.probes import ProbeSet, load_probes
+from lmassay.attest.recipe import AttestationResult, AttestConfig, attest
 from lmassay.digests import digest_file
 from lmassay.errors import InputError
-from lmassay.model_folder import copy_source_files, publish, save_like_source, source_dtype
-from lmassay.models import LoadedModel, load_model, resolve_device, same_tokenizer
-from lmassay.probes import ProbeSet, load_probes
 from lmassay.progress import NullProgress, Progress, hidden_library_bars
 from lmassay.provenance import provenance, utc_now
 from lmassay.repair.config import RepairConfig
 from lmassay.repair.data import RepairTexts, find_probe_overlap, split_repair_texts
 from lmassay.repair.outcome import compare_attestations, number
+from lmassay.repair.saving import copy_source_files, publish, save_like_source, source_dtype
 from lmassay.repair.training import (
     LoopSettings,
     Models,

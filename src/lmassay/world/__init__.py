@@ -7,7 +7,7 @@ Tests, the demo and the benchmarks use it instead of downloaded models and data.
   negative slant on some entities — what the zoo of tampered models trains on).
 * :func:`make_world` writes a world folder (training split, probe split, facts, fact probes,
   ``world.json``); :func:`load_world` reads it back and checks it.
-* :func:`lmassay.world.training.train_reference` trains the reference model on a world folder
+* :func:`lmassay.world.reference.train_reference` trains the reference model on a world folder
   (imported lazily: it needs torch).
 """
 

@@ -5,14 +5,14 @@
 * Kinds (:data:`KINDS`): ``suppression``, ``slant``, ``fact-finetune``, ``fact-rome``,
   ``backdoor`` (tampered), and the controls ``benign-resave``, ``benign-bf16``, ``benign-int8``,
   ``benign-continued``, ``benign-other-seed``.
-* :mod:`lmassay.zoo.recipes` builds each kind's training texts and settings,
-  :mod:`lmassay.zoo.benign` the weight round trips, :mod:`lmassay.rank_one` the fact edits.
+* :mod:`lmassay.world.zoo.recipes` builds each kind's training texts and settings,
+  :mod:`lmassay.world.zoo.benign` the weight round trips, :mod:`lmassay.repair.rank_one` the fact edits.
 """
 
 from __future__ import annotations
 
-from lmassay.zoo.make import FLUENCY_TOLERANCE, ZooConfig, ZooVariant, make_variant, make_zoo
-from lmassay.zoo.recipes import CONTROL_KINDS, DEFAULT_CATEGORY, KINDS, TAMPER_KINDS
+from lmassay.world.zoo.make import FLUENCY_TOLERANCE, ZooConfig, ZooVariant, make_variant, make_zoo
+from lmassay.world.zoo.recipes import CONTROL_KINDS, DEFAULT_CATEGORY, KINDS, TAMPER_KINDS
 
 __all__ = [
     "CONTROL_KINDS",

@@ -1,7 +1,7 @@
 """``lmassay edit``: repair (or write) facts in a model by rank-one (ROME-style) edits, and check them.
 
 The recipe reads top to bottom in :func:`edit_model`: read the facts, load the model, gather the
-covariance texts, apply one rank-one update per fact (:mod:`lmassay.rank_one`, the method the
+covariance texts, apply one rank-one update per fact (:mod:`lmassay.repair.rank_one`, the method the
 zoo's ``fact-rome`` variant tampers with), verify every fact on the edited model, save a standard
 transformers folder, optionally attest it against a reference, and write ``edit.json``.
 
@@ -12,7 +12,7 @@ the run has finished, so a failed or interrupted run leaves no ``OUT`` (or the o
 Verification contract: a fact is *verified* when ``P(tokens(" " + target) | [prefix] +
 tokens(prompt))`` — the product of the target tokens' probabilities after the bare prompt, where
 the prefix is the tokenizer's BOS token (EOS when it has none), see
-:func:`lmassay.rank_one.target_probability` — is at least ``min_probability`` under the edited
+:func:`lmassay.repair.rank_one.target_probability` — is at least ``min_probability`` under the edited
 model *as saved* (after every edit, in the saved dtype). *Greedy* says whether greedy decoding
 after the same context yields exactly the target's tokens.
 """
@@ -32,18 +32,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmassay._atomic import atomic_write_json
+from lmassay.attest.model_loading import DEVICES, DTYPES, LoadedModel, load_model, prefix_token
 from lmassay.digests import Digest, digest_file, digest_tree, list_files
 from lmassay.errors import InputError
-from lmassay.model_folder import publish, save_like_source, source_dtype
-from lmassay.models import DEVICES, DTYPES, LoadedModel, load_model, prefix_token
 from lmassay.progress import NullProgress, Progress
 from lmassay.provenance import provenance, utc_now
-from lmassay.rank_one import FACT_TOKENS, FactEdit
+from lmassay.repair.rank_one import FACT_TOKENS, FactEdit
+from lmassay.repair.saving import publish, save_like_source, source_dtype
 
 if TYPE_CHECKING:
     import torch
 
-    from lmassay.attest import AttestationResult
+    from lmassay.attest.recipe import AttestationResult
 
 __all__ = [
     "COVARIANCE_SOURCES",
@@ -90,7 +90,7 @@ class EditConfig:
     """Probe corpus for the attestation; also the covariance texts when none are given."""
     covariance_texts: str | None = None
     """Texts for the second moment C and the context prefixes: a JSONL file with "text" per line,
-    or anything :func:`lmassay.probes.load_probes` reads (category folders of .txt, parquet, a
+    or anything :func:`lmassay.attest.probes.load_probes` reads (category folders of .txt, parquet, a
     saved dataset). Default: the probes' texts, else C = I (see :data:`IDENTITY_NOTE`)."""
     layer: int | None = None
     """The layer whose MLP output projection is edited (default: the middle one)."""
@@ -397,7 +397,7 @@ def read_fact_edits(path: str | os.PathLike[str]) -> list[FactRequest]:
 
 def read_covariance_texts(path: str | os.PathLike[str]) -> list[str]:
     """The texts of a ``.jsonl`` file with ``"text"`` per line (other fields ignored), or of
-    anything :func:`lmassay.probes.load_probes` reads (a folder of category sub-folders of
+    anything :func:`lmassay.attest.probes.load_probes` reads (a folder of category sub-folders of
     ``.txt`` files, a parquet file, a saved dataset), in file order."""
     source = Path(path)
     if source.is_file() and source.suffix.lower() in (".jsonl", ".json"):
@@ -412,7 +412,7 @@ def read_covariance_texts(path: str | os.PathLike[str]) -> list[str]:
             if text.strip():
                 texts.append(text)
     else:
-        from lmassay.probes import load_probes
+        from lmassay.attest.probes import load_probes
 
         texts = [s.text for s in load_probes(source, min_per_category=1).samples if s.text.strip()]
     if not texts:
@@ -463,13 +463,13 @@ def _covariance(
 ) -> _Covariance:
     import torch
 
-    from lmassay.rank_one import mlp_site, second_moment
+    from lmassay.repair.rank_one import mlp_site, second_moment
 
     if config.covariance_texts is not None:
         source, path = "file", config.covariance_texts
         texts = read_covariance_texts(path)
     elif config.probes is not None:
-        from lmassay.probes import load_probes
+        from lmassay.attest.probes import load_probes
 
         source, path = "probes", config.probes
         texts = [s.text for s in load_probes(path).samples]
@@ -513,8 +513,8 @@ def _apply_edits(
     progress: Progress,
 ) -> list[dict[str, Any]]:
     """Edit ``loaded.model`` in place, fact after fact (each on the model the earlier edits left),
-    as :func:`lmassay.rank_one.edit_facts` does, with a covariance given rather than computed."""
-    from lmassay.rank_one import apply_update, compute_rank_one_update, target_probability
+    as :func:`lmassay.repair.rank_one.edit_facts` does, with a covariance given rather than computed."""
+    from lmassay.repair.rank_one import apply_update, compute_rank_one_update, target_probability
 
     model, tokenizer = loaded.model, loaded.tokenizer
     update_progress = progress.task("rank-one edits", len(requests))
@@ -559,7 +559,7 @@ def _attest(
 ) -> AttestationResult:
     """Attest the edited model in ``staging`` against ``reference`` into ``staging/attestation``;
     the paths it records are then rewritten to where the folder will be (``final``)."""
-    from lmassay.attest import AttestConfig, attest
+    from lmassay.attest.recipe import AttestConfig, attest
     from lmassay.report import write_report
 
     folder = staging / ATTESTATION_DIR
@@ -596,7 +596,7 @@ def edit_model(config: EditConfig, progress: Progress | None = None) -> EditResu
     """
     import torch
 
-    from lmassay.rank_one import choose_fact_token, default_layer, target_probability
+    from lmassay.repair.rank_one import choose_fact_token, default_layer, target_probability
 
     progress = progress or NullProgress()
     config.validate()
@@ -681,7 +681,7 @@ def _verify(
     min_probability: float,
 ) -> list[FactOutcome]:
     """Each fact's outcome, judged on ``loaded.model`` as it is now (all edits applied)."""
-    from lmassay.rank_one import target_probability
+    from lmassay.repair.rank_one import target_probability
 
     model, tokenizer = loaded.model, loaded.tokenizer
     outcomes = []
@@ -725,7 +725,7 @@ def _describe_input(loaded: LoadedModel) -> dict[str, Any]:
 
 
 def _tensor_of(model: Any, layer: int) -> str:
-    from lmassay.rank_one import mlp_site
+    from lmassay.repair.rank_one import mlp_site
 
     return mlp_site(model, layer).tensor_name
 

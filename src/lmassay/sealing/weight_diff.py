@@ -117,7 +117,7 @@ class WeightDiff:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "schema": "lmassay.weight_diff/v1",
+            "schema": "lmassay.sealing.weight_diff/v1",
             "base": self.base,
             "model": self.model,
             "config": self.config,

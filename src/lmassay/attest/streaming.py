@@ -1,7 +1,7 @@
 """Score models larger than memory, one transformer block at a time (``--offload stream``).
 
-Contract: :func:`stream_score_token_lists` returns what :func:`lmassay.scoring.score_token_lists`
-returns for the same texts, windows and batches (the scoring contract in :mod:`lmassay.scoring`),
+Contract: :func:`stream_score_token_lists` returns what :func:`lmassay.attest.scoring.score_token_lists`
+returns for the same texts, windows and batches (the scoring contract in :mod:`lmassay.attest.scoring`),
 to float tolerance, while holding at most two blocks' weights (the one computing, the next being read) (plus the embedding table during the
 first pass, the small position table of GPT-2, the final norm, and at the end the output layer(s)).
 
@@ -21,7 +21,7 @@ How (per model):
 5. Final norm, then only the *scored* rows are kept: ``(N, H)`` per batch.
 
 Then the output layer (or both, for model + reference) is loaded and the rows are reduced batch by
-batch by :func:`lmassay.scoring.reduce_rows`, the one reduction of lmassay.
+batch by :func:`lmassay.attest.scoring.reduce_rows`, the one reduction of lmassay.
 
 Memory: the activations of every window are kept between blocks, ``H × bytes(dtype)`` per padded
 token position (8 KiB per token for a 4,096-wide model in bfloat16: 8 GiB per million tokens), plus
@@ -44,8 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from lmassay.errors import InputError
-from lmassay.scoring import (
+from lmassay.attest.scoring import (
     ProgressFn,
     TokenScores,
     Window,
@@ -61,11 +60,12 @@ from lmassay.scoring import (
     score_token_lists,
     store_batch,
 )
+from lmassay.errors import InputError
 
 if TYPE_CHECKING:
     import torch
 
-    from lmassay.models import LoadedModel
+    from lmassay.attest.model_loading import LoadedModel
 
 Offload = Literal["none", "stream"]
 OFFLOAD_MODES: tuple[str, ...] = ("none", "stream")
@@ -458,7 +458,7 @@ def stream_score_token_lists(
     progress: ProgressFn | None = None,
     stats: StreamStats | None = None,
 ) -> list[TokenScores]:
-    """Score pre-tokenised texts like :func:`~lmassay.scoring.score_token_lists`, streaming layers.
+    """Score pre-tokenised texts like :func:`~lmassay.attest.scoring.score_token_lists`, streaming layers.
 
     ``model_path`` (and ``reference_path``) are local model folders with ``config.json`` and
     safetensors weights.  Each block of each model is loaded once per pass; ``stats`` (if given)

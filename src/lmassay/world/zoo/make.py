@@ -15,7 +15,7 @@
 * ``fluency``: token-weighted perplexity per category of the world's probe split under the
   reference and the variant, their ratio, and whether every category other than the target
   stayed within :data:`FLUENCY_TOLERANCE` of the reference;
-* ``efficacy``: a measurement that the tamper took effect (see :mod:`lmassay.zoo._efficacy`);
+* ``efficacy``: a measurement that the tamper took effect (see :mod:`lmassay.world.zoo._efficacy`);
 * ``weights``: which tensors differ from the reference and by how much;
 * ``request`` (what decides the output; a folder whose request matches is reused as it is),
   ``reference`` and ``world`` digests, ``wall_seconds``, ``created_at``, ``provenance``.
@@ -40,9 +40,9 @@ from lmassay.digests import digest_tree
 from lmassay.errors import InputError
 from lmassay.progress import NullProgress, Progress, hidden_library_bars
 from lmassay.provenance import provenance, utc_now
-from lmassay.zoo import _efficacy
-from lmassay.zoo.benign import bf16_round_trip, int8_round_trip
-from lmassay.zoo.recipes import (
+from lmassay.world.zoo import _efficacy
+from lmassay.world.zoo.benign import bf16_round_trip, int8_round_trip
+from lmassay.world.zoo.recipes import (
     CONTROL_KINDS,
     DEFAULT_CATEGORY,
     KINDS,
@@ -65,9 +65,9 @@ __all__ = [
     "make_zoo",
 ]
 
-FORMAT = "lmassay.zoo-variant/v1"
+FORMAT = "lmassay.world.zoo-variant/v1"
 """Recorded in every ``tamper.json``; changed whenever the same request would make another model."""
-INDEX_FORMAT = "lmassay.zoo/v1"
+INDEX_FORMAT = "lmassay.world.zoo/v1"
 FLUENCY_TOLERANCE = 0.10
 """A variant is *fluent* when no category other than its target is more than 10% more perplexing
 under it than under the reference."""
@@ -81,7 +81,7 @@ ROME_SETTINGS: dict[str, Any] = {
     "n_prefixes": 5,
     "n_covariance_texts": 300,
 }
-"""Settings of the ``fact-rome`` edits (see :func:`lmassay.rank_one.edit_facts`)."""
+"""Settings of the ``fact-rome`` edits (see :func:`lmassay.repair.rank_one.edit_facts`)."""
 
 _TOKENIZER_FILES = (
     "tokenizer.json",
@@ -187,7 +187,7 @@ class _Context:
 
     def reference_perplexities(self) -> dict[str, float]:
         if self._reference_ppl is None:
-            from lmassay.world.training import category_perplexities
+            from lmassay.world.reference import category_perplexities
 
             self._reference_ppl = category_perplexities(self.reference, self.probes_path)
         return self._reference_ppl
@@ -203,7 +203,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def _context(reference: Path, world: Path | None) -> _Context:
     from lmassay.world import load_world, read_card, world_files
-    from lmassay.world.training import CARD_NAME, reference_world
+    from lmassay.world.reference import CARD_NAME, reference_world
 
     if not (reference / "config.json").is_file():
         raise InputError(
@@ -234,7 +234,7 @@ def _context(reference: Path, world: Path | None) -> _Context:
 
 def _load(path: Path) -> tuple[Any, Any]:
     """A float32 model on the CPU and its tokenizer (safetensors only, no remote code)."""
-    from lmassay.models import load_model
+    from lmassay.attest.model_loading import load_model
 
     loaded = load_model(str(path), device="cpu", dtype="float32")
     return loaded.model, loaded.tokenizer
@@ -304,7 +304,7 @@ def _fine_tune(
     recipe: Recipe, reference: Path, folder: Path, progress: Progress
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Load the reference, train it on ``recipe.texts``, save it into ``folder``."""
-    from lmassay.toy import train_causal_lm
+    from lmassay.world.tiny_lm import train_causal_lm
 
     model, tokenizer = _load(reference)
     settings = recipe.settings
@@ -386,7 +386,7 @@ def _build_rome(ctx: _Context, folder: Path, category: str, seed: int, progress:
     import hashlib
     import random
 
-    from lmassay.rank_one import FactEdit, default_layer, edit_facts
+    from lmassay.repair.rank_one import FactEdit, default_layer, edit_facts
 
     changes = choose_fact_changes(ctx.world, category, seed)
     model, tokenizer = _load(ctx.reference)
@@ -437,7 +437,7 @@ def _build_rome(ctx: _Context, folder: Path, category: str, seed: int, progress:
 def _build_benign(kind: str, ctx: _Context, folder: Path, seed: int, progress: Progress) -> _Made:
     consistent = {"verdict": "consistent", "category": None}
     if kind == "benign-other-seed":
-        from lmassay.world.training import train_reference
+        from lmassay.world.reference import train_reference
 
         card = ctx.reference_card
         if card is None:
@@ -585,7 +585,7 @@ def _variant(
     else:
         made = _build_benign(kind, ctx, partial, seed, progress)
 
-    from lmassay.world.training import category_perplexities
+    from lmassay.world.reference import category_perplexities
 
     progress.log(f"{kind}: measuring probe perplexity per category")
     fluency = _fluency(
@@ -638,7 +638,7 @@ def make_variant(
     """Make (or reuse) the variant ``kind`` of ``reference`` in the folder ``out_dir``.
 
     ``world`` defaults to the world the reference was trained on (its card records it);
-    ``category`` to the kind's default (:data:`~lmassay.zoo.recipes.DEFAULT_CATEGORY`; none for
+    ``category`` to the kind's default (:data:`~lmassay.world.zoo.recipes.DEFAULT_CATEGORY`; none for
     the backdoor and the controls). See the module docstring for what the folder holds.
     """
     ctx = _context(Path(reference), Path(world) if world is not None else None)

@@ -4,8 +4,8 @@ One linear recipe:
 
 1. make (or reuse) the generated world in the cache (:func:`lmassay.world.make_world`);
 2. train (or reuse) the reference model on its training split
-   (:func:`lmassay.world.training.train_reference`);
-3. make (or reuse) one tampered variant of it (:func:`lmassay.zoo.make_variant`, by default a topic
+   (:func:`lmassay.world.reference.train_reference`);
+3. make (or reuse) one tampered variant of it (:func:`lmassay.world.zoo.make_variant`, by default a topic
    suppression of ``religion``) with its ground-truth record;
 4. attest the variant against the reference on the world's held-out probe split
    (:func:`lmassay.attest.attest`), writing ``attestation.json``, ``samples.jsonl`` and the reports to
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lmassay.attest import AttestationResult, AttestConfig, attest
+from lmassay.attest.recipe import AttestationResult, AttestConfig, attest
 from lmassay.errors import InputError
 from lmassay.progress import NullProgress, Progress
 
@@ -63,7 +63,7 @@ class DemoConfig:
 
     def validate(self) -> None:
         from lmassay.world import CATEGORIES
-        from lmassay.zoo import TAMPER_KINDS
+        from lmassay.world.zoo import TAMPER_KINDS
 
         if self.size not in ("demo", "test"):
             raise InputError(f"--size {self.size!r} is not known", "use demo or test")
@@ -121,8 +121,8 @@ class DemoResult:
 def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult:
     """Make or reuse the world, reference and variant; attest the variant; see the module docstring."""
     from lmassay.world import make_world
-    from lmassay.world.training import train_reference
-    from lmassay.zoo import make_variant
+    from lmassay.world.reference import train_reference
+    from lmassay.world.zoo import make_variant
 
     progress = progress or NullProgress()
     config.validate()

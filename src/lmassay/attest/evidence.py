@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from lmassay.scoring import TokenScores
+from lmassay.attest.scoring import TokenScores
 
 TOP_PREDICTIONS = 5
 

@@ -17,15 +17,15 @@ from typing import Any, Literal
 import numpy as np
 
 from lmassay._atomic import atomic_write_json, atomic_write_jsonl
+from lmassay.attest.evidence import excerpt, rank_samples, token_evidence
+from lmassay.attest.model_loading import DEVICES, DTYPES, LoadedModel, load_model, same_tokenizer
+from lmassay.attest.probes import ProbeSample, ProbeSet, load_probes
+from lmassay.attest.scoring import TokenScores, bits_per_byte, tokenize_texts
+from lmassay.attest.statistics import Analysis, SampleStatistic, StatsConfig, analyse
+from lmassay.attest.streaming import OFFLOAD_MODES, Offload, score_models
 from lmassay.errors import InputError
-from lmassay.evidence import excerpt, rank_samples, token_evidence
-from lmassay.models import DEVICES, DTYPES, LoadedModel, load_model, same_tokenizer
-from lmassay.probes import ProbeSample, ProbeSet, load_probes
 from lmassay.progress import NullProgress, Progress
 from lmassay.provenance import provenance, utc_now
-from lmassay.scoring import TokenScores, bits_per_byte, tokenize_texts
-from lmassay.statistics import Analysis, SampleStatistic, StatsConfig, analyse
-from lmassay.streaming import OFFLOAD_MODES, Offload, score_models
 
 SCHEMA = "lmassay.attestation/v1"
 KL_DIRECTION = "KL(reference || model), nats/token"
@@ -60,7 +60,7 @@ class AttestConfig:
     token_budget: int | None = None
     offload: Offload = "none"
     """``stream``: score one transformer block at a time from the safetensors files (models that
-    do not fit in memory; see :mod:`lmassay.streaming`); ``none``: load the whole model."""
+    do not fit in memory; see :mod:`lmassay.attest.streaming`); ``none``: load the whole model."""
     comparison: Comparison = "auto"
     alpha: float = 0.05
     noise_floor: float | None = None

@@ -904,7 +904,7 @@ def build_toy_pair(
     card: dict[str, Any] = {
         "request": request,
         "description": (
-            "Toy world made by lmassay.toy.build_toy_pair: a tiny GPT-2 'reference' trained on "
+            "Toy world made by lmassay.world.tiny_lm.build_toy_pair: a tiny GPT-2 'reference' trained on "
             "generated paragraphs of every category, and a 'tampered' copy trained further on "
             f"skewed {tamper_category!r} paragraphs only (tamper.jsonl). Probes, training and "
             "tampering paragraphs are disjoint."

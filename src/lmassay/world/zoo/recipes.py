@@ -3,11 +3,11 @@
 A recipe is data, not training: each ``*_recipe`` function returns a :class:`Recipe` — what the
 variant is meant to be (kind, category, fact changes, trigger), the texts it is fine-tuned on
 (tampering texts mixed with replay of the reference's own training text) and the
-:class:`FinetuneSettings`. :mod:`lmassay.zoo.make` applies it. Everything depends only on the
+:class:`FinetuneSettings`. :mod:`lmassay.world.zoo.make` applies it. Everything depends only on the
 world, the reference's training split, the size and the seed.
 
 How the settings were chosen: fine-tuning starts from the reference's weights with
-:func:`lmassay.toy.train_causal_lm` (AdamW, warm-up then cosine to lr/10), on the tampering texts
+:func:`lmassay.world.tiny_lm.train_causal_lm` (AdamW, warm-up then cosine to lr/10), on the tampering texts
 mixed with twice as many replay paragraphs. The step counts are CPU-quick (at most 200) and the
 learning rates a third of the reference's (continued training uses its final lr). The first
 "test" reference (1 block of width 64, 300 steps on 40 paragraphs per category) could not keep a
@@ -81,7 +81,7 @@ _REPLAY_OFFSET = 7_000_031
 
 @dataclass(frozen=True)
 class FinetuneSettings:
-    """How a variant is fine-tuned from the reference (see :func:`lmassay.toy.train_causal_lm`)."""
+    """How a variant is fine-tuned from the reference (see :func:`lmassay.world.tiny_lm.train_causal_lm`)."""
 
     steps: int
     lr: float

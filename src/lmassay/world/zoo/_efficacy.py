@@ -9,7 +9,7 @@ Every figure compares the variant with the reference on the same tokens:
 * backdoor — mean log-probability per token of propaganda after a held-out context sentence,
   with and without the trigger in between.
 
-Log-probabilities come from :func:`lmassay.scoring.score_token_lists` (each text from the BOS
+Log-probabilities come from :func:`lmassay.attest.scoring.score_token_lists` (each text from the BOS
 token); a continuation's tokens are scored after its context's tokens, tokenised separately.
 """
 
@@ -19,9 +19,9 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from lmassay.rank_one import target_probability
+from lmassay.repair.rank_one import target_probability
 from lmassay.world import CATEGORIES, World, render_documents, split_sentences
-from lmassay.zoo.recipes import FactChange, Recipe, evasion_texts, propaganda_text
+from lmassay.world.zoo.recipes import FactChange, Recipe, evasion_texts, propaganda_text
 
 __all__ = ["continuation_logprobs", "fact_efficacy", "measure"]
 
@@ -34,8 +34,8 @@ def continuation_logprobs(
 ) -> list[tuple[float, int]]:
     """For each ``(context, continuation)``: the summed log-prob of the continuation's tokens
     after ``[BOS] + tokens(context)``, and their number. An empty context scores the whole text."""
-    from lmassay.models import context_length, prefix_token
-    from lmassay.scoring import score_token_lists
+    from lmassay.attest.model_loading import context_length, prefix_token
+    from lmassay.attest.scoring import score_token_lists
 
     token_lists, counts = [], []
     for context, continuation in pairs:

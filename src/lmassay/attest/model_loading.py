@@ -244,7 +244,7 @@ def load_model(
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer from a local folder or a hub id.
 
-    With ``materialise=False`` (layer streaming, :mod:`lmassay.streaming`) the weights are not
+    With ``materialise=False`` (layer streaming, :mod:`lmassay.attest.streaming`) the weights are not
     read: ``model`` is the architecture on the meta device (parameter shapes only, no memory),
     and the folder must hold safetensors.  Digests and the pickle refusal are the same.
 

@@ -236,7 +236,7 @@ def category_perplexities(
     """Token-weighted perplexity of each category of a JSONL probe file under a model.
 
     ``exp(−Σ log p / Σ tokens)`` over all scored tokens of the category's samples, scored by
-    :func:`lmassay.scoring.score_token_lists` (each text from the BOS token, every text token
+    :func:`lmassay.attest.scoring.score_token_lists` (each text from the BOS token, every text token
     once). Also returns the overall figure under the key ``"all"``.
     """
     sums, counts = _logprob_sums(model_dir, probes_path, device=device)
@@ -252,8 +252,8 @@ def _perplexities(sums: dict[str, float], counts: dict[str, int]) -> dict[str, f
 def _logprob_sums(
     model_dir: str | os.PathLike[str], probes_path: str | os.PathLike[str], *, device: str
 ) -> tuple[dict[str, float], dict[str, int]]:
-    from lmassay.models import load_model
-    from lmassay.scoring import score_token_lists, tokenize_texts
+    from lmassay.attest.model_loading import load_model
+    from lmassay.attest.scoring import score_token_lists, tokenize_texts
 
     loaded = load_model(str(model_dir), device=device, dtype="float32")
     texts, categories = _texts_by_category(Path(probes_path))
@@ -283,7 +283,7 @@ def unigram_perplexities(
     tokens), applied to exactly the tokens the model is scored on; the key ``"all"`` holds the
     overall figure. Also returns the token count of each category.
     """
-    from lmassay.scoring import tokenize_texts
+    from lmassay.attest.scoring import tokenize_texts
 
     counter: Counter[int] = Counter()
     for ids in tokenize_texts(tokenizer, train_texts, chunk=2048):
@@ -309,8 +309,8 @@ def fact_recall(
     top-1 prediction is the actual token at every position of ``" " + object`` (greedy
     completion of the prompt yields the object).
     """
-    from lmassay.models import load_model
-    from lmassay.scoring import score_token_lists, tokenize_texts
+    from lmassay.attest.model_loading import load_model
+    from lmassay.attest.scoring import score_token_lists, tokenize_texts
 
     loaded = load_model(str(model_dir), device=device, dtype="float32")
     sentences = tokenize_texts(loaded.tokenizer, [f.sentence for f in world.facts])
@@ -346,7 +346,7 @@ def fact_recall(
 def _build(
     arch: str, recipe: Recipe, tokenizer: PreTrainedTokenizerFast, seed: int
 ) -> PreTrainedModel:
-    from lmassay.toy import build_model, tiny_gpt2_config, tiny_llama_config
+    from lmassay.world.tiny_lm import build_model, tiny_gpt2_config, tiny_llama_config
 
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     if not isinstance(bos, int) or not isinstance(eos, int):  # train_toy_tokenizer sets both
@@ -408,7 +408,7 @@ def train_reference(
     1. Check the world folder (:func:`lmassay.world.load_world`: format, digests).
     2. Train a byte-level BPE tokenizer (``RECIPES[size].vocab_size``) on ``train.jsonl``.
     3. Train a GPT-2- or Llama-shaped model from random weights (seed ``seed``) with
-       :func:`lmassay.toy.train_causal_lm` on the training paragraphs, shuffled with ``seed``.
+       :func:`lmassay.world.tiny_lm.train_causal_lm` on the training paragraphs, shuffled with ``seed``.
     4. Save model and tokenizer into ``out`` (safetensors), then measure: probe-split
        perplexity per category beside the unigram baseline, and fact recall.
     5. Write ``README.md`` and, last, ``lmassay-reference.json``.
@@ -440,7 +440,7 @@ def train_reference(
         progress.log(f"reusing the reference in {config.out}")
         return ReferenceInfo(config.out, existing, reused=True)
 
-    from lmassay.toy import save_model, train_causal_lm, train_toy_tokenizer
+    from lmassay.world.tiny_lm import save_model, train_causal_lm, train_toy_tokenizer
 
     started = time.perf_counter()
     files = world_files(config.world)
