@@ -17,10 +17,11 @@ $(BIN)/lmassay: pyproject.toml
 
 setup: $(BIN)/lmassay
 
-## the test suite (slow tests excluded; `make test-all` runs them too)
+## the default suite: every test not marked `slow` (see the markers in pyproject.toml)
 test: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
+## the whole suite, `slow` tests included
 test-all: setup
 	$(BIN)/python -m pytest -q
 
