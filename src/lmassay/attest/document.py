@@ -1,0 +1,399 @@
+"""The attestation document (``attestation.json``, schema ``lmassay.attestation/v1``) as typed records.
+
+:class:`Attestation` is read once (:meth:`Attestation.read` / :meth:`Attestation.from_json`):
+a malformed document fails there, with one :class:`~lmassay.errors.InputError` that names the file
+and every offending field, so that nothing downstream reads the JSON defensively.
+:meth:`Attestation.to_json` gives the JSON object back exactly: the keys in the order they were
+read, numbers as they were (an ``int`` stays an ``int``), fields this version does not know kept in
+``extra``, and fields an older writer left out still left out.  A record built in code (rather than
+read) writes every field it knows, in the order declared here, which is the order
+``lmassay attest`` writes.
+
+The JSON Schema of the document ships beside this module (``attestation.schema.json``, draft
+2020-12; :func:`json_schema` loads it); ``docs/attestation-schema.md`` explains each field.
+
+Layout::
+
+    Attestation
+      ├─ summary: Summary                 totals and the test's settings
+      ├─ categories: CategoryRow, …       one row per probe category, sorted by name
+      ├─ evidence: Evidence, …            per flagged category: EvidenceSample → EvidenceToken
+      ├─ model, reference: ModelInfo      digest (lmassay.digests.Digest), dtype, device, …
+      ├─ baseline: BaselineInfo           the --baseline run, if any
+      ├─ probes: ProbesInfo               the corpus digest and counts
+      └─ provenance: Provenance           versions, seed, resolved config, timing
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+from lmassay._atomic import atomic_write_json
+from lmassay.attest.json_records import (
+    Record,
+    anything,
+    digest,
+    enum_of,
+    fixed,
+    integer,
+    items,
+    mapping,
+    number,
+    optional,
+    record,
+    text,
+    truth,
+)
+from lmassay.digests import Digest
+from lmassay.errors import InputError
+
+SCHEMA = "lmassay.attestation/v1"
+ATTESTATION_FILE = "attestation.json"
+KL_DIRECTION = "KL(reference || model), nats/token"
+SCHEMA_FILE = "attestation.schema.json"
+_FIX_RERUN = "run `lmassay attest` again to write a complete attestation.json"
+R = TypeVar("R", bound=Record)
+
+__all__ = [
+    "ATTESTATION_FILE",
+    "KL_DIRECTION",
+    "SCHEMA",
+    "Attestation",
+    "BaselineInfo",
+    "CategoryRow",
+    "Comparison",
+    "Evidence",
+    "EvidenceSample",
+    "EvidenceToken",
+    "ModelInfo",
+    "ProbesInfo",
+    "Provenance",
+    "Summary",
+    "Verdict",
+    "as_attestation",
+    "from_json",
+    "json_schema",
+]
+
+
+class Verdict(str, Enum):
+    """What the attestation concluded."""
+
+    CONSISTENT = "consistent"
+    TAMPERED = "tampered"
+    DIFFERENT_MODEL = "different-model"
+    SCORED_ONLY = "scored-only"
+
+
+class Comparison(str, Enum):
+    """How model and reference were compared: token-level KL, bits per byte, or the model alone."""
+
+    KL = "kl"
+    BPB = "bpb"
+    NONE = "none"
+
+
+# Field types: the Python type and the parser that reads it from JSON (null allowed where Optional).
+Str = Annotated[str, text]
+OptStr = Annotated[str | None, optional(text)]
+OptInt = Annotated[int | None, optional(integer)]
+OptNum = Annotated[float | None, optional(number)]
+OptBool = Annotated[bool | None, optional(truth)]
+OptPair = Annotated[
+    tuple[float, float] | None, optional(fixed(number, number, what="a [low, high] pair"))
+]
+OptNums = Annotated[tuple[float, ...] | None, optional(items(number))]
+Strs = Annotated[tuple[str, ...], items(text)]
+OptDigest = Annotated[Digest | str | None, optional(digest)]
+Predictions = Annotated[
+    tuple[tuple[str, float], ...] | None,
+    optional(items(fixed(text, number, what="a [token, probability] pair"))),
+]
+
+
+def from_json(kind: type[R], raw: Any, source: str) -> R:
+    """``raw`` read as the record ``kind``; raises one :class:`InputError` naming ``source`` and
+    every field that is wrong."""
+    problems: list[str] = []
+    parsed = kind.parse(raw, "", problems)
+    if parsed is None:
+        raise InputError(f"{source}: {'; '.join(problems)}", _FIX_RERUN)
+    return parsed
+
+
+@dataclass(frozen=True, kw_only=True)
+class Summary(Record):
+    """``summary``: totals over all samples (token-weighted) and the settings of the test."""
+
+    statistic: OptStr = None
+    n_samples: OptInt = None
+    n_tokens: OptInt = None
+    n_bytes: OptInt = None
+    ppl_model: OptNum = None
+    ppl_reference: OptNum = None
+    bpb_model: OptNum = None
+    bpb_reference: OptNum = None
+    delta_bpb: OptNum = None
+    mean_kl: OptNum = None
+    baseline_level: OptNum = None
+    noise_floor: OptNum = None
+    different_model_threshold: OptNum = None
+    alpha: OptNum = None
+    message: OptStr = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CategoryRow(Record):
+    """One ``categories`` row: a category's figures, its test and whether it is flagged."""
+
+    name: Str
+    n_samples: OptInt = None
+    n_tokens: OptInt = None
+    n_bytes: OptInt = None
+    ppl_model: OptNum = None
+    ppl_reference: OptNum = None
+    ppl_model_ci: OptPair = None
+    ppl_reference_ci: OptPair = None
+    bpb_model: OptNum = None
+    bpb_reference: OptNum = None
+    delta_bpb: OptNum = None
+    mean_kl: OptNum = None
+    mean_kl_ci: OptPair = None
+    tail_kl: OptNum = None
+    tail_kl_ci: OptPair = None
+    top1_agreement: OptNum = None
+    level: OptNum = None
+    p_value: OptNum = None
+    q_value: OptNum = None
+    effect: OptNum = None
+    auc: OptNum = None
+    tested: OptBool = None
+    """None when an older file does not say; only an explicit False means "not tested"."""
+    flagged: OptBool = None
+    note: OptStr = None
+    distribution: OptNums = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvidenceToken(Record):
+    """One divergent token of an evidence sample, with context and both models' top predictions."""
+
+    position: OptInt = None
+    token: OptStr = None
+    kl: OptNum = None
+    logprob_model: OptNum = None
+    logprob_reference: OptNum = None
+    context_before: OptStr = None
+    context_after: OptStr = None
+    top_model: Predictions = None
+    top_reference: Predictions = None
+
+
+_KL_SAMPLE_KEYS = ("id", "mean_kl", "max_kl", "n_tokens", "tokens")
+_BPB_SAMPLE_KEYS = (
+    "id",
+    "delta_bpb",
+    "bpb_model",
+    "bpb_reference",
+    "n_tokens",
+    "excerpt",
+    "tokens",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvidenceSample(Record):
+    """A sample behind a flag: with comparison ``kl`` its largest-KL tokens, with ``bpb`` an excerpt.
+
+    Build one with :meth:`for_kl` or :meth:`for_bpb`, which write the fields of that comparison.
+    """
+
+    id: OptStr = None
+    mean_kl: OptNum = None
+    max_kl: OptNum = None
+    delta_bpb: OptNum = None
+    bpb_model: OptNum = None
+    bpb_reference: OptNum = None
+    n_tokens: OptInt = None
+    excerpt: OptStr = None
+    tokens: Annotated[tuple[EvidenceToken, ...], items(record(EvidenceToken))] = ()
+
+    @classmethod
+    def for_kl(cls, **values: Any) -> EvidenceSample:
+        return cls(**values, keys=_KL_SAMPLE_KEYS)
+
+    @classmethod
+    def for_bpb(cls, **values: Any) -> EvidenceSample:
+        return cls(**values, keys=_BPB_SAMPLE_KEYS)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Evidence(Record):
+    """The evidence for one category (flagged, or the top one when none is)."""
+
+    category: Str
+    samples: Annotated[tuple[EvidenceSample, ...], items(record(EvidenceSample))] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelInfo(Record):
+    """``model`` / ``reference``: what was loaded, and its content digest."""
+
+    name: OptStr = None
+    path: OptStr = None
+    digest: OptDigest = None
+    tokenizer_digest: OptDigest = None
+    files: Annotated[tuple[str, ...] | None, optional(items(text))] = None
+    dtype: OptStr = None
+    device: OptStr = None
+    n_parameters: OptInt = None
+    max_length: OptInt = None
+    prefix_token_id: OptInt = None
+    architecture: OptStr = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BaselineInfo(Record):
+    """``baseline``: the earlier attestation of a trusted model that stood in for a reference."""
+
+    path: OptStr = None
+    model: OptStr = None
+    digest: OptDigest = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbesInfo(Record):
+    """``probes``: the probe corpus (no texts): where, its digest and the samples per category."""
+
+    path: OptStr = None
+    format: OptStr = None
+    digest: OptDigest = None
+    n_samples: OptInt = None
+    categories: Annotated[Mapping[str, int], mapping(integer)] = field(default_factory=dict)
+    warnings: Strs = ()
+    text_field: OptStr = None
+    category_field: OptStr = None
+    id_field: OptStr = None
+    split: OptStr = None
+    per_category: OptInt = None
+    seed: OptInt = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Provenance(Record):
+    """``provenance``: tool and library versions, seed, the resolved configuration, timing."""
+
+    tool: OptStr = None
+    version: OptStr = None
+    git_commit: OptStr = None
+    python: OptStr = None
+    platform: OptStr = None
+    libraries: Annotated[Mapping[str, str | None], mapping(optional(text))] = field(
+        default_factory=dict
+    )
+    seed: OptInt = None
+    config: Annotated[Mapping[str, Any], mapping(anything)] = field(default_factory=dict)
+    started: OptStr = None
+    finished: OptStr = None
+    duration_s: OptNum = None
+    throughput_tokens_per_s: OptNum = None
+
+
+_DEFAULT_STATISTIC = {Comparison.KL: "mean_kl", Comparison.BPB: "delta_bpb", Comparison.NONE: "bpb"}
+STATISTICS = ("mean_kl", "delta_bpb", "bpb")
+"""The per-sample statistics a test can be run on."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Attestation(Record):
+    """The whole ``attestation.json``. Fields in the order ``lmassay attest`` writes them."""
+
+    schema: Str
+    created: OptStr = None
+    verdict: Annotated[Verdict, enum_of(Verdict)]
+    flagged: Strs
+    comparison: Annotated[Comparison, enum_of(Comparison)]
+    summary: Annotated[Summary, record(Summary)]
+    categories: Annotated[tuple[CategoryRow, ...], items(record(CategoryRow))]
+    warnings: Strs = ()
+    kl_direction: OptStr = None
+    evidence: Annotated[tuple[Evidence, ...], items(record(Evidence))] = ()
+    model: Annotated[ModelInfo | None, optional(record(ModelInfo))] = None
+    reference: Annotated[ModelInfo | None, optional(record(ModelInfo))] = None
+    baseline: Annotated[BaselineInfo | None, optional(record(BaselineInfo))] = None
+    probes: Annotated[ProbesInfo | None, optional(record(ProbesInfo))] = None
+    provenance: Annotated[Provenance | None, optional(record(Provenance))] = None
+
+    @classmethod
+    def from_json(cls, raw: Any, source: str = "attestation") -> Attestation:
+        """Read a parsed ``attestation.json``; ``source`` names it in the one error a bad one raises."""
+        if not isinstance(raw, Mapping):
+            raise InputError(f"{source} is not a JSON object", _FIX_RERUN)
+        schema = raw.get("schema")
+        if schema != SCHEMA:
+            found = f"schema {schema!r}" if schema is not None else "no 'schema' key"
+            raise InputError(
+                f"{source} has {found}, expected {SCHEMA!r}",
+                "render it with the lmassay version that wrote it, or attest again",
+            )
+        return from_json(cls, raw, source)
+
+    @classmethod
+    def read(cls, path: str | Path) -> Attestation:
+        """Read ``path``: a run folder holding ``attestation.json``, or the JSON file itself."""
+        given = Path(path)
+        file = given / ATTESTATION_FILE if given.is_dir() else given
+        if not file.is_file():
+            where = (
+                f"{given} holds no {ATTESTATION_FILE}" if given.is_dir() else f"{file} not found"
+            )
+            raise InputError(
+                f"attestation {where}",
+                "pass a run folder written by `lmassay attest` or the path of its attestation.json",
+            )
+        try:
+            raw = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as err:
+            raise InputError(f"attestation {file} cannot be read ({err})", _FIX_RERUN) from err
+        except json.JSONDecodeError as err:
+            raise InputError(
+                f"attestation {file} is not valid JSON (line {err.lineno}, column {err.colno}: "
+                f"{err.msg})",
+                _FIX_RERUN,
+            ) from err
+        return cls.from_json(raw, f"attestation {file}")
+
+    def write(self, path: str | Path) -> Path:
+        """Write the document to the file ``path`` atomically (indented JSON, NaN refused)."""
+        return atomic_write_json(path, self.to_json())
+
+    @property
+    def statistic(self) -> str:
+        """The statistic tested (``mean_kl``, ``delta_bpb`` or ``bpb``), from the comparison if unsaid."""
+        stat = self.summary.statistic
+        return stat if stat in STATISTICS else _DEFAULT_STATISTIC[self.comparison]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when nothing is wrong (consistent, or scored alone), 1 when tampered or a different model."""
+        return 0 if self.verdict in (Verdict.CONSISTENT, Verdict.SCORED_ONLY) else 1
+
+
+def as_attestation(att: Attestation | Mapping[str, Any]) -> Attestation:
+    """``att`` itself, or the document read from a parsed JSON object."""
+    return att if isinstance(att, Attestation) else Attestation.from_json(att)
+
+
+@cache
+def json_schema() -> Mapping[str, Any]:
+    """The JSON Schema (draft 2020-12) of ``attestation.json`` shipped with the package."""
+    text_ = resources.files("lmassay.attest").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
+    loaded: Mapping[str, Any] = json.loads(text_)
+    return loaded
