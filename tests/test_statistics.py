@@ -19,6 +19,7 @@ from lmassay.attest.statistics import (
     StatsConfig,
     analyse,
     benjamini_hochberg,
+    bootstrap,
 )
 from lmassay.errors import InputError
 
@@ -284,15 +285,15 @@ def test_p_values_and_auc_match_scipy() -> None:
 
 def test_tail_bootstrap_is_exact(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every resample's tail quantile equals numpy.quantile of the pooled, repeated tokens."""
-    monkeypatch.setattr(st, "_BLOCKS_PER_TOKEN", 1.0)  # small blocks: ranks cross block edges
+    monkeypatch.setattr(bootstrap, "_BLOCKS_PER_TOKEN", 1.0)  # small blocks: ranks cross edges
     scanned_rows: list[int] = []
-    scan = st._Resampler._scan
+    scan = bootstrap.Resampler._scan
 
-    def spy(self: st._Resampler, counts: np.ndarray, *args: np.ndarray) -> object:
+    def spy(self: bootstrap.Resampler, counts: np.ndarray, *args: np.ndarray) -> object:
         scanned_rows.append(counts.shape[0])
         return scan(self, counts, *args)
 
-    monkeypatch.setattr(st._Resampler, "_scan", spy)
+    monkeypatch.setattr(bootstrap.Resampler, "_scan", spy)
     rng = np.random.default_rng(10)
     for _ in range(20):
         n = int(rng.integers(1, 15))
@@ -301,9 +302,9 @@ def test_tail_bootstrap_is_exact(monkeypatch: pytest.MonkeyPatch) -> None:
             for _ in range(n)
         ]
         q = float(rng.uniform(0.05, 0.99))
-        counts = st._resample_counts(rng, 40, n)
+        counts = bootstrap.resample_counts(rng, 40, n)
         assert np.all(counts.sum(axis=1) == n)
-        means, tails = st._Resampler(tokens, q).replicates(counts)
+        means, tails = bootstrap.Resampler(tokens, q).replicates(counts)
         for row in range(counts.shape[0]):
             pooled = np.concatenate(
                 [np.tile(t, int(c)) for t, c in zip(tokens, counts[row], strict=True)]
@@ -329,16 +330,23 @@ def test_benjamini_hochberg_by_hand() -> None:
         benjamini_hochberg([1.5])
 
 
-def test_benjamini_hochberg_matches_scipy() -> None:
-    control = getattr(scipy.stats, "false_discovery_control", None)
-    if control is None:
-        pytest.skip("scipy < 1.11 has no false_discovery_control")
+def _plain_bh(p: Sequence[float]) -> list[float]:
+    """Benjamini–Hochberg by its definition: q_i = min over p_j >= p_i of m·p_j / rank_j, <= 1."""
+    m = len(p)
+    ranked = sorted(p)
+    rank = {value: m - ranked[::-1].index(value) for value in ranked}  # highest rank of ties
+    return [min(1.0, min(m * pj / rank[pj] for pj in p if pj >= pi)) for pi in p]
+
+
+def test_benjamini_hochberg_equals_the_plain_computation() -> None:
     rng = np.random.default_rng(11)
-    for size in (1, 2, 7, 50):
+    for size in (1, 2, 7, 50, 200):
         p = rng.uniform(0, 1, size) ** 3
-        np.testing.assert_allclose(benjamini_hochberg(p), control(p), rtol=1e-12)
         q = benjamini_hochberg(p)
+        np.testing.assert_allclose(q, _plain_bh(p.tolist()), rtol=1e-12, atol=0)
         assert np.all(np.diff(q[np.argsort(p)]) >= 0) and np.all(q <= 1)
+    for edge in ([0.0, 0.0], [1.0], [0.2, 0.2, 0.2], [0.0, 1.0, 0.5, 0.5], [1e-300, 1.0]):
+        np.testing.assert_allclose(benjamini_hochberg(edge), _plain_bh(edge), rtol=1e-12, atol=0)
 
 
 # ------------------------------------------------------------------------------------------------

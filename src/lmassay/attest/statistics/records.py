@@ -1,0 +1,217 @@
+"""The records of the statistics: one scored sample in, per-category figures and the analysis out.
+
+Also the settings (:class:`StatsConfig`), the rule they resolve to for one comparison
+(:class:`FlagRule`), the default thresholds and the two helpers every part shares: a JSON value
+that turns non-finite floats into ``None`` and an ``exp`` that overflows to ``inf``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+Comparison = Literal["kl", "bpb", "none"]
+FloatArray = npt.NDArray[np.float64]
+Interval = tuple[float, float]
+
+# Effect sizes at or below the noise floor are not flagged however significant they are. Benign
+# transformations of the same weights -- re-saving, a bf16/fp16 <-> fp32 cast, int8 weight
+# quantisation -- move the per-token KL(reference || model) by well under 0.02 nats/token and the
+# bits per byte by well under 0.02, and they move every category alike; a targeted edit that
+# changes what the model says about a topic moves that topic far more.
+DEFAULT_NOISE_FLOOR: dict[str, float] = {"kl": 0.02, "bpb": 0.02}  # nats/token ; bits/byte
+
+# A median category level above this means the two models are not the same model at all (another
+# checkpoint, another family), not a tampered copy: nats/token for kl, bits/byte for bpb.
+DEFAULT_DIFFERENT_MODEL: dict[str, float] = {"kl": 0.5, "bpb": 0.3}
+
+STATISTIC: dict[str, str] = {"kl": "mean_kl", "bpb": "delta_bpb", "none": "bpb"}
+"""The per-sample statistic tested, by comparison."""
+UNIT: dict[str, str] = {"kl": "nats/token", "bpb": "bits/byte", "none": "bits/byte"}
+LN2 = math.log(2.0)
+
+
+@dataclass(frozen=True)
+class SampleStatistic:
+    """One probe sample, already scored.
+
+    ``logprob_*`` are sums of natural-log probabilities of the scored tokens; ``token_kl`` holds the
+    per-token KL(reference ‖ model) in nats and ``token_top1_agree`` whether the argmax of the two
+    models agrees, one entry per scored token (only with comparison ``"kl"``).
+    """
+
+    category: str
+    n_tokens: int
+    n_bytes: int
+    logprob_model: float
+    logprob_reference: float | None
+    token_kl: np.ndarray | None = None
+    token_top1_agree: np.ndarray | None = None
+    n_tokens_reference: int | None = None
+    """Tokens of the sample under the reference's tokenizer when it differs (None: same as n_tokens)."""
+
+
+@dataclass(frozen=True)
+class StatsConfig:
+    """Settings of :func:`~lmassay.attest.statistics.analyse`; ``None`` thresholds take the
+    defaults for the comparison."""
+
+    alpha: float = 0.05
+    """Benjamini–Hochberg false-discovery level, in (0, 1)."""
+    noise_floor: float | None = None
+    """Smallest effect that can be flagged, in units of the statistic (>= 0)."""
+    different_model_threshold: float | None = None
+    """Median category level above which the verdict is "different-model" (> 0)."""
+    n_bootstrap: int = 1000
+    """Bootstrap resamples for the confidence intervals (>= 1)."""
+    seed: int = 0
+    """Seed of the bootstrap (>= 0)."""
+    min_samples: int = 5
+    """Categories with fewer samples are described but not tested (>= 2)."""
+    tail_quantile: float = 0.95
+    """Quantile of the per-token KL reported as tail_kl, in (0, 1)."""
+
+
+@dataclass(frozen=True)
+class FlagRule:
+    """The flagging rule of one analysis: the comparison and its resolved thresholds.
+
+    ``noise_floor`` and ``different_model_threshold`` are ``None`` for comparison ``"none"``,
+    where nothing is tested.
+    """
+
+    comparison: Comparison
+    alpha: float
+    noise_floor: float | None
+    different_model_threshold: float | None
+
+    @property
+    def unit(self) -> str:
+        return UNIT[self.comparison]
+
+    @classmethod
+    def resolve(cls, comparison: Comparison, config: StatsConfig) -> FlagRule:
+        """The thresholds of ``config``, or the defaults of the comparison where they are unset."""
+        if comparison == "none":
+            return cls(comparison, config.alpha, None, None)
+        floor = config.noise_floor
+        threshold = config.different_model_threshold
+        return cls(
+            comparison,
+            config.alpha,
+            float(DEFAULT_NOISE_FLOOR[comparison] if floor is None else floor),
+            float(DEFAULT_DIFFERENT_MODEL[comparison] if threshold is None else threshold),
+        )
+
+
+@dataclass(frozen=True)
+class CategoryStats:
+    """Figures for one category, as in the schema's ``categories`` objects."""
+
+    name: str
+    n_samples: int
+    n_tokens: int
+    n_bytes: int
+    ppl_model: float
+    ppl_reference: float | None
+    ppl_model_ci: Interval | None
+    ppl_reference_ci: Interval | None
+    bpb_model: float
+    bpb_reference: float | None
+    delta_bpb: float | None
+    mean_kl: float | None
+    mean_kl_ci: Interval | None
+    tail_kl: float | None
+    tail_kl_ci: Interval | None
+    top1_agreement: float | None
+    level: float
+    p_value: float | None
+    q_value: float | None
+    effect: float | None
+    auc: float | None
+    tested: bool
+    flagged: bool
+    note: str | None
+    distribution: tuple[float, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain Python values; non-finite floats become ``None``, tuples become lists."""
+        return {f.name: json_value(getattr(self, f.name)) for f in fields(self)}
+
+
+_SUMMARY_TOTALS = (
+    "n_samples",
+    "n_tokens",
+    "n_bytes",
+    "ppl_model",
+    "ppl_reference",
+    "bpb_model",
+    "bpb_reference",
+    "delta_bpb",
+    "mean_kl",
+)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The result of :func:`~lmassay.attest.statistics.analyse`: per-category figures, flags,
+    verdict and totals."""
+
+    comparison: str
+    statistic: str
+    categories: list[CategoryStats]
+    flagged: list[str]
+    verdict: str
+    baseline_level: float | None
+    noise_floor: float | None
+    different_model_threshold: float | None
+    alpha: float
+    warnings: list[str]
+    totals: dict[str, Any]
+    message: str
+    unit: str = field(default="")
+
+    def summary_json(self) -> dict[str, Any]:
+        """The schema's ``summary`` object."""
+        out: dict[str, Any] = {"statistic": self.statistic}
+        for key in _SUMMARY_TOTALS:
+            out[key] = json_value(self.totals.get(key))
+        out["baseline_level"] = json_value(self.baseline_level)
+        out["noise_floor"] = json_value(self.noise_floor)
+        out["different_model_threshold"] = json_value(self.different_model_threshold)
+        out["alpha"] = json_value(self.alpha)
+        out["message"] = self.message
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "flagged": list(self.flagged),
+            "comparison": self.comparison,
+            "summary": self.summary_json(),
+            "categories": [c.to_json() for c in self.categories],
+            "warnings": list(self.warnings),
+        }
+
+
+def safe_exp(x: float) -> float:
+    """``exp(x)``, or ``inf`` when it overflows (reported as ``null``)."""
+    return math.exp(x) if x < 709.0 else math.inf
+
+
+def json_value(value: Any) -> Any:
+    """``value`` as plain JSON: numpy scalars become Python ones, non-finite floats ``None``."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        return v if math.isfinite(v) else None
+    if isinstance(value, (tuple, list)):
+        return [json_value(v) for v in value]
+    return value

@@ -1,0 +1,124 @@
+"""The tests: each category against the rest, one-sided, with a false-discovery correction.
+
+A category is tested when it has at least ``min_samples`` samples and at least two categories have
+that many. Each tested category's per-sample statistics are compared with those of *all* samples
+of the other categories (tested or not) by a one-sided Mann–Whitney U test
+(``scipy.stats.mannwhitneyu``, ``alternative="greater"``, scipy's automatic method); ``auc = U /
+(n1 · n2)`` estimates P(sample of the category > sample of the rest), ties counting one half. The
+p-values of the tested categories are adjusted by Benjamini–Hochberg into q-values. ``effect =
+level − median(levels of the other tested categories)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats as _sps
+
+from lmassay.attest.statistics.records import FloatArray
+from lmassay.errors import InputError
+
+
+@dataclass(frozen=True)
+class CategoryTest:
+    """The test of one category against the rest."""
+
+    p_value: float
+    q_value: float
+    effect: float
+    auc: float
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    """Which categories are tested (sorted), a note per category, and warnings."""
+
+    tested: list[str]
+    notes: dict[str, str | None]
+    warnings: list[str]
+
+
+def benjamini_hochberg(p_values: Sequence[float] | npt.NDArray[np.floating[Any]]) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p-values (q-values), in the input order.
+
+    ``q_(i) = min_{j >= i} m · p_(j) / j`` over the p-values sorted ascending, capped at 1, so the
+    q-values are monotone in the p-values (``scipy.stats.false_discovery_control``, method
+    ``"bh"``). An empty input gives an empty array.
+    """
+    p = np.asarray(p_values, dtype=np.float64).reshape(-1)
+    if p.size == 0:
+        return np.zeros(0, dtype=np.float64)
+    if not np.all(np.isfinite(p)) or np.any(p < 0.0) or np.any(p > 1.0):
+        raise InputError(
+            f"p-values must be finite numbers in [0, 1], got {p.tolist()!r}",
+            "pass the raw p-values of the tests",
+        )
+    return np.asarray(_sps.false_discovery_control(p, method="bh"), dtype=np.float64)
+
+
+def eligibility(sizes: Mapping[str, int], comparison: str, min_samples: int) -> Eligibility:
+    """The categories to test given each category's number of samples (see the module docstring)."""
+    names = sorted(sizes)
+    notes: dict[str, str | None] = dict.fromkeys(names)
+    warnings: list[str] = []
+    if comparison == "none":
+        return Eligibility([], notes, warnings)
+    enough = [name for name in names if sizes[name] >= min_samples]
+    for name in names:
+        if sizes[name] < min_samples:
+            warnings.append(
+                f"category '{name}' has {count(sizes[name], 'sample')} (< {min_samples}): "
+                "not tested"
+            )
+            notes[name] = f"too few samples ({sizes[name]} < {min_samples}): not tested"
+    if len(enough) >= 2:
+        return Eligibility(enough, notes, warnings)
+    if len(names) == 1:
+        warnings.append(
+            f"only one category ('{names[0]}'): nothing to compare it with, so nothing is "
+            "tested; add probe categories"
+        )
+    else:
+        warnings.append(
+            f"only {len(enough)} of {len(names)} categories have at least {min_samples} "
+            "samples: nothing is tested"
+        )
+    for name in enough:
+        notes[name] = "no other category to compare with: not tested"
+    return Eligibility([], notes, warnings)
+
+
+def compare_with_rest(
+    per_sample: Mapping[str, FloatArray], levels: Mapping[str, float], tested: Sequence[str]
+) -> dict[str, CategoryTest]:
+    """Mann–Whitney U of each tested category against all other samples; BH across them."""
+    raw: dict[str, tuple[float, float, float]] = {}
+    for name in tested:
+        x = per_sample[name]
+        rest = np.concatenate([values for other, values in per_sample.items() if other != name])
+        mwu = _sps.mannwhitneyu(x, rest, alternative="greater")
+        p = float(mwu.pvalue)
+        # scipy returns p = 1 when every value ties; a NaN would mean no evidence either.
+        p = p if math.isfinite(p) else 1.0
+        auc = float(mwu.statistic) / (x.size * rest.size)
+        effect = levels[name] - float(np.median([levels[o] for o in tested if o != name]))
+        raw[name] = (p, auc, effect)
+    q_values = benjamini_hochberg([raw[name][0] for name in tested])
+    return {
+        name: CategoryTest(
+            p_value=raw[name][0], q_value=float(q), effect=raw[name][2], auc=raw[name][1]
+        )
+        for name, q in zip(tested, q_values, strict=True)
+    }
+
+
+def count(n: int, noun: str) -> str:
+    """``"1 sample"``, ``"2 samples"``, ``"3 categories"``."""
+    return (
+        f"{n} {noun}" if n == 1 else f"{n} {noun[:-1]}ies" if noun.endswith("y") else f"{n} {noun}s"
+    )

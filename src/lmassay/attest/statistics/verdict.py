@@ -1,0 +1,124 @@
+"""The flagging rule, the verdict and its one-sentence message.
+
+A category is *flagged* when it is tested, ``q ≤ alpha`` and ``effect > noise_floor``:
+significance alone is not enough, since with many tokens a harmless difference (a re-save, a dtype
+cast) is significant too.
+
+``baseline_level`` is the median level over the tested categories (when none can be tested, over
+all categories, with a warning). The verdict is ``"different-model"`` when ``baseline_level >
+different_model_threshold`` (flags are still reported), else ``"tampered"`` if any category is
+flagged, else ``"consistent"``; ``"scored-only"`` for comparison ``"none"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from lmassay.attest.statistics.records import FlagRule
+from lmassay.attest.statistics.significance import CategoryTest, count
+
+
+@dataclass(frozen=True)
+class Flags:
+    """The flagged categories (in test order) and a note for each significant one not flagged."""
+
+    flagged: list[str]
+    within_floor: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The verdict, the baseline level it rests on, its message and any warning it adds."""
+
+    verdict: str
+    baseline_level: float | None
+    message: str
+    warnings: list[str]
+
+
+def flag(results: Mapping[str, CategoryTest], tested: Sequence[str], rule: FlagRule) -> Flags:
+    """Apply the flagging rule to the tested categories (see the module docstring)."""
+    flagged: list[str] = []
+    within_floor: dict[str, str] = {}
+    for name in tested:
+        result = results[name]
+        significant = result.q_value <= rule.alpha
+        if significant and rule.noise_floor is not None and result.effect > rule.noise_floor:
+            flagged.append(name)
+        elif significant:
+            within_floor[name] = (
+                f"significant (q = {result.q_value:.3g}) but the effect, {result.effect:.3g} "
+                f"{rule.unit}, is not above the noise floor of {rule.noise_floor:g}: not flagged"
+            )
+    return Flags(flagged, within_floor)
+
+
+def judge(
+    rule: FlagRule, levels: Mapping[str, float], tested: Sequence[str], flags: Flags
+) -> Verdict:
+    """The verdict from the category levels and the flags (see the module docstring)."""
+    if rule.comparison == "none":
+        return Verdict("scored-only", None, _message(rule, "scored-only", flags, 0, None), [])
+    warnings: list[str] = []
+    if tested:
+        baseline = float(np.median([levels[name] for name in tested]))
+    else:
+        baseline = float(np.median(list(levels.values())))
+        only = "the only category" if len(levels) == 1 else f"all {len(levels)} categories"
+        warnings.append(
+            f"no category could be tested: baseline_level is the median level over {only}"
+        )
+    threshold = rule.different_model_threshold
+    if threshold is not None and baseline > threshold:
+        verdict = "different-model"
+    elif flags.flagged:
+        verdict = "tampered"
+    else:
+        verdict = "consistent"
+    return Verdict(
+        verdict, baseline, _message(rule, verdict, flags, len(tested), baseline), warnings
+    )
+
+
+def _message(
+    rule: FlagRule, verdict: str, flags: Flags, n_tested: int, baseline: float | None
+) -> str:
+    unit, flagged = rule.unit, flags.flagged
+    what = "KL(reference ‖ model)" if rule.comparison == "kl" else "the difference in bits per byte"
+    if verdict == "scored-only":
+        return (
+            "Only the model was scored, without a reference or baseline: perplexity alone cannot "
+            "show tampering, so nothing was tested."
+        )
+    floor = f"the noise floor of {rule.noise_floor:g} {unit}"
+    if verdict == "different-model":
+        stand = "stands" if len(flagged) == 1 else "stand"
+        also = f"; {count(len(flagged), 'category')} also {stand} out: " if flagged else ""
+        also += ", ".join(flagged)
+        return (
+            f"The median category level of {what} is {baseline:.3g} {unit}, above the "
+            f"different-model threshold of {rule.different_model_threshold:g}: this is a "
+            f"different model, not a modified copy of the reference{also}."
+        )
+    if verdict == "tampered":
+        return (
+            f"{len(flagged)} of {n_tested} tested categories "
+            f"{'differs' if len(flagged) == 1 else 'differ'} from the rest by more than "
+            f"{floor} at a false-discovery rate of {rule.alpha:g}: {', '.join(flagged)}."
+        )
+    if n_tested == 0:
+        return (
+            "No category could be tested (too few categories or samples), and the median level "
+            f"of {what}, {baseline:.3g} {unit}, is below the different-model threshold of "
+            f"{rule.different_model_threshold:g}."
+        )
+    below = len(flags.within_floor)
+    small = f" ({count(below, 'category')} significant but within the noise floor)" if below else ""
+    return (
+        f"None of the {n_tested} tested categories differs from the rest by more than {floor} "
+        f"at a false-discovery rate of {rule.alpha:g}{small}: the model is consistent with the "
+        "reference."
+    )
