@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from attestation_check import assert_valid_attestation
 from lmassay.errors import InputError
 from lmassay.report import load_attestation, render_html, render_markdown, write_report
 from lmassay.report.markdown import fmt_ci, fmt_num, fmt_p, fmt_prob, short_digest, show_token
@@ -302,10 +303,15 @@ def test_load_rejects_wrong_types(tmp_path: Path) -> None:
         load_attestation(path)
     assert str(path) in info.value.what
     assert "verdict 'fine'" in info.value.what
-    assert "'categories'" in info.value.what
+    assert "categories[0] lacks required key(s) name" in info.value.what
 
 
 # ----------------------------------------------------------------------------- markdown
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_variants_follow_the_schema(name: str) -> None:
+    assert_valid_attestation(VARIANTS[name]())
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))

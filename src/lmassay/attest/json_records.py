@@ -50,7 +50,7 @@ class Record:
         missing = [name for name, (_, required) in specs.items() if required and name not in raw]
         if missing:
             where = path or "the document"
-            problems.append(f"{where} lacks required key(s) {', '.join(missing)}")
+            problems.append(f"{where} lacks required key(s) {', '.join(sorted(missing))}")
         values = {
             name: parse(raw[name], f"{path}.{name}" if path else name, problems)
             for name, (parse, _) in specs.items()
@@ -60,6 +60,10 @@ class Record:
             return None
         extra = {key: value for key, value in raw.items() if key not in specs}
         return cls(**values, extra=extra, keys=tuple(raw))
+
+    def holds(self, name: str) -> bool:
+        """Whether the JSON object holds the key ``name`` (one built in code holds all it knows)."""
+        return not self.keys or name in self.keys
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object, exactly as read (see the class docstring)."""

@@ -20,6 +20,16 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from lmassay.attest.document import (
+    KL_DIRECTION,
+    Attestation,
+    Comparison,
+    ModelInfo,
+    Provenance,
+    Summary,
+    as_attestation,
+)
+from lmassay.attest.document import EvidenceToken as TokenRecord
 from lmassay.report.markdown import (
     MISSING,
     STATISTICS,
@@ -34,7 +44,6 @@ from lmassay.report.markdown import (
     is_number,
     short_digest,
     show_token,
-    statistic_of,
     top_tokens,
 )
 from lmassay.report.plots import render_plots
@@ -117,8 +126,8 @@ _TEST_COLUMNS: tuple[Column, ...] = (
     Column("AUC", "auc", hint="P(sample of this category > sample of the rest)"),
 )
 
-_COLUMNS: dict[str, tuple[Column, ...]] = {
-    "kl": (
+_COLUMNS: dict[Comparison, tuple[Column, ...]] = {
+    Comparison.KL: (
         Column("ppl model", "ppl_model", hint="token-weighted perplexity of the model"),
         Column("ppl ref", "ppl_reference", hint="token-weighted perplexity of the reference"),
         Column(
@@ -132,7 +141,7 @@ _COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("Δ bpb", "delta_bpb", hint="bits per byte, model − reference"),
         *_TEST_COLUMNS,
     ),
-    "bpb": (
+    Comparison.BPB: (
         Column("ppl model", "ppl_model", hint="perplexity over the model's own tokens"),
         Column("ppl ref", "ppl_reference", hint="perplexity over the reference's own tokens"),
         Column("bpb model", "bpb_model", hint="bits per UTF-8 byte"),
@@ -140,7 +149,7 @@ _COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("Δ bpb", "delta_bpb", hint="bits per byte, model − reference"),
         *_TEST_COLUMNS,
     ),
-    "none": (
+    Comparison.NONE: (
         Column("bytes", "n_bytes"),
         Column("ppl model", "ppl_model", hint="token-weighted perplexity of the model"),
         Column("bpb model", "bpb_model", hint="bits per UTF-8 byte"),
@@ -162,37 +171,32 @@ def _fmt_field(key: str, value: Any) -> str:
     return fmt_num(value, signed=key in _SIGNED)
 
 
-def _columns(att: Mapping[str, Any]) -> tuple[Column, ...]:
-    return _COLUMNS.get(str(att.get("comparison")), _COLUMNS["kl"])
-
-
-def _rows(att: Mapping[str, Any], columns: Sequence[Column]) -> list[Row]:
+def _rows(att: Attestation, columns: Sequence[Column]) -> list[Row]:
     rows = []
-    for c in att.get("categories") or []:
-        cells = [Cell(fmt_num(c.get("n_samples"))), Cell(fmt_num(c.get("n_tokens")))]
+    for c in att.categories:
+        cells = [Cell(fmt_num(c.n_samples)), Cell(fmt_num(c.n_tokens))]
         cells += [
-            Cell(_fmt_field(col.key, c.get(col.key)), fmt_ci(c.get(f"{col.key}_ci")))
+            Cell(_fmt_field(col.key, c.mean_kl), fmt_ci(c.mean_kl_ci))
             if col.key == "mean_kl"
-            else Cell(_fmt_field(col.key, c.get(col.key)))
+            else Cell(_fmt_field(col.key, getattr(c, col.key)))
             for col in columns
         ]
         rows.append(
             Row(
-                name=as_text(c.get("name"), MISSING),
+                name=c.name,
                 cells=cells,
-                flagged=bool(c.get("flagged")),
-                tested=c.get("tested") is not False,
-                note=str(c.get("note") or ""),
+                flagged=bool(c.flagged),
+                tested=c.tested is not False,
+                note=c.note or "",
             )
         )
     return rows
 
 
-def _total_row(att: Mapping[str, Any], columns: Sequence[Column]) -> list[Cell]:
-    summary = att.get("summary") or {}
-    cells = [Cell(fmt_num(summary.get("n_samples"))), Cell(fmt_num(summary.get("n_tokens")))]
+def _total_row(summary: Summary, columns: Sequence[Column]) -> list[Cell]:
+    cells = [Cell(fmt_num(summary.n_samples)), Cell(fmt_num(summary.n_tokens))]
     for col in columns:
-        value = summary.get(col.key) if col.key not in ("p_value", "q_value", "effect") else None
+        value = getattr(summary, col.key, None)
         cells.append(Cell(_fmt_field(col.key, value) if value is not None else ""))
     return cells
 
@@ -217,190 +221,181 @@ def _predictions(pairs: Any, actual: str) -> list[Prediction]:
     return out
 
 
-def _evidence_token(token: Mapping[str, Any]) -> EvidenceToken:
-    actual = as_text(token.get("token"))
-    before = str(token.get("context_before") or "")
-    after = str(token.get("context_after") or "")
+def _evidence_token(token: TokenRecord) -> EvidenceToken:
+    actual = as_text(token.token)
+    before = token.context_before or ""
+    after = token.context_after or ""
     return EvidenceToken(
-        kl=fmt_num(token.get("kl")),
+        kl=fmt_num(token.kl),
         token=actual,
         before=before[-_CONTEXT_BEFORE:],
         after=after[:_CONTEXT_AFTER],
         clipped_before=len(before) > _CONTEXT_BEFORE,
         clipped_after=len(after) > _CONTEXT_AFTER,
-        p_model=_probability(token.get("logprob_model")),
-        p_reference=_probability(token.get("logprob_reference")),
-        position=fmt_num(token.get("position")),
-        top_model=_predictions(token.get("top_model"), actual),
-        top_reference=_predictions(token.get("top_reference"), actual),
+        p_model=_probability(token.logprob_model),
+        p_reference=_probability(token.logprob_reference),
+        position=fmt_num(token.position),
+        top_model=_predictions(token.top_model, actual),
+        top_reference=_predictions(token.top_reference, actual),
     )
 
 
-def _evidence(att: Mapping[str, Any]) -> list[EvidenceCategory]:
-    flagged = {str(name) for name in att.get("flagged") or []}
+def _evidence(att: Attestation) -> list[EvidenceCategory]:
     out = []
-    for entry in att.get("evidence") or []:
-        name = as_text(entry.get("category"), MISSING)
+    for entry in att.evidence:
         samples = [
             EvidenceSample(
-                id=as_text(s.get("id"), MISSING),
-                mean_kl=fmt_num(s.get("mean_kl")),
-                max_kl=fmt_num(s.get("max_kl")),
-                n_tokens=fmt_num(s.get("n_tokens")),
-                tokens=[_evidence_token(t) for t in (s.get("tokens") or [])[:_TOKENS_PER_SAMPLE]],
+                id=as_text(s.id, MISSING),
+                mean_kl=fmt_num(s.mean_kl),
+                max_kl=fmt_num(s.max_kl),
+                n_tokens=fmt_num(s.n_tokens),
+                tokens=[_evidence_token(t) for t in s.tokens[:_TOKENS_PER_SAMPLE]],
             )
-            for s in entry.get("samples") or []
+            for s in entry.samples
         ]
         strongest = [
-            (fmt_num(t.get("kl")), show_token(t.get("token", "")), sample_id)
-            for sample_id, t in top_tokens(entry, 3)
+            (fmt_num(t.kl), show_token(t.token), sample_id) for sample_id, t in top_tokens(entry, 3)
         ]
-        out.append(EvidenceCategory(name, name in flagged, samples, strongest))
+        out.append(
+            EvidenceCategory(entry.category, entry.category in att.flagged, samples, strongest)
+        )
     return out
 
 
-def _model_info(role: str, info: Any) -> dict[str, str] | None:
-    if not isinstance(info, Mapping):
+def _model_info(role: str, info: ModelInfo | None) -> dict[str, str] | None:
+    if info is None:
         return None
-    files = info.get("files")
     return {
         "role": role,
-        "name": as_text(info.get("name"), MISSING),
-        "digest": full_digest(info.get("digest")),
-        "short": short_digest(info.get("digest")),
-        "tokenizer": full_digest(info.get("tokenizer_digest")),
-        "dtype": str(info.get("dtype") or MISSING),
-        "device": str(info.get("device") or MISSING),
-        "parameters": fmt_num(info.get("n_parameters")),
-        "max_length": fmt_num(info.get("max_length")),
-        "files": f"{len(files)} files" if isinstance(files, Sequence) else MISSING,
+        "name": as_text(info.name, MISSING),
+        "digest": full_digest(info.digest),
+        "short": short_digest(info.digest),
+        "tokenizer": full_digest(info.tokenizer_digest),
+        "dtype": info.dtype or MISSING,
+        "device": info.device or MISSING,
+        "parameters": fmt_num(info.n_parameters),
+        "max_length": fmt_num(info.max_length),
+        "files": f"{len(info.files)} files" if info.files is not None else MISSING,
     }
 
 
-def _key_figures(att: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+def _key_figures(att: Attestation) -> list[tuple[str, str, str]]:
     """``(label, value, note)`` for the cards under the verdict."""
-    summary = att.get("summary") or {}
-    comparison = att.get("comparison")
-    categories = att.get("categories") or []
-    tested = sum(1 for c in categories if c.get("tested") is not False)
+    summary, comparison, categories = att.summary, att.comparison, att.categories
+    tested = sum(1 for c in categories if c.tested is not False)
     figures = [
         ("categories", f"{tested} / {len(categories)}", "tested / total"),
-        (
-            "samples",
-            fmt_num(summary.get("n_samples")),
-            f"{fmt_num(summary.get('n_tokens'))} tokens",
-        ),
-        ("bytes", fmt_num(summary.get("n_bytes")), "UTF-8"),
-        ("perplexity", fmt_num(summary.get("ppl_model")), "model, token-weighted"),
+        ("samples", fmt_num(summary.n_samples), f"{fmt_num(summary.n_tokens)} tokens"),
+        ("bytes", fmt_num(summary.n_bytes), "UTF-8"),
+        ("perplexity", fmt_num(summary.ppl_model), "model, token-weighted"),
     ]
-    if comparison != "none":
-        figures.append(("perplexity", fmt_num(summary.get("ppl_reference")), "reference"))
-    if comparison == "kl":
-        figures.append(("mean KL", fmt_num(summary.get("mean_kl")), "nats/token, all samples"))
-    if comparison == "none":
-        figures.append(("bits per byte", fmt_num(summary.get("bpb_model")), "model"))
+    if comparison is not Comparison.NONE:
+        figures.append(("perplexity", fmt_num(summary.ppl_reference), "reference"))
+    if comparison is Comparison.KL:
+        figures.append(("mean KL", fmt_num(summary.mean_kl), "nats/token, all samples"))
+    if comparison is Comparison.NONE:
+        figures.append(("bits per byte", fmt_num(summary.bpb_model), "model"))
     else:
-        figures.append(
-            ("Δ bpb", fmt_num(summary.get("delta_bpb"), signed=True), "model − reference")
-        )
+        figures.append(("Δ bpb", fmt_num(summary.delta_bpb, signed=True), "model − reference"))
     figures.append(
         (
             "noise floor",
-            fmt_param(summary.get("noise_floor")),
-            f"above baseline {fmt_num(summary.get('baseline_level'))}",
+            fmt_param(summary.noise_floor),
+            f"above baseline {fmt_num(summary.baseline_level)}",
         )
     )
-    figures.append(("alpha", fmt_param(summary.get("alpha")), "Benjamini–Hochberg FDR"))
+    figures.append(("alpha", fmt_param(summary.alpha), "Benjamini–Hochberg FDR"))
     return figures
 
 
-def _provenance(att: Mapping[str, Any]) -> dict[str, Any]:
-    prov = att.get("provenance") or {}
-    if not isinstance(prov, Mapping):
-        prov = {}
+def _provenance(prov: Provenance | None) -> dict[str, Any]:
+    source, prov = prov, prov or Provenance()
     items = [
-        ("tool", f"{prov.get('tool', 'lmassay')} {prov.get('version', MISSING)}"),
-        ("git commit", str(prov.get("git_commit") or MISSING)),
-        ("python", str(prov.get("python") or MISSING)),
-        ("platform", str(prov.get("platform") or MISSING)),
-        ("seed", fmt_num(prov.get("seed"))),
-        ("started", str(prov.get("started") or MISSING)),
-        ("finished", str(prov.get("finished") or MISSING)),
-        ("duration", f"{fmt_num(prov.get('duration_s'))} s"),
-        ("throughput", f"{fmt_num(prov.get('throughput_tokens_per_s'))} tokens/s"),
+        ("tool", f"{prov.tool or 'lmassay'} {prov.version or MISSING}"),
+        ("git commit", prov.git_commit or MISSING),
+        ("python", prov.python or MISSING),
+        ("platform", prov.platform or MISSING),
+        ("seed", fmt_num(prov.seed)),
+        ("started", prov.started or MISSING),
+        ("finished", prov.finished or MISSING),
+        ("duration", f"{fmt_num(prov.duration_s)} s"),
+        ("throughput", f"{fmt_num(prov.throughput_tokens_per_s)} tokens/s"),
     ]
-    libraries = prov.get("libraries") or {}
-    config = prov.get("config")
     return {
         "items": items,
-        "libraries": sorted((str(k), str(v)) for k, v in libraries.items())
-        if isinstance(libraries, Mapping)
-        else [],
-        "config": json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False)
-        if config is not None
+        "libraries": sorted((str(k), str(v)) for k, v in prov.libraries.items()),
+        "config": json.dumps(prov.config, indent=2, sort_keys=True, ensure_ascii=False)
+        if source is not None and source.holds("config")
         else "",
     }
 
 
-def _name(info: Any) -> str:
-    return str(info.get("name") or MISSING) if isinstance(info, Mapping) else ""
+def _name(info: ModelInfo | None) -> str:
+    return (info.name or MISSING) if info is not None else ""
 
 
-def _context(att: Mapping[str, Any]) -> dict[str, Any]:
-    summary = att.get("summary") or {}
-    verdict = str(att.get("verdict", ""))
-    columns = _columns(att)
-    probes = att.get("probes") if isinstance(att.get("probes"), Mapping) else {}
-    plots = render_plots(att)
-    evidence = _evidence(att)
-    baseline, noise = summary.get("baseline_level"), summary.get("noise_floor")
+def _probes(att: Attestation) -> dict[str, str] | None:
+    probes = att.probes
+    if probes is None or not probes.to_json():
+        return None
+    return {
+        "path": probes.path or MISSING,
+        "format": probes.format or MISSING,
+        "digest": full_digest(probes.digest),
+        "n_samples": fmt_num(probes.n_samples),
+        "n_categories": fmt_num(len(probes.categories)),
+    }
+
+
+def _settings(summary: Summary) -> dict[str, str]:
+    """The test's settings, formatted for the text of the page."""
+    baseline, noise = summary.baseline_level, summary.noise_floor
     threshold = float(baseline) + float(noise) if is_number(baseline) and is_number(noise) else None
     return {
-        "schema": str(att.get("schema", "")),
-        "message": str(summary.get("message") or ""),
-        "model_name": _name(att.get("model")) or MISSING,
-        "reference_name": _name(att.get("reference")),
-        "alpha": fmt_param(summary.get("alpha")),
-        "noise_floor": fmt_param(summary.get("noise_floor")),
+        "message": summary.message or "",
+        "alpha": fmt_param(summary.alpha),
+        "noise_floor": fmt_param(noise),
         "baseline_level": fmt_num(baseline),
         "threshold": fmt_num(threshold),
-        "different_model_threshold": fmt_param(summary.get("different_model_threshold")),
+        "different_model_threshold": fmt_param(summary.different_model_threshold),
+    }
+
+
+def _context(att: Attestation) -> dict[str, Any]:
+    verdict = att.verdict.value
+    columns = _COLUMNS[att.comparison]
+    plots = render_plots(att)
+    evidence = _evidence(att)
+    return {
+        "schema": att.schema,
+        **_settings(att.summary),
+        "model_name": _name(att.model) or MISSING,
+        "reference_name": _name(att.reference),
         "verdict": verdict,
-        "verdict_slug": verdict if verdict in VERDICT_TITLES else "unknown",
-        "verdict_title": VERDICT_TITLES.get(verdict, verdict.upper()),
-        "flagged": [str(name) for name in att.get("flagged") or []],
-        "comparison": str(att.get("comparison", "")),
-        "kl_direction": str(att.get("kl_direction") or "KL(reference || model), nats/token"),
-        "statistic_label": STATISTICS[statistic_of(att)][0],
+        "verdict_slug": verdict,
+        "verdict_title": VERDICT_TITLES[verdict],
+        "flagged": list(att.flagged),
+        "comparison": att.comparison.value,
+        "kl_direction": att.kl_direction or KL_DIRECTION,
+        "statistic_label": STATISTICS[att.statistic],
         "key_figures": _key_figures(att),
-        "warnings": [str(w) for w in att.get("warnings") or []],
+        "warnings": list(att.warnings),
         "columns": columns,
         "rows": _rows(att, columns),
-        "total": _total_row(att, columns),
+        "total": _total_row(att.summary, columns),
         "plots": {key: Markup(plots[key]) if key in plots else None for key in _PLOTS},
         "has_plots": bool(plots),
         "evidence": evidence,
         "evidence_has_tokens": any(s.tokens for e in evidence for s in e.samples),
         "models": [
             m
-            for m in (
-                _model_info("model", att.get("model")),
-                _model_info("reference", att.get("reference")),
-            )
+            for m in (_model_info("model", att.model), _model_info("reference", att.reference))
             if m is not None
         ],
-        "probes": {
-            "path": str(probes.get("path") or MISSING),
-            "format": str(probes.get("format") or MISSING),
-            "digest": full_digest(probes.get("digest")),
-            "n_samples": fmt_num(probes.get("n_samples")),
-            "n_categories": fmt_num(len(probes.get("categories") or {})),
-        }
-        if probes
-        else None,
-        "provenance": _provenance(att),
-        "created": str(att.get("created") or ""),
-        "tool_version": str((att.get("provenance") or {}).get("version") or ""),
+        "probes": _probes(att),
+        "provenance": _provenance(att.provenance),
+        "created": att.created or "",
+        "tool_version": (att.provenance.version if att.provenance else None) or "",
     }
 
 
@@ -416,11 +411,13 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def render_html(att: Mapping[str, Any], repair: Mapping[str, Any] | None = None) -> str:
+def render_html(
+    att: Attestation | Mapping[str, Any], repair: Mapping[str, Any] | None = None
+) -> str:
     """One self-contained HTML page (inline CSS and SVG; no script, no external URL).
 
-    With ``repair`` (the content of ``repair.json``) the page has a before/after section.
+    ``att`` is the typed document or its parsed JSON.  With ``repair`` (the content of ``repair.json``) the page has a before/after section.
     """
     template = _environment().get_template("report.html.j2")
     section = {"summary": repair_summary(repair), "rows": repair_rows(repair)} if repair else None
-    return template.render(**_context(att), repair=section)
+    return template.render(**_context(as_attestation(att)), repair=section)

@@ -13,6 +13,20 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeGuard
 
+from lmassay.attest.document import (
+    KL_DIRECTION,
+    Attestation,
+    CategoryRow,
+    Comparison,
+    Evidence,
+    EvidenceToken,
+    ModelInfo,
+    Summary,
+    Verdict,
+    as_attestation,
+)
+from lmassay.digests import Digest
+
 MISSING = "—"
 FLAG_MARK = "⚑"
 
@@ -23,14 +37,12 @@ VERDICT_TITLES: dict[str, str] = {
     "scored-only": "SCORED ONLY",
 }
 
-#: The per-sample statistic tested -> (label with units, category field holding its value).
-STATISTICS: dict[str, tuple[str, str]] = {
-    "mean_kl": ("mean KL (nats/token)", "mean_kl"),
-    "delta_bpb": ("Δ bits per byte (model − reference)", "delta_bpb"),
-    "bpb": ("bits per byte (model)", "bpb_model"),
+#: The per-sample statistic tested -> its label with units.
+STATISTICS: dict[str, str] = {
+    "mean_kl": "mean KL (nats/token)",
+    "delta_bpb": "Δ bits per byte (model − reference)",
+    "bpb": "bits per byte (model)",
 }
-
-_DEFAULT_STATISTIC = {"kl": "mean_kl", "bpb": "delta_bpb", "none": "bpb"}
 
 # How many evidence tokens (and evidence categories) the terminal summary shows.
 _EVIDENCE_TOKENS = 3
@@ -127,7 +139,9 @@ def fmt_with_ci(value: Any, interval: Any) -> str:
 
 
 def short_digest(digest: Any, length: int = 12) -> str:
-    """``sha256:0123456789ab`` from ``{"algorithm": ..., "value": ...}`` (or a plain string)."""
+    """``sha256:0123456789ab`` from a :class:`Digest`, ``{"algorithm", "value"}`` or a string."""
+    if isinstance(digest, Digest):
+        digest = digest.to_json()
     if isinstance(digest, Mapping):
         algorithm = str(digest.get("algorithm") or "")
         value = str(digest.get("value") or "")
@@ -142,6 +156,8 @@ def short_digest(digest: Any, length: int = 12) -> str:
 
 def full_digest(digest: Any) -> str:
     """``sha256:<full hex>`` (or ``—``)."""
+    if isinstance(digest, Digest):
+        digest = digest.to_json()
     if isinstance(digest, Mapping):
         value = str(digest.get("value") or "")
         algorithm = str(digest.get("algorithm") or "")
@@ -190,33 +206,28 @@ def clip_right(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def statistic_of(att: Mapping[str, Any]) -> str:
-    """The statistic tested (``mean_kl``, ``delta_bpb`` or ``bpb``)."""
-    summary = att.get("summary") or {}
-    stat = summary.get("statistic")
-    if isinstance(stat, str) and stat in STATISTICS:
-        return stat
-    return _DEFAULT_STATISTIC.get(str(att.get("comparison")), "mean_kl")
+def statistic_value(row: CategoryRow, stat: str) -> tuple[float | None, tuple[float, float] | None]:
+    """A category's level of the statistic ``stat`` and its 95% interval (if there is one)."""
+    if stat == "mean_kl":
+        return row.mean_kl, row.mean_kl_ci
+    if stat == "delta_bpb":
+        return row.delta_bpb, None
+    return row.bpb_model, None
 
 
-def top_tokens(entry: Mapping[str, Any], limit: int) -> list[tuple[str, Mapping[str, Any]]]:
+def top_tokens(entry: Evidence, limit: int) -> list[tuple[str, EvidenceToken]]:
     """The ``limit`` largest-KL tokens of one evidence entry as ``(sample id, token)`` pairs.
 
     Ties are broken by sample id and position so that the order is deterministic.
     """
-    found: list[tuple[str, Mapping[str, Any]]] = []
-    for sample in entry.get("samples") or []:
-        for token in sample.get("tokens") or []:
-            found.append((as_text(sample.get("id")), token))
+    found = [(as_text(sample.id), token) for sample in entry.samples for token in sample.tokens]
 
-    def key(item: tuple[str, Mapping[str, Any]]) -> tuple[float, str, int]:
+    def key(item: tuple[str, EvidenceToken]) -> tuple[float, str, int]:
         sample_id, token = item
-        kl = token.get("kl")
-        position = token.get("position")
         return (
-            -float(kl) if is_number(kl) else math.inf,
+            -float(token.kl) if is_number(token.kl) else math.inf,
             sample_id,
-            int(position) if is_number(position) else 0,
+            token.position if token.position is not None else 0,
         )
 
     return sorted(found, key=key)[:limit]
@@ -277,196 +288,182 @@ def _table(headers: list[str], rows: list[list[str]], right: set[int]) -> list[s
     return [line(headers), "|" + "|".join(rule) + "|", *(line(row) for row in rows)]
 
 
-def _model_line(role: str, info: Any) -> str:
-    if not isinstance(info, Mapping):
+def _model_line(role: str, info: ModelInfo | None) -> str:
+    if info is None:
         return f"- {role}: none"
-    details = [short_digest(info.get("digest"))]
-    for key in ("dtype", "device"):
-        if info.get(key):
-            details.append(_md(info[key]))
-    return f"- {role}: {_md(as_text(info.get('name'), MISSING))} ({', '.join(details)})"
+    details = [short_digest(info.digest)]
+    details += [_md(value) for value in (info.dtype, info.device) if value]
+    return f"- {role}: {_md(as_text(info.name, MISSING))} ({', '.join(details)})"
 
 
-def _headline(att: Mapping[str, Any]) -> list[str]:
-    verdict = str(att.get("verdict", ""))
-    title = VERDICT_TITLES.get(verdict, _md(verdict).upper() or MISSING)
-    flagged = [str(name) for name in att.get("flagged") or []]
-    if flagged:
-        title += f" — flagged: {', '.join(_md(name) for name in flagged)}"
-    elif verdict == "scored-only":
+def _headline(att: Attestation) -> list[str]:
+    title = VERDICT_TITLES[att.verdict.value]
+    if att.flagged:
+        title += f" — flagged: {', '.join(_md(name) for name in att.flagged)}"
+    elif att.verdict is Verdict.SCORED_ONLY:
         title += " — model scored alone, no reference"
-    elif verdict == "consistent":
+    elif att.verdict is Verdict.CONSISTENT:
         title += " — no category flagged"
     lines = [f"# lmassay: {title}"]
-    message = (att.get("summary") or {}).get("message")
-    if message:
-        lines += ["", _md(message)]
+    if att.summary.message:
+        lines += ["", _md(att.summary.message)]
     return lines
 
 
-def _overview(att: Mapping[str, Any]) -> list[str]:
-    summary = att.get("summary") or {}
-    probes = att.get("probes") or {}
-    comparison = str(att.get("comparison", MISSING))
-    lines = [_model_line("model", att.get("model"))]
-    if att.get("reference") is not None or comparison != "none":
-        lines.append(_model_line("reference", att.get("reference")))
-    if isinstance(probes, Mapping) and probes:
-        n_categories = len(probes.get("categories") or att.get("categories") or [])
-        lines.append(
-            f"- probes: {_md(probes.get('path', MISSING))} ({short_digest(probes.get('digest'))}), "
-            f"{fmt_num(probes.get('n_samples'))} samples in {n_categories} categories"
-        )
-    if comparison == "kl":
-        how = _md(att.get("kl_direction") or "KL(reference || model), nats/token")
-    elif comparison == "bpb":
-        how = "bits per byte (no token-level KL: different tokenizers, a baseline run or --comparison bpb)"
-    else:
-        how = "model alone (bits per byte across categories; weak evidence)"
-    lines.append(f"- comparison: {_md(comparison)}, {how}")
+_HOW = {
+    Comparison.BPB: "bits per byte (no token-level KL: different tokenizers, a baseline run or "
+    "--comparison bpb)",
+    Comparison.NONE: "model alone (bits per byte across categories; weak evidence)",
+}
+
+
+def _overall(summary: Summary, comparison: Comparison) -> str:
     overall = [
-        f"{fmt_num(summary.get('n_samples'))} samples",
-        f"{fmt_num(summary.get('n_tokens'))} tokens",
-        f"{fmt_num(summary.get('n_bytes'))} bytes",
+        f"{fmt_num(summary.n_samples)} samples",
+        f"{fmt_num(summary.n_tokens)} tokens",
+        f"{fmt_num(summary.n_bytes)} bytes",
     ]
-    if comparison == "none":
-        overall.append(f"ppl {fmt_num(summary.get('ppl_model'))}")
+    if comparison is Comparison.NONE:
+        overall.append(f"ppl {fmt_num(summary.ppl_model)}")
     else:
         overall.append(
-            f"ppl {fmt_num(summary.get('ppl_model'))} model vs "
-            f"{fmt_num(summary.get('ppl_reference'))} reference"
+            f"ppl {fmt_num(summary.ppl_model)} model vs {fmt_num(summary.ppl_reference)} reference"
         )
-    if comparison == "kl":
-        overall.append(f"mean KL {fmt_num(summary.get('mean_kl'))}")
-    if comparison == "none":
-        overall.append(f"bpb {fmt_num(summary.get('bpb_model'))}")
+    if comparison is Comparison.KL:
+        overall.append(f"mean KL {fmt_num(summary.mean_kl)}")
+    if comparison is Comparison.NONE:
+        overall.append(f"bpb {fmt_num(summary.bpb_model)}")
     else:
-        overall.append(f"Δ bpb {fmt_num(summary.get('delta_bpb'), signed=True)}")
-    lines.append(f"- overall: {', '.join(overall)}")
+        overall.append(f"Δ bpb {fmt_num(summary.delta_bpb, signed=True)}")
+    return f"- overall: {', '.join(overall)}"
+
+
+def _overview(att: Attestation) -> list[str]:
+    probes, comparison = att.probes, att.comparison
+    lines = [_model_line("model", att.model)]
+    if att.reference is not None or comparison is not Comparison.NONE:
+        lines.append(_model_line("reference", att.reference))
+    if probes is not None and probes.to_json():
+        n_categories = len(probes.categories or att.categories)
+        lines.append(
+            f"- probes: {_md(as_text(probes.path, MISSING))} ({short_digest(probes.digest)}), "
+            f"{fmt_num(probes.n_samples)} samples in {n_categories} categories"
+        )
+    how = _HOW.get(comparison) or _md(att.kl_direction or KL_DIRECTION)
+    lines.append(f"- comparison: {_md(comparison.value)}, {how}")
+    lines.append(_overall(att.summary, comparison))
     return lines
 
 
-def _flag_mark(category: Mapping[str, Any]) -> str:
-    if category.get("flagged"):
+def _flag_mark(category: CategoryRow) -> str:
+    if category.flagged:
         return FLAG_MARK
-    if category.get("tested") is False:
+    if category.tested is False:
         return "untested"
     return ""
 
 
-Getter = Callable[[Mapping[str, Any]], str]
+Getter = Callable[[Any], str]
 
 
 def _num(key: str, *, signed: bool = False) -> Getter:
-    return lambda record: fmt_num(record.get(key), signed=signed)
+    """The field ``key`` of a category row (or of the summary, for the "(all)" row), formatted."""
+    return lambda record: fmt_num(getattr(record, key, None), signed=signed)
 
 
-def _blank(record: Mapping[str, Any]) -> str:
+def _blank(record: Any) -> str:
     return ""
 
 
 #: Table columns by comparison: (header, value of a category, value of the "(all)" row).
-_TABLE: dict[str, list[tuple[str, Getter, Getter]]] = {
-    "kl": [
+_TABLE: dict[Comparison, list[tuple[str, Getter, Getter]]] = {
+    Comparison.KL: [
         ("ppl model", _num("ppl_model"), _num("ppl_model")),
         ("ppl ref", _num("ppl_reference"), _num("ppl_reference")),
-        (
-            "mean KL [95% CI]",
-            lambda c: fmt_with_ci(c.get("mean_kl"), c.get("mean_kl_ci")),
-            _num("mean_kl"),
-        ),
+        ("mean KL [95% CI]", lambda c: fmt_with_ci(c.mean_kl, c.mean_kl_ci), _num("mean_kl")),
         ("tail KL", _num("tail_kl"), _blank),
         ("Δ bpb", _num("delta_bpb", signed=True), _num("delta_bpb", signed=True)),
     ],
-    "bpb": [
+    Comparison.BPB: [
         ("ppl model", _num("ppl_model"), _num("ppl_model")),
         ("ppl ref", _num("ppl_reference"), _num("ppl_reference")),
         ("bpb model", _num("bpb_model"), _num("bpb_model")),
         ("bpb ref", _num("bpb_reference"), _num("bpb_reference")),
         ("Δ bpb", _num("delta_bpb", signed=True), _num("delta_bpb", signed=True)),
     ],
-    "none": [
+    Comparison.NONE: [
         ("ppl model", _num("ppl_model"), _num("ppl_model")),
         ("bpb", _num("bpb_model"), _num("bpb_model")),
     ],
 }
 
 
-def _category_table(att: Mapping[str, Any]) -> list[str]:
+def _category_table(att: Attestation) -> list[str]:
     columns = [
         ("samples", _num("n_samples"), _num("n_samples")),
         ("tokens", _num("n_tokens"), _num("n_tokens")),
-        *_TABLE.get(str(att.get("comparison")), _TABLE["kl"]),
-        ("q", lambda c: fmt_p(c.get("q_value")), _blank),
+        *_TABLE[att.comparison],
+        ("q", lambda c: fmt_p(c.q_value), _blank),
         ("effect", _num("effect", signed=True), _blank),
     ]
-    summary = att.get("summary") or {}
     rows = [
-        [_cell(as_text(c.get("name"), MISSING)), *(get(c) for _, get, _ in columns), _flag_mark(c)]
-        for c in att.get("categories") or []
+        [_cell(c.name), *(get(c) for _, get, _ in columns), _flag_mark(c)] for c in att.categories
     ]
-    rows.append(["(all)", *(total(summary) for _, _, total in columns), ""])
+    rows.append(["(all)", *(total(att.summary) for _, _, total in columns), ""])
     headers = ["category", *(header for header, _, _ in columns), "flag"]
     return _table(headers, rows, right=set(range(1, len(headers) - 1)))
 
 
-def _rule(att: Mapping[str, Any]) -> list[str]:
-    summary = att.get("summary") or {}
-    label = STATISTICS[statistic_of(att)][0]
+def _rule(att: Attestation) -> list[str]:
+    summary = att.summary
     lines = [
         f"{FLAG_MARK} = flagged: one-sided Mann–Whitney U vs the other categories, "
-        f"Benjamini–Hochberg q below alpha {fmt_param(summary.get('alpha'))}, and effect above "
-        f"the noise floor {fmt_param(summary.get('noise_floor'))} (statistic: {label}; "
-        f"baseline level {fmt_num(summary.get('baseline_level'))})."
+        f"Benjamini–Hochberg q below alpha {fmt_param(summary.alpha)}, and effect above "
+        f"the noise floor {fmt_param(summary.noise_floor)} (statistic: "
+        f"{STATISTICS[att.statistic]}; baseline level {fmt_num(summary.baseline_level)})."
     ]
-    if att.get("verdict") == "different-model":
+    if att.verdict is Verdict.DIFFERENT_MODEL:
         lines.append(
             "Different model: the difference is large everywhere (different-model threshold "
-            f"{fmt_param(summary.get('different_model_threshold'))}), so it is not localised "
+            f"{fmt_param(summary.different_model_threshold)}), so it is not localised "
             "tampering of one category."
         )
     return lines
 
 
-def _warnings(att: Mapping[str, Any]) -> list[str]:
-    warnings = [str(w) for w in att.get("warnings") or []]
-    if not warnings:
+def _warnings(att: Attestation) -> list[str]:
+    if not att.warnings:
         return []
-    return ["**Warnings**", *(f"- {_md(w)}" for w in warnings)]
+    return ["**Warnings**", *(f"- {_md(w)}" for w in att.warnings)]
 
 
-def _token_line(sample_id: str, token: Mapping[str, Any]) -> list[str]:
-    before = clip_left(visible_text(token.get("context_before", "")), _CONTEXT_BEFORE)
-    after = clip_right(visible_text(token.get("context_after", "")), _CONTEXT_AFTER)
-    context = _code(f"{before}⟦{visible_text(token.get('token', ''))}⟧{after}")
+def _token_line(sample_id: str, token: EvidenceToken) -> list[str]:
+    before = clip_left(visible_text(token.context_before), _CONTEXT_BEFORE)
+    after = clip_right(visible_text(token.context_after), _CONTEXT_AFTER)
+    context = _code(f"{before}⟦{visible_text(token.token)}⟧{after}")
     limit = _TOP_PREDICTIONS
-    top_model = ", ".join(f"{t} {p}" for t, p in predictions(token.get("top_model"), limit))
-    top_ref = ", ".join(f"{t} {p}" for t, p in predictions(token.get("top_reference"), limit))
+    top_model = ", ".join(f"{t} {p}" for t, p in predictions(token.top_model, limit))
+    top_ref = ", ".join(f"{t} {p}" for t, p in predictions(token.top_reference, limit))
     return [
-        f"- KL {fmt_num(token.get('kl'))} {_code(show_token(token.get('token', '')))} "
-        f"({_md(sample_id)}): {context}",
+        f"- KL {fmt_num(token.kl)} {_code(show_token(token.token))} ({_md(sample_id)}): {context}",
         f"  model top: {top_model or MISSING}; reference top: {top_ref or MISSING}",
     ]
 
 
-def _evidence(att: Mapping[str, Any]) -> list[str]:
-    entries: list[Mapping[str, Any]] = [e for e in att.get("evidence") or [] if e]
-    if not entries:
-        return []
-    flagged = {str(name) for name in att.get("flagged") or []}
+def _evidence(att: Attestation) -> list[str]:
+    entries = att.evidence
     lines: list[str] = []
     for entry in entries[:_EVIDENCE_CATEGORIES]:
-        name = as_text(entry.get("category"), MISSING)
-        if name in flagged:
+        name = entry.category
+        if name in att.flagged:
             lines += ["", f"## Evidence: {_md(name)} (flagged)"]
         else:
             lines += ["", f"## Largest differences: {_md(name)} (not flagged)"]
         tokens = top_tokens(entry, _EVIDENCE_TOKENS if len(entries) == 1 else 2)
-        if tokens:
-            for sample_id, token in tokens:
-                lines += _token_line(sample_id, token)
-        else:
-            samples = [as_text(s.get("id")) for s in entry.get("samples") or []]
+        for sample_id, token in tokens:
+            lines += _token_line(sample_id, token)
+        if not tokens:
+            samples = [as_text(s.id) for s in entry.samples]
             listed = ", ".join(_md(s) for s in samples[:5]) or MISSING
             lines.append(f"- no token-level evidence (no shared tokenizer); samples: {listed}")
     if len(entries) > _EVIDENCE_CATEGORIES:
@@ -474,20 +471,24 @@ def _evidence(att: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def render_markdown(att: Mapping[str, Any], repair: Mapping[str, Any] | None = None) -> str:
+def render_markdown(
+    att: Attestation | Mapping[str, Any], repair: Mapping[str, Any] | None = None
+) -> str:
     """The markdown summary of an attestation (the text printed after ``lmassay attest``).
 
-    Deterministic: the same attestation always gives the same text.  Null numbers show as ``—``.
-    With ``repair`` (the content of ``repair.json``) a before/after section follows the headline.
+    ``att`` is the typed document or its parsed JSON.  Deterministic: the same attestation always
+    gives the same text.  Null numbers show as ``—``.  With ``repair`` (the content of
+    ``repair.json``) a before/after section follows the headline.
     """
     from lmassay.report.repair_section import repair_markdown
 
-    lines = [*_headline(att), ""]
+    doc = as_attestation(att)
+    lines = [*_headline(doc), ""]
     if repair:
         lines += [*repair_markdown(repair), ""]
-    lines += [*_overview(att), "", *_category_table(att), "", *_rule(att)]
-    warnings = _warnings(att)
+    lines += [*_overview(doc), "", *_category_table(doc), "", *_rule(doc)]
+    warnings = _warnings(doc)
     if warnings:
         lines += ["", *warnings]
-    lines += _evidence(att)
+    lines += _evidence(doc)
     return "\n".join(line.rstrip() for line in lines) + "\n"

@@ -15,7 +15,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from lmassay.report.markdown import STATISTICS, as_text, is_number, statistic_of
+from lmassay.attest.document import Attestation, CategoryRow, as_attestation
+from lmassay.report.markdown import STATISTICS, is_number, statistic_value
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -100,15 +101,62 @@ def _use_log(values: Sequence[float]) -> bool:
     return max(positive) / min(positive) > 20
 
 
-def _color(category: Mapping[str, Any]) -> str:
-    if category.get("flagged"):
+def _color(category: CategoryRow) -> str:
+    if category.flagged:
         return FLAGGED
-    if category.get("tested") is False:
+    if category.tested is False:
         return UNTESTED
     return PASSED
 
 
-def statistic_plot(att: Mapping[str, Any]) -> str | None:
+def _style_rows(ax: Axes, categories: Sequence[CategoryRow]) -> None:
+    _style_axes(ax, [c.name for c in categories], [bool(c.flagged) for c in categories])
+
+
+Interval = tuple[float, float] | None
+
+
+def _levels(att: Attestation) -> list[tuple[CategoryRow, float, Interval]]:
+    """The categories with a level of the tested statistic: (row, level, interval around it)."""
+    out: list[tuple[CategoryRow, float, Interval]] = []
+    for c in att.categories:
+        value, ci = statistic_value(c, att.statistic)
+        if not is_number(value):
+            continue
+        interval = None
+        if ci is not None and all(is_number(v) for v in ci):
+            interval = (min(float(ci[0]), value), max(float(ci[1]), value))
+        out.append((c, float(value), interval))
+    return out
+
+
+def _draw_levels(ax: Axes, levels: Sequence[tuple[CategoryRow, float, Interval]]) -> None:
+    """One point per category, with its interval, coloured and labelled by its flag."""
+    drawn: set[str] = set()
+    for y, (c, value, interval) in enumerate(levels):
+        color = _color(c)
+        kind = (
+            "flagged"
+            if color == FLAGGED
+            else ("not tested" if color == UNTESTED else "not flagged")
+        )
+        xerr = None if interval is None else [[value - interval[0]], [interval[1] - value]]
+        ax.errorbar(
+            [value],
+            [y],
+            xerr=xerr,
+            fmt="o",
+            color=color,
+            ecolor=color,
+            elinewidth=1.4,
+            capsize=2.5,
+            markersize=5,
+            label=None if kind in drawn else kind,
+        )
+        drawn.add(kind)
+
+
+def statistic_plot(att: Attestation | Mapping[str, Any]) -> str | None:
     """Per-category level of the tested statistic with its 95% bootstrap interval.
 
     Flagged categories are red; the dashed line is the baseline level (median over tested
@@ -117,53 +165,20 @@ def statistic_plot(att: Mapping[str, Any]) -> str | None:
     """
     import matplotlib
 
-    stat = statistic_of(att)
-    label, field = STATISTICS[stat]
-    categories = [c for c in att.get("categories") or [] if is_number(c.get(field))]
-    if not categories:
+    doc = as_attestation(att)
+    label = STATISTICS[doc.statistic]
+    levels = _levels(doc)
+    if not levels:
         return None
-    summary = att.get("summary") or {}
-    values = [float(c[field]) for c in categories]
-    intervals: list[tuple[float, float] | None] = []
-    for c, value in zip(categories, values, strict=True):
-        ci = c.get(f"{field}_ci")
-        if isinstance(ci, Sequence) and len(ci) == 2 and all(is_number(v) for v in ci):
-            intervals.append((min(float(ci[0]), value), max(float(ci[1]), value)))
-        else:
-            intervals.append(None)
-    extent = values + [v for iv in intervals if iv for v in iv]
-    baseline = summary.get("baseline_level")
-    noise = summary.get("noise_floor")
+    extent = [v for _, v, _ in levels] + [v for _, _, iv in levels if iv for v in iv]
+    baseline, noise = doc.summary.baseline_level, doc.summary.noise_floor
     threshold = float(baseline) + float(noise) if is_number(baseline) and is_number(noise) else None
     log = _use_log(extent + ([threshold] if threshold is not None else []))
 
     with matplotlib.rc_context(_RC):
-        fig = _new_figure(len(categories))
+        fig = _new_figure(len(levels))
         ax = fig.add_subplot()
-        drawn: set[str] = set()
-        for y, (c, value, interval) in enumerate(zip(categories, values, intervals, strict=True)):
-            color = _color(c)
-            kind = (
-                "flagged"
-                if color == FLAGGED
-                else ("not tested" if color == UNTESTED else "not flagged")
-            )
-            xerr = None
-            if interval is not None:
-                xerr = [[value - interval[0]], [interval[1] - value]]
-            ax.errorbar(
-                [value],
-                [y],
-                xerr=xerr,
-                fmt="o",
-                color=color,
-                ecolor=color,
-                elinewidth=1.4,
-                capsize=2.5,
-                markersize=5,
-                label=None if kind in drawn else kind,
-            )
-            drawn.add(kind)
+        _draw_levels(ax, levels)
         if is_number(baseline):
             ax.axvline(
                 float(baseline),
@@ -180,91 +195,90 @@ def statistic_plot(att: Mapping[str, Any]) -> str | None:
                 linewidth=1.3,
                 label="baseline + noise floor",
             )
-        if stat == "delta_bpb":
+        if doc.statistic == "delta_bpb":
             ax.axvline(0.0, color="#111827", linewidth=0.6)
         if log:
             ax.set_xscale("log")
-        _style_axes(
-            ax,
-            [as_text(c.get("name")) for c in categories],
-            [bool(c.get("flagged")) for c in categories],
-        )
+        _style_rows(ax, [c for c, _, _ in levels])
         ax.set_xlabel(label + (" — log scale" if log else ""))
-        interval_note = " with 95% bootstrap interval" if any(intervals) else ""
+        interval_note = " with 95% bootstrap interval" if any(iv for _, _, iv in levels) else ""
         ax.set_title(f"Per-category {label}{interval_note}", loc="left")
         fig.legend(loc="outside lower center", ncol=5, fontsize=8, handlelength=1.6)
         return _to_svg(fig, "stat", f"Per-category {label}")
 
 
-def perplexity_plot(att: Mapping[str, Any]) -> str | None:
+def _draw_perplexity_intervals(ax: Axes, categories: Sequence[CategoryRow]) -> None:
+    """95% bootstrap intervals: the model's drawn above each row, the reference's below."""
+    for y, c in enumerate(categories):
+        for ci, offset, colour in (
+            (c.ppl_model_ci, -0.2, _color(c)),
+            (c.ppl_reference_ci, 0.2, REFERENCE),
+        ):
+            if ci is not None and all(is_number(v) for v in ci):
+                ax.errorbar(
+                    [(float(ci[0]) + float(ci[1])) / 2],
+                    [y + offset],
+                    xerr=[[(float(ci[1]) - float(ci[0])) / 2]],
+                    fmt="none",
+                    ecolor=colour,
+                    elinewidth=1.0,
+                    capsize=2,
+                    zorder=2,
+                )
+
+
+def _draw_perplexities(
+    ax: Axes, categories: Sequence[CategoryRow], model: list[float], reference: list[float | None]
+) -> None:
+    """Model points (filled, joined to the reference's) and reference points (hollow)."""
+    for y, (c, m, r) in enumerate(zip(categories, model, reference, strict=True)):
+        if r is not None:
+            ax.plot([r, m], [y, y], color=GRID, linewidth=3, solid_capstyle="round", zorder=1)
+        ax.plot(
+            [m],
+            [y],
+            "o",
+            color=_color(c),
+            markersize=5.5,
+            zorder=3,
+            label="model" if y == 0 else None,
+        )
+    _draw_perplexity_intervals(ax, categories)
+    ref_points = [(r, y) for y, r in enumerate(reference) if r is not None]
+    if ref_points:
+        ax.plot(
+            [r for r, _ in ref_points],
+            [y for _, y in ref_points],
+            "o",
+            markerfacecolor="white",
+            markeredgecolor=REFERENCE,
+            markeredgewidth=1.3,
+            markersize=5.5,
+            linestyle="none",
+            zorder=2,
+            label="reference",
+        )
+
+
+def perplexity_plot(att: Attestation | Mapping[str, Any]) -> str | None:
     """Token-weighted perplexity per category: model (filled) and reference (hollow), joined."""
     import matplotlib
 
-    categories = [c for c in att.get("categories") or [] if is_number(c.get("ppl_model"))]
+    categories = [c for c in as_attestation(att).categories if is_number(c.ppl_model)]
     if not categories:
         return None
-    model = [float(c["ppl_model"]) for c in categories]
-    reference = [
-        float(c["ppl_reference"]) if is_number(c.get("ppl_reference")) else None for c in categories
-    ]
+    model = [float(c.ppl_model) for c in categories if c.ppl_model is not None]
+    reference = [float(c.ppl_reference) if is_number(c.ppl_reference) else None for c in categories]
     has_reference = any(r is not None for r in reference)
     log = _use_log(model + [r for r in reference if r is not None])
 
     with matplotlib.rc_context(_RC):
         fig = _new_figure(len(categories))
         ax = fig.add_subplot()
-        for y, (c, m, r) in enumerate(zip(categories, model, reference, strict=True)):
-            if r is not None:
-                ax.plot([r, m], [y, y], color=GRID, linewidth=3, solid_capstyle="round", zorder=1)
-            ax.plot(
-                [m],
-                [y],
-                "o",
-                color=_color(c),
-                markersize=5.5,
-                zorder=3,
-                label="model" if y == 0 else None,
-            )
-        for y, c in enumerate(
-            categories
-        ):  # 95% bootstrap intervals: model's drawn above the row, reference's below
-            for key, offset, colour in (
-                ("ppl_model_ci", -0.2, _color(c)),
-                ("ppl_reference_ci", 0.2, REFERENCE),
-            ):
-                ci = c.get(key)
-                if isinstance(ci, list) and len(ci) == 2 and all(is_number(v) for v in ci):
-                    ax.errorbar(
-                        [(float(ci[0]) + float(ci[1])) / 2],
-                        [y + offset],
-                        xerr=[[(float(ci[1]) - float(ci[0])) / 2]],
-                        fmt="none",
-                        ecolor=colour,
-                        elinewidth=1.0,
-                        capsize=2,
-                        zorder=2,
-                    )
-        ref_points = [(r, y) for y, r in enumerate(reference) if r is not None]
-        if ref_points:
-            ax.plot(
-                [r for r, _ in ref_points],
-                [y for _, y in ref_points],
-                "o",
-                markerfacecolor="white",
-                markeredgecolor=REFERENCE,
-                markeredgewidth=1.3,
-                markersize=5.5,
-                linestyle="none",
-                zorder=2,
-                label="reference",
-            )
+        _draw_perplexities(ax, categories, model, reference)
         if log:
             ax.set_xscale("log")
-        _style_axes(
-            ax,
-            [as_text(c.get("name")) for c in categories],
-            [bool(c.get("flagged")) for c in categories],
-        )
+        _style_rows(ax, categories)
         ax.set_xlabel(
             "perplexity, token-weighted, with 95% bootstrap intervals"
             + (" — log scale" if log else "")
@@ -279,20 +293,22 @@ def perplexity_plot(att: Mapping[str, Any]) -> str | None:
         return _to_svg(fig, "ppl", title)
 
 
-def distribution_plot(att: Mapping[str, Any]) -> str | None:
+def distribution_plot(att: Attestation | Mapping[str, Any]) -> str | None:
     """Per-sample statistic per category from its 21 quantiles: 5–95% whiskers, 25–75% box, median.
 
     The minimum and maximum are small ticks at the whisker ends' outside.
     """
     import matplotlib
 
-    stat = statistic_of(att)
-    label = STATISTICS[stat][0]
-    rows: list[tuple[Mapping[str, Any], list[float]]] = []
-    for c in att.get("categories") or []:
-        q = c.get("distribution")
-        if isinstance(q, Sequence) and len(q) == 21 and all(is_number(v) for v in q):
-            rows.append((c, [float(v) for v in q]))
+    doc = as_attestation(att)
+    label = STATISTICS[doc.statistic]
+    rows = [
+        (c, [float(v) for v in c.distribution])
+        for c in doc.categories
+        if c.distribution is not None
+        and len(c.distribution) == 21
+        and all(is_number(v) for v in c.distribution)
+    ]
     if not rows:
         return None
     log = _use_log([v for _, q in rows for v in q])
@@ -316,12 +332,11 @@ def distribution_plot(att: Mapping[str, Any]) -> str | None:
             )
             ax.vlines(q[10], y - 0.3, y + 0.3, color=color, linewidth=2, zorder=4)
             ax.plot([q[0], q[20]], [y, y], "|", color=color, markersize=5, zorder=2, alpha=0.7)
-        if stat == "delta_bpb":
+        if doc.statistic == "delta_bpb":
             ax.axvline(0.0, color="#111827", linewidth=0.6)
         if log:
             ax.set_xscale("log")
-        names = [as_text(c.get("name")) for c, _ in rows]
-        _style_axes(ax, names, [bool(c.get("flagged")) for c, _ in rows])
+        _style_rows(ax, [c for c, _ in rows])
         ax.set_xlabel(f"per-sample {label}" + (" — log scale" if log else ""))
         ax.set_title(
             "Distribution over samples (box 25–75%, whiskers 5–95%, | min and max)", loc="left"
@@ -329,12 +344,13 @@ def distribution_plot(att: Mapping[str, Any]) -> str | None:
         return _to_svg(fig, "dist", f"Distribution of the per-sample {label}")
 
 
-def render_plots(att: Mapping[str, Any]) -> dict[str, str]:
+def render_plots(att: Attestation | Mapping[str, Any]) -> dict[str, str]:
     """All figures that have data, keyed ``statistic``, ``perplexity`` and ``distribution``."""
+    doc = as_attestation(att)
     figures = {
-        "statistic": statistic_plot(att),
-        "perplexity": perplexity_plot(att),
-        "distribution": distribution_plot(att),
+        "statistic": statistic_plot(doc),
+        "perplexity": perplexity_plot(doc),
+        "distribution": distribution_plot(doc),
     }
     return {key: svg for key, svg in figures.items() if svg is not None}
 
