@@ -109,6 +109,42 @@ def test_history_of_a_folder_by_path_and_digest(tmp_path):
     assert not (tmp_path / "env-registry.sqlite").exists()
 
 
+def test_history_finds_rows_by_the_legacy_tree_digest(tmp_path):
+    """Rows written by lmassay 0.1 name a model by attestation.json's tree digest."""
+    from lmassay.digests import digest_tree, model_identity
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}", encoding="utf-8")
+    (folder / ".hidden").write_text("not in the tree digest", encoding="utf-8")
+    registry = tmp_path / "r.sqlite"
+    tree = str(digest_tree(folder))
+    Registry(registry).record(RegistryEvent(action="attest", path="/elsewhere", tree_digest=tree))
+    events, root = history(str(folder), registry)
+    assert [e.tree_digest for e in events] == [tree]
+    assert root == str(model_identity(folder).root) != tree
+
+
+def test_record_attestation_without_signing(tmp_path):
+    from lmassay.sealing.registry import record_attestation
+
+    att = {
+        "verdict": "consistent",
+        "flagged": [],
+        "comparison": "kl",
+        "model": {"name": "org/model", "digest": {"algorithm": "sha256", "value": "cd" * 32}},
+        "probes": {"digest": {"algorithm": "sha256", "value": "ef" * 32}},
+    }
+    registry = tmp_path / "r.sqlite"
+    done = record_attestation(att, tmp_path / "run", "org/model", registry=registry)
+    assert done.statement is None and done.warning is None
+    (event,) = Registry(registry).events()
+    assert event.action == "attest" and event.digest == "sha256:" + "cd" * 32
+    assert event.path == "org/model" and event.details["probes"] == "ef" * 32
+    done = record_attestation(att, tmp_path / "run", "org/model", registry=tmp_path)
+    assert done.warning and "not recorded" in done.warning
+
+
 def test_unusable_registry_is_a_warning_not_a_failure(tmp_path):
     row, warning = record_event(RegistryEvent(action="seal"), tmp_path)  # a folder
     assert row is None and warning and "folder" in warning

@@ -129,17 +129,54 @@ def test_lmassay_seal_verifies_with_model_signing(sharded_model, keys, tmp_path)
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Verification succeeded" in proc.stdout
-    # the tensor digests are inside the signed payload, one per tensor of every shard
+    # model.sig is model_signing's own statement; the tensor digests are signed beside it, about
+    # the same root digest, one per tensor of every shard
     statement = decode_bundle_statement(signature)
-    tensors = statement["predicate"]["lmassay"]["tensors"]
+    assert set(statement["predicate"]) == {"serialization", "resources"}
+    assert {"model.sig", "model.tensors.sig"} <= set(
+        statement["predicate"]["serialization"]["ignore_paths"]
+    )
+    tensor_statement = decode_bundle_statement(folder / "model.tensors.sig")
+    assert tensor_statement["predicateType"] == "https://lmassay.dev/tensors/v1"
+    assert tensor_statement["subject"] == statement["subject"]
+    tensors = tensor_statement["predicate"]["tensors"]
     expected = sum(
         len([k for k in read_safetensors_header(folder / s)[0] if k != "__metadata__"])
         for s in shard_names(folder)
     )
     assert len(tensors) == expected > 0
-    assert "model.sig" in statement["predicate"]["serialization"]["ignore_paths"]
+    assert all(isinstance(n, int) for t in tensors for n in t["shape"])
     checked = verify(folder, signature, keys.public_key)
     assert checked.valid and checked.tensor_detail and checked.signer == keys.fingerprint
+    assert checked.actual_root.value == statement["subject"][0]["digest"]["sha256"]
+    # --no-tensors: no tensor statement, and a stale one is removed
+    assert invoke("seal", folder, "--key", keys.private_key, "--no-tensors", "-q").exit_code == 0
+    assert not (folder / "model.tensors.sig").exists()
+    checked = verify(folder, signature, keys.public_key)
+    assert checked.valid and not checked.tensor_detail
+
+
+def test_tensor_statement_is_used_only_when_it_vouches_for_this_seal(sealed_copy, keys, tmp_path):
+    folder, signature = sealed_copy
+    sidecar = tmp_path / "model.tensors.sig"
+    first = folder / shard_names(folder)[0]
+    flip_byte(first, first.stat().st_size - 2)
+    assert verify(folder, signature, keys.public_key).diff.changed_tensors
+    # the same tensors signed by another key: ignored, with a note, and only files are named
+    other = generate_keypair(tmp_path / "other.pem")
+    from lmassay.sealing.tensor_statement import write_tensor_statement
+
+    manifest = build_manifest(fresh_copy(folder, tmp_path / "copy"))
+    write_tensor_statement(sidecar, manifest, other.private_key)
+    checked = verify(folder, signature, keys.public_key)
+    assert checked.signature_valid and not checked.valid and checked.diff.changed == [first.name]
+    assert checked.diff.changed_tensors == [] and not checked.tensor_detail
+    assert any("model.tensors.sig is ignored (Key mismatch" in n for n in checked.notes)
+    # signed by the right key but about other files (another root digest): ignored as well
+    write_tensor_statement(sidecar, manifest, keys.private_key)
+    checked = verify(folder, signature, keys.public_key)
+    assert any("not about this seal's root digest" in n for n in checked.notes)
+    assert checked.diff.changed_tensors == []
 
 
 def test_model_signing_signature_verifies_with_lmassay(sharded_model, keys, tmp_path):
@@ -176,6 +213,43 @@ def test_single_file_dataset_round_trip(keys, tmp_path):
     data.write_text('{"text": "b", "category": "x"}\n', encoding="utf-8")
     checked = verify(data, sealed.signature, keys.public_key)
     assert not checked.valid and checked.diff.changed == ["."]
+
+
+def test_model_signing_v02_bundle_still_verifies(keys, tmp_path):
+    """model_signing 0.2's format: files as the statement's subjects, signed over its buggy PAE."""
+    import base64
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from lmassay.sealing.dsse import IN_TOTO_PAYLOAD_TYPE, IN_TOTO_STATEMENT, key_hint, pae_v02
+    from lmassay.sealing.keys import load_private_key
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for name in ("config.json", "weights.bin"):
+        (folder / name).write_text(name, encoding="utf-8")
+    subjects = [
+        {"name": n, "digest": {"sha256": hashlib.sha256(n.encode()).hexdigest()}}
+        for n in ("config.json", "weights.bin")
+    ]
+    payload = json.dumps(
+        {"_type": IN_TOTO_STATEMENT, "subject": subjects, "predicate": {},
+         "predicateType": "https://model_signing/Digests/v0.1"}
+    ).encode()  # fmt: skip
+    key = load_private_key(keys.private_key)
+    raw = key.sign(pae_v02(IN_TOTO_PAYLOAD_TYPE, payload), ec.ECDSA(hashes.SHA256()))
+    envelope = {"payload": base64.b64encode(payload).decode(), "payloadType": IN_TOTO_PAYLOAD_TYPE,
+                "signatures": [{"sig": base64.b64encode(raw).decode(), "keyid": ""}]}  # fmt: skip
+    signature = tmp_path / "old.sig"
+    signature.write_text(json.dumps({
+        "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json", "dsseEnvelope": envelope,
+        "verificationMaterial": {"publicKey": {"hint": key_hint(key.public_key())}},
+    }))  # fmt: skip
+    assert verify(folder, signature, keys.public_key).valid
+    (folder / "weights.bin").write_text("changed", encoding="utf-8")
+    checked = verify(folder, signature, keys.public_key)
+    assert checked.signature_valid and checked.diff.changed == ["weights.bin"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -279,16 +353,40 @@ def test_wrong_key_is_invalid_and_bad_input_is_exit_2(sealed_copy, keys, tmp_pat
 # ------------------------------------------------------------------------------------------------
 
 
-def _attestation_for(folder: Path, run: Path) -> Path:
-    """A stored attestation.json re-pointed at ``folder`` (as lmassay attest would describe it)."""
-    from lmassay.digests import list_files
+def _attestation_for(folder: Path, run: Path, *, legacy: bool = False) -> Path:
+    """A stored attestation.json re-pointed at ``folder`` (as lmassay attest would describe it);
+    ``legacy``: as lmassay 0.1 wrote it, with the tree digest over the non-hidden files."""
+    from lmassay.digests import list_files, model_identity
 
     att = json.loads((DATA / "attestation_tampered.json").read_text(encoding="utf-8"))
-    files = list_files(folder)
-    att["model"].update(path=str(folder), files=files, digest=digest_tree(folder, files).to_json())
+    if legacy:
+        files = list_files(folder)
+        digest = digest_tree(folder, files)
+    else:
+        identity = model_identity(folder)
+        files, digest = identity.names, identity.root
+    att["model"].update(path=str(folder), files=files, digest=digest.to_json())
     run.mkdir(parents=True, exist_ok=True)
     (run / "attestation.json").write_text(json.dumps(att), encoding="utf-8")
     return run / "attestation.json"
+
+
+def test_attestation_from_lmassay_0_1_still_signs(sharded_model, keys, tmp_path):
+    """An older attestation.json records the legacy tree digest: recognised over its files."""
+    folder = fresh_copy(sharded_model, tmp_path)
+    att_file = _attestation_for(folder, tmp_path / "run", legacy=True)
+    signed = sign_attestation(att_file, folder, keys.private_key)
+    statement = decode_bundle_statement(signed.signature)
+    model = statement["predicate"]["model"]
+    assert model["attested_digest"]["value"] == digest_tree(folder).value
+    assert model["manifest_digest"]["value"] == statement["subject"][0]["digest"]["sha256"]
+    assert verify(folder, signed.signature, keys.public_key).valid
+    (folder / "README.md").write_text("other\n", encoding="utf-8")
+    with pytest.raises(InputError, match="not the model this attestation is about"):
+        sign_attestation(att_file, folder, keys.private_key)
+    (folder / "README.md").unlink()
+    with pytest.raises(InputError, match=r"lacks files the attestation read: README\.md"):
+        sign_attestation(att_file, folder, keys.private_key)
 
 
 def test_attestation_statement_names_exactly_these_weights(sharded_model, keys, tmp_path):
@@ -312,6 +410,7 @@ def test_attestation_statement_names_exactly_these_weights(sharded_model, keys, 
     )
     assert predicate["probes"]["digest"]["value"].startswith("e5a7")
     assert predicate["tool"]["name"] == "lmassay"
+    assert predicate["model"]["attested_digest"] == predicate["model"]["manifest_digest"]
     result = invoke(
         "verify", folder, "--signature", statement_path, "--public-key", keys.public_key
     )
@@ -401,7 +500,7 @@ def test_manifest_golden(kind, tmp_path):
     else:
         target = tmp_path / "data.jsonl"
         target.write_text('{"text": "hello", "category": "greeting"}\n', encoding="utf-8")
-    manifest, _ = build_manifest(target)
+    manifest = build_manifest(target)
     got = json.dumps(manifest.to_json(), indent=2, sort_keys=True) + "\n"
     path = GOLDEN / f"manifest_{kind}.json"
     if REGEN:

@@ -20,6 +20,30 @@ _Registry = Annotated[Path | None, typer.Option("--registry", help=_REGISTRY_HEL
 _NoRecord = Annotated[
     bool, typer.Option("--no-record", help="Do not record this command in the registry.")
 ]
+_Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+_SealOut = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Signature file (default: PATH/model.sig for a folder, PATH.sig for a file, "
+        "RUN/attestation.sig for an attestation); tensor digests go beside it (*.tensors.sig).",
+    ),
+]
+_AttestedModel = Annotated[
+    Path | None,
+    typer.Option(
+        help="For an attestation.json: the attested model folder (default: recorded path)."
+    ),
+]
+_AsFile = Annotated[
+    bool,
+    typer.Option("--as-file", help="Seal an attestation.json as a plain file, not a statement."),
+]
+_NoTensors = Annotated[bool, typer.Option("--no-tensors", help="Do not record per-tensor digests.")]
+_ManifestOut = Annotated[
+    Path | None, typer.Option(help="Also write lmassay's manifest (JSON) here.")
+]
 
 
 def _record(event: Any, registry: Path | None, no_record: bool) -> None:
@@ -43,17 +67,23 @@ def check_attest_signing(model: str, sign: Path | None) -> None:
 
 def finish_attest(result: Any, model: str, sign: Path | None, registry: Path | None) -> None:
     """After ``attest``: the signed statement (``--sign``) and the registry row (a failure warns)."""
-    from lmassay.sealing.registry import attest_event
+    from lmassay.sealing.registry import record_attestation
 
     run_dir = result.paths["attestation"].parent
-    statement = None
-    if sign is not None:
-        from lmassay.sealing.statement import sign_attestation
-
-        statement = run_command("attest", sign_attestation, run_dir, model, sign)
-        typer.echo(f"signed statement: {statement.signature} (signer {statement.signer})", err=True)
-    event = run_command("attest", attest_event, result.attestation, model, statement, run_dir)
-    _record(event, registry, no_record=False)
+    done = run_command(
+        "attest",
+        record_attestation,
+        result.attestation,
+        run_dir,
+        model,
+        sign=sign,
+        registry=registry,
+    )
+    if done.statement is not None:
+        signed = done.statement
+        typer.echo(f"signed statement: {signed.signature} (signer {signed.signer})", err=True)
+    if done.warning:
+        typer.echo(f"warning: {done.warning}", err=True)
 
 
 @app.command()
@@ -84,36 +114,14 @@ def seal(
         Path, typer.Argument(help="Model folder, dataset folder or file, or an attestation.json.")
     ],
     key: Annotated[Path, typer.Option("--key", "-k", help="Private key (PEM) to sign with.")],
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            "--out",
-            "-o",
-            help="Signature file (default: PATH/model.sig for a folder, PATH.sig for a file, "
-            "RUN/attestation.sig for an attestation).",
-        ),
-    ] = None,
-    model: Annotated[
-        Path | None,
-        typer.Option(
-            help="For an attestation.json: the attested model folder (default: recorded path)."
-        ),
-    ] = None,
-    as_file: Annotated[
-        bool,
-        typer.Option(
-            "--as-file", help="Seal an attestation.json as a plain file, not a statement."
-        ),
-    ] = False,
-    no_tensors: Annotated[
-        bool, typer.Option("--no-tensors", help="Do not record per-tensor digests.")
-    ] = False,
-    manifest: Annotated[
-        Path | None, typer.Option(help="Also write lmassay's manifest (JSON) here.")
-    ] = None,
+    out: _SealOut = None,
+    model: _AttestedModel = None,
+    as_file: _AsFile = False,
+    no_tensors: _NoTensors = False,
+    manifest: _ManifestOut = None,
     registry: _Registry = None,
     no_record: _NoRecord = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    quiet: _Quiet = False,
 ) -> None:
     """Sign a manifest of a model folder, a dataset or a file (OpenSSF model-signing format).
 
@@ -122,12 +130,12 @@ def seal(
 
     Examples:
 
-        lmassay seal ./my-model --key lab.pem                 # writes ./my-model/model.sig
+        lmassay seal ./my-model --key lab.pem   # writes model.sig and model.tensors.sig there
         lmassay seal runs/suspect/attestation.json --key lab.pem --model ./suspect
     """
     from lmassay._atomic import atomic_write_json
     from lmassay.progress import cli_progress
-    from lmassay.sealing.registry import RegistryEvent
+    from lmassay.sealing.registry import seal_event
     from lmassay.sealing.signing import seal as seal_path
     from lmassay.sealing.statement import is_attestation_file, sign_attestation
 
@@ -143,6 +151,11 @@ def seal(
             )
     if manifest is not None:
         run_command("seal", atomic_write_json, manifest, result.manifest.to_json())
+    _print_seal(result)
+    _record(seal_event(result), registry, no_record)
+
+
+def _print_seal(result: Any) -> None:
     n_files = len(result.manifest.files)
     n_tensors = "no" if result.manifest.tensors is None else len(result.manifest.tensors)
     what = "attestation statement for" if result.kind == "attestation" else "sealed"
@@ -151,19 +164,6 @@ def seal(
     )
     typer.echo(f"root digest: {result.manifest.root}\nsigner:      {result.signer}")
     typer.echo(f"signature:   {result.signature}")
-    _record(
-        RegistryEvent(
-            action="seal",
-            path=str(result.path.resolve()),
-            digest=str(result.manifest.root),
-            signer=result.signer,
-            verdict="sealed",
-            signature=str(result.signature.resolve()),
-            details={"kind": result.kind, "n_files": len(result.manifest.files)},
-        ),
-        registry,
-        no_record,
-    )
 
 
 @app.command()
@@ -180,7 +180,7 @@ def verify(
     ] = None,
     registry: _Registry = None,
     no_record: _NoRecord = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    quiet: _Quiet = False,
 ) -> None:
     """Check a signature and re-hash: exit 0 valid, 1 invalid (lists what changed), 2 unusable input.
 
@@ -194,7 +194,7 @@ def verify(
     """
     from lmassay._atomic import atomic_write_json
     from lmassay.progress import cli_progress
-    from lmassay.sealing.registry import RegistryEvent
+    from lmassay.sealing.registry import verify_event
     from lmassay.sealing.verifying import verify as verify_path
 
     with cli_progress(quiet) as progress:
@@ -202,22 +202,7 @@ def verify(
     if json_out is not None:
         run_command("verify", atomic_write_json, json_out, result.to_json())
     _print_verify(result)
-    details: dict[str, Any] = {"kind": result.kind, "reason": result.reason}
-    if result.diff is not None:
-        details["diff"] = result.diff.to_json()
-    _record(
-        RegistryEvent(
-            action="verify",
-            path=str(path.resolve()),
-            digest=str(result.actual_root) if result.actual_root else None,
-            signer=result.signer,
-            verdict=result.verdict,
-            signature=str(signature.resolve()),
-            details=details,
-        ),
-        registry,
-        no_record,
-    )
+    _record(verify_event(result), registry, no_record)
     raise typer.Exit(EXIT_OK if result.valid else EXIT_FLAGGED)
 
 
@@ -266,7 +251,7 @@ def diff(
     lowrank_q: Annotated[
         int, typer.Option(help="Singular values the randomized SVD estimates.")
     ] = 64,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    quiet: _Quiet = False,
 ) -> None:
     """Per-tensor weight change of MODEL against BASE: relative change and effective rank of ΔW.
 

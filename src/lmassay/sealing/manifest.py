@@ -12,7 +12,8 @@ digests and the root agree with what ``model_signing sign`` writes for the same 
 
 lmassay adds a digest per tensor of every ``.safetensors`` file: SHA-256 of the tensor's raw bytes as
 stored (the header names the dtype, the shape and the byte range).  They let a verifier name the
-tensor that changed inside a changed file.
+tensor that changed inside a changed file.  A signed manifest is read back from a statement's
+predicate by :func:`manifest_from_predicate` (model_signing's ``serialization`` and ``resources``).
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ import json
 import os
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from lmassay.digests import Digest
+from lmassay.digests import SIGNATURE_FILES, Digest, ModelIdentity, root_digest
 from lmassay.errors import InputError
 from lmassay.progress import NullProgress, Progress
 
@@ -112,14 +113,6 @@ class Manifest:
         }
 
 
-def root_digest(file_digests: Iterable[tuple[str, str]]) -> Digest:
-    """model_signing's root: SHA-256 over the raw digests, concatenated in sorted path order."""
-    hasher = hashlib.sha256()
-    for _, value in sorted(file_digests):
-        hasher.update(bytes.fromhex(value))
-    return Digest("sha256", hasher.hexdigest())
-
-
 def hashing_config(ignore_paths: Sequence[str | os.PathLike[str]] = ()) -> Any:
     """The ``model_signing.hashing.Config`` lmassay uses: files, SHA-256, git paths ignored."""
     from model_signing import hashing
@@ -162,82 +155,51 @@ def model_signing_manifest(path: Path, ignore_paths: Sequence[str] = ()) -> Any:
         raise InputError(str(exc), "seal a folder of regular files (copy links first)") from exc
 
 
-def from_model_signing(
-    ms_manifest: Any, *, ignore_paths: Sequence[str] = (), tensors: Sequence[TensorEntry] | None
+def add_tensor_digests(
+    manifest: Manifest, target: Path, progress: Progress | None = None
 ) -> Manifest:
-    """Convert a ``model_signing.manifest.Manifest`` (plus lmassay's tensors) to a :class:`Manifest`."""
-    files = tuple(
-        FileEntry(rd.identifier, Digest(rd.digest.algorithm, rd.digest.digest_hex))
-        for rd in ms_manifest.resource_descriptors()
-    )
-    serialization = dict(ms_manifest.serialization_type)
-    recorded = serialization.get("ignore_paths") or [*GIT_PATHS, *ignore_paths]
-    return Manifest(
-        name=ms_manifest.model_name,
-        files=files,
-        root=root_digest((f.path, f.digest.value) for f in files),
-        tensors=None if tensors is None else tuple(tensors),
-        ignore_paths=tuple(sorted({str(p) for p in recorded})),
-        serialization=serialization,
-    )
+    """``manifest`` with the tensor digests of its ``.safetensors`` files (read from ``target``)."""
+    progress = progress or NullProgress()
+    if target.is_file():
+        shards = ["."] if target.suffix == ".safetensors" else []
+    else:
+        shards = [f.path for f in manifest.files if f.path.endswith(".safetensors")]
+    tensors: list[TensorEntry] = []
+    update = progress.task("hashing tensors", len(shards))
+    for done, name in enumerate(shards, start=1):
+        tensors.extend(safetensors_tensor_digests(target if name == "." else target / name, name))
+        update(done, len(shards))
+    return replace(manifest, tensors=tuple(tensors))
 
 
 def build_manifest(
     path: str | os.PathLike[str],
     *,
     ignore_paths: Sequence[str] = (),
-    with_tensors: bool = True,
+    tensors: bool = True,
     progress: Progress | None = None,
-) -> tuple[Manifest, Any]:
-    """Hash ``path`` (a folder or one file); return lmassay's manifest and model_signing's.
+) -> Manifest:
+    """Hash ``path`` (a folder or one file) with model_signing; add tensor digests if ``tensors``.
 
-    ``ignore_paths`` are relative to the folder (the signature file, when it lies inside).  Tensor
-    digests are computed for every ``*.safetensors`` file when ``with_tensors``.
+    ``ignore_paths`` are relative to the folder (signature files, when they lie inside).
     """
     progress = progress or NullProgress()
     target = Path(path)
     progress.log(f"hashing {target}")
     ms_manifest = model_signing_manifest(target, ignore_paths)
-    tensors: list[TensorEntry] | None = None
-    if with_tensors:
-        tensors = []
-        names = [rd.identifier for rd in ms_manifest.resource_descriptors()]
-        if target.is_file():
-            shards = ["."] if target.suffix == ".safetensors" else []
-        else:
-            shards = [n for n in names if n.endswith(".safetensors")]
-        update = progress.task("hashing tensors", len(shards))
-        for done, name in enumerate(shards, start=1):
-            file_path = target if name == "." else target / name
-            tensors.extend(safetensors_tensor_digests(file_path, name))
-            update(done, len(shards))
-    manifest = from_model_signing(ms_manifest, ignore_paths=ignore_paths, tensors=tensors)
-    return manifest, ms_manifest
-
-
-def folder_digests(path: str | os.PathLike[str]) -> tuple[Digest, Digest]:
-    """One hashing pass, two names for a folder or file as the registry records them.
-
-    * the manifest root (model_signing's), with a ``model.sig`` inside left out, as when the folder
-      was sealed with the default ``--out``;
-    * lmassay's tree digest (:func:`lmassay.digests.digest_tree`: every file whose path has no
-      hidden component), the ``model.digest`` that attestation.json records.
-    """
-    from lmassay.digests import digest_entries
-
-    target = Path(path)
-    ms_manifest = model_signing_manifest(target)
-    entries = [(rd.identifier, rd.digest.digest_hex) for rd in ms_manifest.resource_descriptors()]
-    sealed = [(p, d) for p, d in entries if not (target.is_dir() and p == "model.sig")]
-    if target.is_file():
-        tree = digest_entries([(target.name, Digest("sha256", entries[0][1]))])
-    else:
-        tree = digest_entries(
-            (p, Digest("sha256", d))
-            for p, d in entries
-            if not any(part.startswith(".") for part in p.split("/"))
-        )
-    return root_digest(sealed), tree
+    predicate = {
+        "serialization": dict(ms_manifest.serialization_type),
+        "resources": [
+            {
+                "name": rd.identifier,
+                "algorithm": rd.digest.algorithm,
+                "digest": rd.digest.digest_hex,
+            }
+            for rd in ms_manifest.resource_descriptors()
+        ],
+    }
+    manifest = manifest_from_predicate(ms_manifest.model_name, predicate)
+    return add_tensor_digests(manifest, target, progress) if tensors else manifest
 
 
 def read_safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
@@ -298,3 +260,46 @@ def tensors_from_json(rows: Any) -> tuple[TensorEntry, ...] | None:
         return tuple(TensorEntry.from_json(row) for row in rows)
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"a signed tensor entry is malformed ({exc})", "re-seal") from exc
+
+
+def manifest_from_predicate(
+    name: str, predicate: Any, tensors: tuple[TensorEntry, ...] | None = None
+) -> Manifest:
+    """The manifest a signed predicate carries: model_signing's ``resources`` and ``serialization``
+    (the v1.0 predicate, and the ``model`` part of an lmassay attestation statement)."""
+    try:
+        files = tuple(
+            FileEntry(str(r["name"]), Digest(str(r["algorithm"]), str(r["digest"])))
+            for r in predicate["resources"]
+        )
+        serialization = dict(predicate.get("serialization") or {})
+        ignores = tuple(str(p) for p in serialization.get("ignore_paths") or GIT_PATHS)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"the signed manifest is malformed ({exc})", "re-seal") from exc
+    return Manifest(
+        name=name,
+        files=files,
+        root=root_digest((f.path, f.digest.value) for f in files),
+        tensors=tensors,
+        ignore_paths=tuple(sorted(set(ignores))),
+        serialization=serialization,
+    )
+
+
+def identity_manifest(name: str, identity: ModelIdentity) -> Manifest:
+    """The manifest of a :func:`lmassay.digests.model_identity` pass (links followed, the default
+    signature files left out), in model_signing's terms so that a verifier re-hashes the same way."""
+    ignores = sorted({*GIT_PATHS, *SIGNATURE_FILES})
+    serialization = {
+        "method": "files",
+        "hash_type": "sha256",
+        "allow_symlinks": True,
+        "ignore_paths": ignores,
+    }
+    return Manifest(
+        name=name,
+        files=tuple(FileEntry(path, digest) for path, digest in identity.files),
+        root=identity.root,
+        ignore_paths=tuple(ignores),
+        serialization=serialization,
+    )

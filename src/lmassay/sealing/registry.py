@@ -6,9 +6,11 @@ timeout, and each write is one short transaction retried with back-off while ano
 the lock, so several processes can record at once without losing rows.
 
 One table, ``events``: time, action (``seal`` | ``verify`` | ``attest``), path, ``digest`` (the
-manifest root digest that model_signing would compute, ``sha256:<hex>``), ``tree_digest``
-(attestation.json's ``model.digest`` where known), signer key fingerprint, verdict, signature path,
-tool version and a JSON ``details`` column.
+model's one identity, the manifest root digest model_signing computes, ``sha256:<hex>``; for an
+attestation, its ``model.digest``), ``tree_digest`` (only in rows written by lmassay 0.1: the legacy
+tree digest attestation.json recorded then), signer key fingerprint, verdict, signature path, tool
+version and a JSON ``details`` column.  :func:`history` matches a folder by both digests, so older
+rows are still found.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from lmassay import __version__
+from lmassay.digests import model_identity
 from lmassay.errors import InputError
 from lmassay.provenance import utc_now
+from lmassay.sealing.signing import SealResult
+from lmassay.sealing.verifying import VerifyResult
 
 ENV_VAR = "LMASSAY_REGISTRY"
 ACTIONS = ("seal", "verify", "attest")
@@ -249,18 +254,19 @@ def history(
 ) -> tuple[list[RegistryEvent], str | None]:
     """What the registry knows about ``target`` (a folder, a file or a digest).
 
-    For an existing path, its manifest root and tree digests are computed in one pass
-    (:func:`lmassay.sealing.manifest.folder_digests`) and the events naming either digest or the
-    path are returned, with the root.  Otherwise ``target`` is read as a digest or a prefix of one.
+    For an existing path, its identity and legacy tree digest are computed in one hashing pass
+    (:func:`lmassay.digests.model_identity`) and the events naming either digest or the path are
+    returned, with the root.  Otherwise ``target`` is read as a digest or a prefix of one.
     """
-    from lmassay.sealing.manifest import folder_digests
-
     reg = Registry(registry)
     candidate = Path(target)
     if candidate.exists():
-        root, tree = folder_digests(candidate)
-        events = reg.events(digests=(str(root), str(tree)), path=str(candidate.resolve()))
-        return events, str(root)
+        try:
+            identity = model_identity(candidate)
+        except ValueError as exc:  # model_signing reports special files this way
+            raise InputError(str(exc), "give a folder or file of regular files") from exc
+        digests = (str(identity.root), str(identity.legacy_tree))
+        return reg.events(digests=digests, path=str(candidate.resolve())), str(identity.root)
     return reg.events(digests=(target,)), None
 
 
@@ -278,20 +284,49 @@ def record_event(
         return None, f"not recorded in the registry ({type(exc).__name__}: {exc})"
 
 
+def seal_event(result: SealResult) -> RegistryEvent:
+    """The registry row for a written seal or attestation statement."""
+    return RegistryEvent(
+        action="seal",
+        path=str(result.path.resolve()),
+        digest=str(result.manifest.root),
+        signer=result.signer,
+        verdict="sealed",
+        signature=str(result.signature.resolve()),
+        details={"kind": result.kind, "n_files": len(result.manifest.files)},
+    )
+
+
+def verify_event(result: VerifyResult) -> RegistryEvent:
+    """The registry row for a finished verification (valid or not)."""
+    details: dict[str, Any] = {"kind": result.kind, "reason": result.reason}
+    if result.diff is not None:
+        details["diff"] = result.diff.to_json()
+    return RegistryEvent(
+        action="verify",
+        path=str(result.path.resolve()),
+        digest=str(result.actual_root) if result.actual_root else None,
+        signer=result.signer,
+        verdict=result.verdict,
+        signature=str(result.signature.resolve()),
+        details=details,
+    )
+
+
 def attest_event(
     attestation: dict[str, Any],
     model_dir: str | os.PathLike[str] | None,
-    statement: Any | None = None,
+    statement: SealResult | None = None,
     run_dir: str | os.PathLike[str] | None = None,
 ) -> RegistryEvent:
-    """The registry row for a finished ``lmassay attest`` (``statement``: a SealResult, if signed).
+    """The registry row for a finished ``lmassay attest`` (``statement``: the signed one, if any).
 
-    ``digest`` is the model folder's manifest root when a statement was signed (the folder was
-    hashed then); ``tree_digest`` is attestation.json's ``model.digest`` — no extra hashing here.
+    ``digest`` is attestation.json's ``model.digest`` — the model's identity, the root its
+    statement signs — so no extra hashing happens here.
     """
     model = attestation.get("model") or {}
-    recorded = model.get("digest") or {}
-    tree = (
+    recorded = model.get("digest")
+    digest = (
         f"sha256:{recorded['value']}"
         if isinstance(recorded, dict) and recorded.get("value")
         else None
@@ -300,8 +335,7 @@ def attest_event(
     return RegistryEvent(
         action="attest",
         path=str(folder.resolve()) if folder is not None and folder.exists() else model.get("name"),
-        digest=str(statement.manifest.root) if statement is not None else None,
-        tree_digest=tree,
+        digest=str(statement.manifest.root) if statement is not None else digest,
         signer=statement.signer if statement is not None else None,
         verdict=attestation.get("verdict"),
         signature=str(statement.signature.resolve()) if statement is not None else None,
@@ -313,3 +347,35 @@ def attest_event(
             "run": str(Path(run_dir).resolve()) if run_dir is not None else None,
         },
     )
+
+
+@dataclass(frozen=True)
+class AttestRecord:
+    """What :func:`record_attestation` did: the signed statement (if asked for) and a registry
+    warning (``None`` when the row was written)."""
+
+    statement: SealResult | None
+    warning: str | None
+
+
+def record_attestation(
+    attestation: dict[str, Any],
+    run_dir: str | os.PathLike[str],
+    model: str,
+    *,
+    sign: str | os.PathLike[str] | None = None,
+    registry: str | os.PathLike[str] | None = None,
+    record: bool = True,
+) -> AttestRecord:
+    """After ``lmassay attest``: sign the statement (with ``sign``, a private key) and record the run.
+
+    A signing problem raises :class:`InputError` (the user asked for a signature); a registry
+    problem is only a warning.
+    """
+    from lmassay.sealing.statement import sign_attestation
+
+    statement = sign_attestation(run_dir, model, sign) if sign is not None else None
+    warning = None
+    if record:
+        _, warning = record_event(attest_event(attestation, model, statement, run_dir), registry)
+    return AttestRecord(statement, warning)

@@ -1,38 +1,39 @@
-"""Seal a model folder, a dataset or a file: an OpenSSF model-signing bundle with lmassay's tensors.
+"""Seal a model folder, a dataset or a file: an OpenSSF model-signing bundle, plus lmassay's tensors.
 
-The signature file is exactly what ``model_signing sign key`` writes — a Sigstore bundle
-(``application/vnd.dev.sigstore.bundle.v0.3+json``) holding a DSSE envelope around an in-toto
-statement of predicate type ``https://model_signing/signature/v1.0`` — produced by model_signing's
-own hashing, payload and EC-key signer.  lmassay adds one key to the predicate::
+The signature file is written by model_signing's public API (``model_signing.signing.Config`` with
+an elliptic-curve key and a ``model_signing.hashing.Config``), so it is exactly what
+``model_signing sign key`` writes: a Sigstore bundle holding a DSSE envelope around an in-toto
+statement of predicate type ``https://model_signing/signature/v1.0`` (files, their SHA-256 and the
+root digest as subject).
 
-    "lmassay": {"schema": "lmassay.tensors/v1", "tool_version": "...", "tensors": [...]}
-
-model_signing's verifier reads only ``serialization`` and ``resources`` from the predicate (its v1.0
-format says other fields are ignored), so ``model_signing verify key`` accepts an lmassay seal, while
-the tensor digests sit inside the same signed payload: nobody can alter them without breaking the
-signature.  (A second statement would be a second file to keep together with the first.)
-
-model_signing's stable API signs a folder in one call and has no hook for extra predicate fields, so
-this module uses two of its internal classes, ``_signing.signing.Payload`` and
-``_signing.sign_ec_key.Signer`` (model-signing is pinned to ``>=1.1,<2``).
+That API signs the file manifest only, with no room for more fields.  The per-tensor digests of the
+sealed ``.safetensors`` files therefore go into a second statement beside the signature, signed
+with the same key: see :mod:`~lmassay.sealing.tensor_statement`.  Both signature files are left out
+of the manifest when they lie inside the sealed folder (recorded in its ``ignore_paths``).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmassay import __version__
-from lmassay._atomic import atomic_write_text
 from lmassay.errors import InputError
 from lmassay.progress import NullProgress, Progress
-from lmassay.sealing.keys import load_private_key, private_key_fingerprint
-from lmassay.sealing.manifest import Manifest, build_manifest, check_sealable, relative_ignores
+from lmassay.sealing.dsse import read_bundle, subject_digest, write_signature
+from lmassay.sealing.keys import private_key_fingerprint
+from lmassay.sealing.manifest import (
+    Manifest,
+    add_tensor_digests,
+    check_sealable,
+    hashing_config,
+    manifest_from_predicate,
+    relative_ignores,
+)
+from lmassay.sealing.tensor_statement import tensor_statement_path, write_tensor_statement
 
-EXTENSION_KEY = "lmassay"
-TENSORS_SCHEMA = "lmassay.tensors/v1"
 #: model_signing's predicate type for a model (or dataset, or file) signature.
 MODEL_SIGNING_PREDICATE = "https://model_signing/signature/v1.0"
 
@@ -72,29 +73,32 @@ def check_signature_target(path: Path, signature: Path) -> None:
         raise InputError("--out is the file being sealed", "write the signature to another path")
 
 
-def write_signature(path: Path, bundle_json: str) -> None:
-    """Write a bundle atomically, readable by all (0644): a signature is meant to be shared."""
-    atomic_write_text(path, bundle_json)
-    os.chmod(path, 0o644)
+def _sign_with_model_signing(
+    target: Path, private_key: str | os.PathLike[str], ignores: list[str]
+) -> tuple[str, Manifest]:
+    """Sign ``target`` through model_signing's public API; return the bundle and its manifest.
 
+    The bundle is written to a temporary folder outside ``target`` (so that it is not hashed) and
+    its signed statement is read back: the manifest returned is exactly what was signed.
+    """
+    from model_signing import signing
 
-class _StatementPayload:
-    """A ready in-toto statement in the shape model_signing's signers expect (``.statement.pb``)."""
-
-    def __init__(self, statement: Any) -> None:
-        self.statement = statement
-
-
-def sign_statement(statement: Any, private_key: str | os.PathLike[str]) -> str:
-    """Sign an ``in_toto_attestation`` statement with an EC key; return the bundle as JSON text."""
-    from model_signing._signing import sign_ec_key, sign_sigstore_pb
-
-    load_private_key(private_key)  # one-line errors for a missing or unusable key
-    signer = sign_ec_key.Signer(Path(private_key))
-    signature = signer.sign(_StatementPayload(statement))  # type: ignore[arg-type]
-    if not isinstance(signature, sign_sigstore_pb.Signature):
-        raise TypeError(f"model_signing returned an unexpected {type(signature).__name__}")
-    return str(signature.bundle.to_json())
+    config = signing.Config().use_elliptic_key_signer(private_key=Path(private_key))
+    config.set_hashing_config(hashing_config(ignores))
+    with tempfile.TemporaryDirectory(prefix="lmassay-seal-") as tmp:
+        written = Path(tmp) / "model.sig"
+        try:
+            config.sign(target, written)
+        except ValueError as exc:  # model_signing reports links and special files this way
+            raise InputError(str(exc), "seal a folder of regular files (copy links first)") from exc
+        bundle = read_bundle(written)
+        statement = bundle.statement()
+    root = subject_digest(statement)
+    name = str(statement["subject"][0].get("name") or target.name)
+    manifest = manifest_from_predicate(name, statement["predicate"])
+    if manifest.root != root:
+        raise RuntimeError("model_signing signed a subject that does not match its resources")
+    return bundle.raw.decode("utf-8"), manifest
 
 
 def seal(
@@ -105,35 +109,29 @@ def seal(
     with_tensors: bool = True,
     progress: Progress | None = None,
 ) -> SealResult:
-    """Hash ``path`` (folder or file), sign the manifest with ``private_key``, write the bundle.
+    """Hash ``path`` (folder or file), sign its manifest with ``private_key``, write the bundle.
 
-    The signature goes to ``out`` (default :func:`default_signature_path`); when it lies inside the
-    sealed folder it is left out of the manifest and recorded as ignored, as model_signing does.
+    The signature goes to ``out`` (default :func:`default_signature_path`), the tensor statement
+    beside it (:func:`~lmassay.sealing.tensor_statement.tensor_statement_path`; written when
+    ``with_tensors`` and there is at least one tensor, removed otherwise so that no stale one
+    remains).
     """
-    from model_signing._signing import signing as ms_signing
-
     progress = progress or NullProgress()
     target = Path(path)
     check_sealable(target)
     signature_path = Path(out) if out is not None else default_signature_path(target)
     check_signature_target(target, signature_path)
+    tensors_path = tensor_statement_path(signature_path)
+    check_signature_target(target, tensors_path)
     signer = private_key_fingerprint(private_key)
-    ignores = relative_ignores(target, [signature_path])
-    manifest, ms_manifest = build_manifest(
-        target, ignore_paths=ignores, with_tensors=with_tensors, progress=progress
-    )
-    payload = ms_signing.Payload(ms_manifest)
-    payload.statement.pb.predicate.update(
-        {
-            EXTENSION_KEY: {
-                "schema": TENSORS_SCHEMA,
-                "tool_version": __version__,
-                "tensors": None
-                if manifest.tensors is None
-                else [t.to_json() for t in manifest.tensors],
-            }
-        }
-    )
-    progress.log(f"signing with {signer}")
-    write_signature(signature_path, sign_statement(payload.statement, private_key))
+    ignores = relative_ignores(target, [signature_path, tensors_path])
+    progress.log(f"hashing {target} and signing with {signer}")
+    bundle_json, manifest = _sign_with_model_signing(target, private_key, ignores)
+    if with_tensors:
+        manifest = add_tensor_digests(manifest, target, progress)
+    write_signature(signature_path, bundle_json)
+    if manifest.tensors:
+        write_tensor_statement(tensors_path, manifest, private_key)
+    elif tensors_path.is_file():
+        tensors_path.unlink()
     return SealResult(target, signature_path, manifest, signer, kind="model")

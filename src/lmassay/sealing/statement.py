@@ -1,24 +1,29 @@
 """Signed attestation statements: "this attestation is about exactly these weights".
 
-An in-toto v1 statement in the same bundle format as a seal (DSSE envelope, Sigstore bundle JSON):
+An in-toto v1 statement in the same bundle format as a seal (a DSSE envelope in a Sigstore bundle,
+signed by :mod:`~lmassay.sealing.dsse` with the ``cryptography`` package: model_signing's public
+API signs model manifests only):
 
-* ``subject``: the model folder's name and its **manifest root digest** — the digest model_signing
-  computes for the same folder, so a seal and an attestation statement name the same weights;
+* ``subject``: the model folder's name and its **manifest root digest** — the one model identity
+  (:func:`lmassay.digests.model_identity`): the digest model_signing computes for the same folder,
+  and the ``model.digest`` attestation.json records, so a seal, an attestation and its statement
+  name the same weights;
 * ``predicateType``: ``https://lmassay.dev/attestation/v1``;
 * ``predicate``::
 
     {"attestation": {verdict, flagged, comparison, kl_direction, message,
                      categories: [{name, n_samples, n_tokens, mean_kl, delta_bpb, q_value, flagged}]},
      "attestation_file": {"name": "attestation.json", "sha256": ...},
-     "model": {"name", "tree_digest" (attestation.json's model.digest, lmassay.digests.digest_tree),
-               "manifest_digest", "serialization", "resources": [...], "tensors": [...]},
+     "model": {"name", "attested_digest" (attestation.json's model.digest), "manifest_digest",
+               "serialization", "resources": [...], "tensors": [...]},
      "reference": {"name", "digest"} | null,  "probes": {"path", "digest", "n_samples"},
      "tool": {"name": "lmassay", "version"}, "attested_with": version in attestation.json,
      "created": ISO time}
 
 The model's full file list (and tensor digests) travel in the predicate, so a failed check names the
-files and tensors that differ.  attestation.json's own ``model.digest`` covers only the files the
-loader read; it is recomputed over those files and must match before anything is signed.
+files and tensors that differ.  Before anything is signed, the folder is hashed once and must be the
+model attestation.json names: its root equals ``model.digest``, or — for an attestation written by
+lmassay 0.1, which recorded the legacy tree digest — the tree digest over its recorded ``files``.
 """
 
 from __future__ import annotations
@@ -29,23 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from lmassay import __version__
-from lmassay.digests import Digest, digest_file, digest_tree
+from lmassay.digests import Digest, ModelIdentity, digest_file, model_identity
 from lmassay.errors import InputError
 from lmassay.progress import NullProgress, Progress
 from lmassay.provenance import utc_now
-from lmassay.sealing.manifest import (
-    GIT_PATHS,
-    Manifest,
-    build_manifest,
-    root_digest,
-    tensors_from_json,
-)
-from lmassay.sealing.signing import (
-    SealResult,
-    check_signature_target,
-    sign_statement,
-    write_signature,
-)
+from lmassay.sealing.dsse import in_toto_statement, sign_statement, write_signature
+from lmassay.sealing.keys import load_private_key, private_key_fingerprint
+from lmassay.sealing.manifest import Manifest, add_tensor_digests, identity_manifest
+from lmassay.sealing.signing import SealResult, check_signature_target
 
 ATTESTATION_PREDICATE = "https://lmassay.dev/attestation/v1"
 ATTESTATION_SCHEMA = "lmassay.attestation/v1"
@@ -123,37 +119,33 @@ def _model_dir(att: dict[str, Any], model_dir: str | os.PathLike[str] | None) ->
     return folder
 
 
-def check_attested_weights(att: dict[str, Any], folder: Path) -> Digest:
-    """Recompute attestation.json's ``model.digest`` over its recorded files in ``folder``."""
+def check_attested_weights(att: dict[str, Any], folder: Path, identity: ModelIdentity) -> Digest:
+    """Raise unless ``identity`` (of ``folder``) is the model attestation.json's ``model`` names."""
     model = att.get("model") or {}
-    files, recorded = model.get("files"), _digest_json(model.get("digest"))
-    if not isinstance(files, list) or recorded is None:
-        raise InputError(
-            "attestation.json has no model file list or digest", "re-run lmassay attest"
-        )
-    missing = [f for f in files if not (folder / f).is_file()]
+    recorded, files = _digest_json(model.get("digest")), model.get("files")
+    if recorded is None:
+        raise InputError("attestation.json has no model digest", "re-run lmassay attest")
+    value = str(recorded["value"])
+    legacy_files = files if isinstance(files, list) and value != identity.root.value else None
+    missing = [f for f in legacy_files or () if f not in identity.names]
     if missing:
         raise InputError(
             f"{folder} lacks files the attestation read: {', '.join(missing[:5])}",
             "pass --model with the folder that was attested",
         )
-    actual = digest_tree(folder, files)
-    if actual.value != recorded["value"]:
+    if not identity.names_model(value, legacy_files):
         raise InputError(
-            f"{folder} is not the model this attestation is about (digest {actual.value[:16]}… "
-            f"vs {str(recorded['value'])[:16]}…)",
+            f"{folder} is not the model this attestation is about (digest "
+            f"{identity.root.value[:16]}… vs {value[:16]}…)",
             "pass --model with the folder that was attested",
         )
-    return actual
+    return Digest(str(recorded["algorithm"] or "sha256"), value)
 
 
 def build_statement(
-    att: dict[str, Any], attestation_file: Path, manifest: Manifest, tree_digest: Digest
-) -> Any:
-    """The in-toto statement (an ``in_toto_attestation`` object) for a checked attestation."""
-    from in_toto_attestation.v1 import statement
-    from in_toto_attestation.v1.resource_descriptor import ResourceDescriptor
-
+    att: dict[str, Any], attestation_file: Path, manifest: Manifest, attested: Digest
+) -> dict[str, Any]:
+    """The in-toto statement for a checked attestation."""
     reference, probes = att.get("reference"), att.get("probes") or {}
     predicate = {
         "attestation": attestation_summary(att),
@@ -163,7 +155,7 @@ def build_statement(
         },
         "model": {
             "name": (att.get("model") or {}).get("name"),
-            "tree_digest": tree_digest.to_json(),
+            "attested_digest": attested.to_json(),
             "manifest_digest": manifest.root.to_json(),
             "serialization": {
                 **manifest.serialization,
@@ -189,16 +181,11 @@ def build_statement(
         "attested_with": (att.get("provenance") or {}).get("version"),
         "created": utc_now(),
     }
-    subject = ResourceDescriptor(name=manifest.name, digest={"sha256": manifest.root.value}).pb
-    return statement.Statement(
-        subjects=[subject], predicate_type=ATTESTATION_PREDICATE, predicate=predicate
-    )
+    return in_toto_statement(manifest.name, manifest.root.value, ATTESTATION_PREDICATE, predicate)
 
 
 def check_can_sign(model: str | os.PathLike[str], private_key: str | os.PathLike[str]) -> None:
     """Fail early (before an attestation runs) when its statement could not be signed."""
-    from lmassay.sealing.keys import load_private_key
-
     load_private_key(private_key)
     if not Path(model).is_dir():
         raise InputError(
@@ -220,49 +207,25 @@ def sign_attestation(
 
     ``run`` is an attest output folder or its attestation.json; ``model_dir`` defaults to the path
     recorded in it.  Writes ``out`` (default ``RUN/attestation.sig``) and returns what was signed.
+    The folder is hashed once (:func:`lmassay.digests.model_identity`); a seal written into it
+    later (``model.sig``, ``model.tensors.sig``) does not change what the statement names.
     """
-    from lmassay.sealing.keys import private_key_fingerprint
-
     progress = progress or NullProgress()
     att_file, att = load_attestation_file(run)
     folder = _model_dir(att, model_dir)
     signature_path = Path(out) if out is not None else att_file.parent / STATEMENT_FILE
     check_signature_target(att_file, signature_path)
     signer = private_key_fingerprint(private_key)
-    tree_digest = check_attested_weights(att, folder)
-    ignores = ["model.sig"]  # a seal written into the folder later must not break the statement
-    manifest, _ = build_manifest(
-        folder, ignore_paths=ignores, with_tensors=with_tensors, progress=progress
-    )
-    statement = build_statement(att, att_file, manifest, tree_digest)
+    progress.log(f"hashing {folder}")
+    try:
+        identity = model_identity(folder)
+    except ValueError as exc:  # model_signing reports special files this way
+        raise InputError(str(exc), "pass --model with a folder of regular files") from exc
+    attested = check_attested_weights(att, folder, identity)
+    manifest = identity_manifest(folder.name, identity)
+    if with_tensors:
+        manifest = add_tensor_digests(manifest, folder, progress)
+    statement = build_statement(att, att_file, manifest, attested)
     progress.log(f"signing the attestation statement with {signer}")
     write_signature(signature_path, sign_statement(statement, private_key))
     return SealResult(folder, signature_path, manifest, signer, kind="attestation")
-
-
-def manifest_from_predicate(predicate: Any) -> Manifest:
-    """The model manifest carried in an attestation statement's predicate."""
-    from lmassay.sealing.manifest import FileEntry
-
-    try:
-        model = predicate["model"]
-        files = tuple(
-            FileEntry(str(r["name"]), Digest(str(r["algorithm"]), str(r["digest"])))
-            for r in model["resources"]
-        )
-        serialization = dict(model.get("serialization") or {})
-        ignores = tuple(str(p) for p in serialization.get("ignore_paths") or GIT_PATHS)
-        tensors = tensors_from_json(model.get("tensors"))
-        name = str(model.get("name") or "")
-    except (KeyError, TypeError) as exc:
-        raise InputError(
-            f"the attestation statement's model manifest is malformed ({exc})", ""
-        ) from exc
-    return Manifest(
-        name=name,
-        files=files,
-        root=root_digest((f.path, f.digest.value) for f in files),
-        tensors=tensors,
-        ignore_paths=ignores,
-        serialization=serialization,
-    )

@@ -1,47 +1,52 @@
 """Verify a seal or a signed attestation statement against a folder or file.
 
-Steps: read the Sigstore bundle; check the DSSE signature with the public key (model_signing's EC-key
-verifier, which also checks the bundle's key hint); read the signed in-toto statement; re-hash the
-path with the hashing settings the statement records; compare.  A failure lists missing, extra,
-renamed and changed files and, for changed ``.safetensors`` files whose tensor digests were sealed,
-the changed, missing and extra tensors.
+A **seal** (``https://model_signing/signature/v1.0``, or its v0.1 predecessor; written by
+``lmassay seal`` or ``model_signing sign``) is verified by model_signing's public API
+(``model_signing.verifying.Config`` with the elliptic-key verifier): it checks the signature and
+the key hint, re-hashes the path the way the signed manifest records, and compares.  When that
+passes the path is valid.  When it fails, lmassay says why: the signature itself is checked again
+(:func:`lmassay.sealing.dsse.signature_problem`) and, if it holds, the path is re-hashed and
+compared with the signed manifest, which lists missing, extra, renamed and changed files and, for
+changed ``.safetensors`` files whose tensor digests were signed beside the seal
+(:mod:`~lmassay.sealing.tensor_statement`), the changed, missing and extra tensors.
 
-Two statement kinds are recognised:
-
-* ``https://model_signing/signature/v1.0`` (and its v0.1 predecessor) — a seal by ``lmassay seal`` or
-  by ``model_signing sign``; tensor detail only when lmassay's extension is present;
-* ``https://lmassay.dev/attestation/v1`` — an attestation statement: the path must be the model
-  folder the attestation is about; its subject is that folder's manifest root digest.
+An **attestation statement** (``https://lmassay.dev/attestation/v1``) is lmassay's own statement,
+which model_signing cannot read: its signature is checked by :mod:`~lmassay.sealing.dsse`, then the
+path (the model folder the attestation is about) is re-hashed and compared with the manifest in the
+predicate.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import os
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from lmassay.digests import Digest
+from lmassay.digests import Digest, root_digest
 from lmassay.errors import InputError
 from lmassay.progress import NullProgress, Progress
-from lmassay.sealing.keys import load_public_key, public_key_fingerprint
+from lmassay.sealing.dsse import Bundle, read_bundle, signature_problem, subject_digest
+from lmassay.sealing.keys import public_key_fingerprint
 from lmassay.sealing.manifest import (
     Manifest,
     TensorEntry,
     check_sealable,
-    from_model_signing,
+    manifest_from_predicate,
     relative_ignores,
-    root_digest,
     safetensors_tensor_digests,
     tensors_from_json,
 )
-from lmassay.sealing.signing import EXTENSION_KEY, MODEL_SIGNING_PREDICATE
-from lmassay.sealing.statement import ATTESTATION_PREDICATE, manifest_from_predicate
+from lmassay.sealing.signing import MODEL_SIGNING_PREDICATE
+from lmassay.sealing.statement import ATTESTATION_PREDICATE
+from lmassay.sealing.tensor_statement import (
+    TENSORS_PREDICATE,
+    read_tensor_statement,
+    tensor_statement_path,
+)
 
 _MODEL_SIGNING_COMPAT = "https://model_signing/Digests/v0.1"
-_IN_TOTO_STATEMENT = "https://in-toto.io/Statement/v1"
 
 
 @dataclass
@@ -136,98 +141,57 @@ class VerifyResult:
         }
 
 
-@dataclass(frozen=True)
-class _Signed:
-    """The content of a verified bundle."""
-
-    kind: str
-    manifest: Manifest
-    subject_root: Digest
-    predicate: dict[str, Any]
-
-
-def read_bundle_payload(
-    signature: Path, public_key: Path
-) -> tuple[dict[str, Any] | None, str | None]:
-    """Check the bundle's signature; return (statement, None) or (None, reason it failed).
-
-    Raises :class:`InputError` when the file is not a readable bundle at all.
-    """
-    from cryptography.exceptions import InvalidSignature
-    from model_signing._signing import sign_ec_key, sign_sigstore_pb
-
-    if not signature.is_file():
-        raise InputError(
-            f"signature {signature} does not exist", "give the .sig file written by seal"
-        )
-    load_public_key(public_key)
-    try:
-        bundle = sign_sigstore_pb.Signature.read(signature)
-    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
-        raise InputError(
-            f"{signature} is not a Sigstore bundle ({type(exc).__name__}: {exc})",
-            "give a signature written by lmassay seal or model_signing sign key",
-        ) from exc
-    if bundle.bundle.media_type != sign_sigstore_pb._BUNDLE_MEDIA_TYPE:
-        raise InputError(
-            f"{signature} has bundle media type {bundle.bundle.media_type!r}",
-            "only key-signed bundles (v0.3) are supported",
-        )
-    try:
-        payload_type, payload = sign_ec_key.Verifier(public_key)._verify_signed_content(bundle)
-    except InvalidSignature:
-        return None, "the signature does not verify with this public key"
-    except ValueError as exc:  # model_signing's key-hint mismatch
-        return None, " ".join(str(exc).split())
-    if payload_type != "application/vnd.in-toto+json":
-        raise InputError(
-            f"{signature} signs a {payload_type!r} payload", "expected an in-toto statement"
-        )
-    try:
-        statement = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{signature}: the signed payload is not JSON", "") from exc
-    if not isinstance(statement, dict) or statement.get("_type") != _IN_TOTO_STATEMENT:
-        raise InputError(f"{signature}: the signed payload is not an in-toto v1 statement", "")
-    return statement, None
-
-
-def _subject_root(statement: dict[str, Any]) -> Digest:
-    try:
-        return Digest("sha256", str(statement["subject"][0]["digest"]["sha256"]))
-    except (KeyError, IndexError, TypeError) as exc:
-        raise InputError("the signed statement has no sha256 subject", "") from exc
-
-
-def _signed_content(statement: dict[str, Any]) -> _Signed:
-    """Turn a verified statement into the manifest it vouches for."""
-    from model_signing._signing import signing as ms_signing
-
-    predicate_type = statement.get("predicateType")
-    predicate = statement.get("predicate") or {}
-    if predicate_type in (MODEL_SIGNING_PREDICATE, _MODEL_SIGNING_COMPAT):
+def _signed_manifest(statement: dict[str, Any]) -> tuple[str, Manifest, Digest]:
+    """The kind of statement ("model" or "attestation"), the manifest it vouches for and the root
+    digest it names (a v0.1 statement names no root: its files are its subjects)."""
+    kind = statement.get("predicateType")
+    predicate = statement.get("predicate")
+    subjects = statement.get("subject")
+    if kind == _MODEL_SIGNING_COMPAT:
         try:
-            ms_manifest = ms_signing.dsse_payload_to_manifest(statement)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InputError(
-                f"the signed manifest is inconsistent ({exc})", "re-seal the model"
-            ) from exc
-        extension = predicate.get(EXTENSION_KEY) if isinstance(predicate, dict) else None
-        tensors = (
-            tensors_from_json(extension.get("tensors")) if isinstance(extension, dict) else None
-        )
-        manifest = from_model_signing(ms_manifest, tensors=tensors)
-        subject = (
-            _subject_root(statement) if predicate_type == MODEL_SIGNING_PREDICATE else manifest.root
-        )
-        return _Signed("model", manifest, subject, predicate)
-    if predicate_type == ATTESTATION_PREDICATE:
-        manifest = manifest_from_predicate(predicate)
-        return _Signed("attestation", manifest, _subject_root(statement), predicate)
+            resources = [
+                {"name": s["name"], "algorithm": "sha256", "digest": s["digest"]["sha256"]}
+                for s in subjects or []
+            ]
+        except (KeyError, TypeError) as exc:
+            raise InputError(f"the signed v0.1 subjects are malformed ({exc})", "re-seal") from exc
+        manifest = manifest_from_predicate("", {"resources": resources})
+        return "model", manifest, manifest.root
+    name = str(subjects[0].get("name") or "") if isinstance(subjects, list) and subjects else ""
+    if kind == MODEL_SIGNING_PREDICATE:
+        return "model", manifest_from_predicate(name, predicate), subject_digest(statement)
+    if kind == ATTESTATION_PREDICATE:
+        model = predicate.get("model") if isinstance(predicate, dict) else None
+        tensors = tensors_from_json(model.get("tensors")) if isinstance(model, dict) else None
+        manifest = manifest_from_predicate(name, model, tensors)
+        return "attestation", manifest, subject_digest(statement)
+    hint = " (read from beside model.sig)" if kind == TENSORS_PREDICATE else ""
     raise InputError(
-        f"the signed statement has predicate type {predicate_type!r}",
+        f"the signed statement has predicate type {kind!r}{hint}",
         "give a model signature or an lmassay attestation statement",
     )
+
+
+def _model_signing_refusal(target: Path, bundle: Bundle, public_key: Path) -> str | None:
+    """Verify a seal with model_signing's public API; ``None`` when it passes, else its message.
+
+    The bundle's bytes as read are what model_signing checks (a temporary copy), so the statement
+    decoded here is the one that was verified.
+    """
+    from cryptography.exceptions import InvalidSignature
+    from model_signing import verifying
+
+    config = verifying.Config().use_elliptic_key_verifier(public_key=public_key)
+    with tempfile.TemporaryDirectory(prefix="lmassay-verify-") as tmp:
+        copy = Path(tmp) / "model.sig"
+        copy.write_bytes(bundle.raw)
+        try:
+            config.verify(target, copy)
+        except InvalidSignature:
+            return "the signature does not verify with this public key"
+        except (ValueError, KeyError, TypeError) as exc:
+            return " ".join(str(exc).split())
+    return None
 
 
 def _rehash(path: Path, manifest: Manifest, extra_ignores: list[str]) -> Any:
@@ -296,6 +260,31 @@ def _compare_tensors(expected: Manifest, file: str, path: Path, diff: ManifestDi
         diff.notes.append(f"{file}: every tensor is unchanged; the header or metadata differs")
 
 
+def _attach_signed_tensors(
+    result: VerifyResult, manifest: Manifest, signature: Path, public_key: Path
+) -> Manifest:
+    """For a seal: the tensor digests signed beside it, when usable (else a note says why not)."""
+    tensors, note = read_tensor_statement(
+        tensor_statement_path(signature), manifest.root, public_key
+    )
+    if note:
+        result.notes.append(note)
+    return replace(manifest, tensors=tensors) if tensors is not None else manifest
+
+
+def _compare(result: VerifyResult, target: Path, manifest: Manifest) -> None:
+    """Re-hash ``target`` as the signed manifest records and set the result's root and diff.
+
+    A seal is re-hashed exactly as model_signing does; for an attestation statement written into
+    the model folder itself, the statement file is left out too.
+    """
+    extra = relative_ignores(target, [result.signature]) if result.kind == "attestation" else []
+    ms_actual = _rehash(target, manifest, extra)
+    actual = {rd.identifier: rd.digest.digest_hex for rd in ms_actual.resource_descriptors()}
+    result.actual_root = root_digest(actual.items())
+    result.diff = compare_manifests(manifest, actual, target)
+
+
 def verify(
     path: str | os.PathLike[str],
     signature: str | os.PathLike[str],
@@ -312,46 +301,47 @@ def verify(
     target, signature_path, key_path = Path(path), Path(signature), Path(public_key)
     check_sealable(target)
     signer = public_key_fingerprint(key_path)
-    progress.log(f"checking the signature with {signer}")
-    statement, reason = read_bundle_payload(signature_path, key_path)
-    if statement is None:
-        return VerifyResult(target, signature_path, "unknown", signer, False, reason=reason)
-    signed = _signed_content(statement)
-    result = VerifyResult(
-        target,
-        signature_path,
-        signed.kind,
-        signer,
-        True,
-        signed_root=signed.subject_root,
-        tensor_detail=signed.manifest.tensors is not None,
-        predicate=signed.predicate if signed.kind == "attestation" else None,
-    )
-    if signed.manifest.root != signed.subject_root:
+    bundle = read_bundle(signature_path)
+    problem = signature_problem(bundle, key_path)  # before anything in the payload is trusted
+    if problem is not None:
+        return VerifyResult(target, signature_path, "unknown", signer, False, reason=problem)
+    statement = bundle.statement()
+    kind, manifest, signed_root = _signed_manifest(statement)
+    result = VerifyResult(target, signature_path, kind, signer, True, signed_root=signed_root)
+    result.predicate = statement.get("predicate") if kind == "attestation" else None
+    if manifest.root != result.signed_root:
         result.signature_valid = False
         result.reason = "the statement's subject digest does not match its own file list"
         return result
+    refusal = None
+    if kind == "model":
+        manifest = _attach_signed_tensors(result, manifest, signature_path, key_path)
+        progress.log(f"verifying {target} with model_signing")
+        refusal = _model_signing_refusal(target, bundle, key_path)
+        if refusal is None:  # signature and content verified: the signed manifest is the truth
+            result.actual_root, result.diff = result.signed_root, ManifestDiff()
+            _note_tensor_detail(result, manifest, target)
+            return result
     progress.log(f"re-hashing {target}")
-    ms_actual = _rehash(target, signed.manifest, relative_ignores(target, [signature_path]))
-    actual = {rd.identifier: rd.digest.digest_hex for rd in ms_actual.resource_descriptors()}
-    result.actual_root = root_digest(actual.items())
-    result.diff = compare_manifests(signed.manifest, actual, target)
-    if not result.tensor_detail:
+    _compare(result, target, manifest)
+    if refusal is not None and result.valid:  # model_signing refused what matches: say so
+        result.signature_valid, result.reason = False, f"model_signing refused it: {refusal}"
+    _note_tensor_detail(result, manifest, target)
+    return result
+
+
+def _note_tensor_detail(result: VerifyResult, manifest: Manifest, target: Path) -> None:
+    result.tensor_detail = manifest.tensors is not None
+    has_shards = any(f.path.endswith(".safetensors") for f in manifest.files) or (
+        target.is_file() and target.suffix == ".safetensors"
+    )
+    if not result.tensor_detail and has_shards:
         result.notes.append(
-            "tensor-level detail is unavailable: the signature holds file digests only "
+            "tensor-level detail is unavailable: no tensor digests were signed "
             "(signed by model_signing, or sealed with --no-tensors)"
         )
-    return result
 
 
 def decode_bundle_statement(signature: str | os.PathLike[str]) -> dict[str, Any]:
     """The in-toto statement inside a bundle, without checking the signature (for inspection)."""
-    try:
-        bundle = json.loads(Path(signature).read_text(encoding="utf-8"))
-        payload = base64.b64decode(bundle["dsseEnvelope"]["payload"])
-        statement = json.loads(payload)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{signature} is not a readable bundle ({exc})", "") from exc
-    if not isinstance(statement, dict):
-        raise InputError(f"{signature} does not hold an in-toto statement", "")
-    return statement
+    return read_bundle(signature).statement()
