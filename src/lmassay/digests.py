@@ -124,11 +124,16 @@ class ModelIdentity:
 
 
 def model_identity(path: str | os.PathLike[str]) -> ModelIdentity:
-    """Hash ``path`` with model_signing (links followed); raise ``ValueError`` for special files."""
+    """Hash ``path`` with model_signing (links followed); :class:`InputError` for special files."""
     from model_signing import hashing
 
+    from lmassay.errors import InputError
+
     target = Path(path)
-    manifest = hashing.Config().set_allow_symlinks(True).hash(target)
+    try:
+        manifest = hashing.Config().set_allow_symlinks(True).hash(target)
+    except ValueError as exc:  # model_signing's report of a broken link or a special file
+        raise InputError(str(exc), "give a folder of regular files (or links to them)") from exc
     entries = sorted(
         (rd.identifier, Digest(rd.digest.algorithm, rd.digest.digest_hex))
         for rd in manifest.resource_descriptors()

@@ -261,10 +261,7 @@ def history(
     reg = Registry(registry)
     candidate = Path(target)
     if candidate.exists():
-        try:
-            identity = model_identity(candidate)
-        except ValueError as exc:  # model_signing reports special files this way
-            raise InputError(str(exc), "give a folder or file of regular files") from exc
+        identity = model_identity(candidate)
         digests = (str(identity.root), str(identity.legacy_tree))
         return reg.events(digests=digests, path=str(candidate.resolve())), str(identity.root)
     return reg.events(digests=(target,)), None

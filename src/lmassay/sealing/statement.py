@@ -217,10 +217,7 @@ def sign_attestation(
     check_signature_target(att_file, signature_path)
     signer = private_key_fingerprint(private_key)
     progress.log(f"hashing {folder}")
-    try:
-        identity = model_identity(folder)
-    except ValueError as exc:  # model_signing reports special files this way
-        raise InputError(str(exc), "pass --model with a folder of regular files") from exc
+    identity = model_identity(folder)
     attested = check_attested_weights(att, folder, identity)
     manifest = identity_manifest(folder.name, identity)
     if with_tensors:
