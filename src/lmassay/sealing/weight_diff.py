@@ -357,8 +357,8 @@ def _fmt(rel: float | None) -> str:
     return "0" if rel == 0 else f"{rel:.2e}"
 
 
-def render_html(diff: WeightDiff) -> str:
-    """A self-contained page: summary, layer × tensor-kind heat map, the changed tensors."""
+def _heat_map(diff: WeightDiff) -> tuple[str, str, str]:
+    """The heat map's header cells, its layer rows and the rows of tensors outside the layers."""
     esc = html.escape
     grid = diff.layer_map()
     layers = sorted((k for k in grid if k != "other"), key=int)
@@ -388,6 +388,13 @@ def render_html(diff: WeightDiff) -> str:
     others = "".join(
         f"<tr><td>{esc(kind)}</td>{cell('other', kind)}</tr>" for kind in grid.get("other", {})
     )
+    return head, body, others
+
+
+def render_html(diff: WeightDiff) -> str:
+    """A self-contained page: summary, layer × tensor-kind heat map, the changed tensors."""
+    esc = html.escape
+    head, body, others = _heat_map(diff)
     changed_rows = "".join(
         f"<tr><td>{esc(t.name)}</td><td>{esc(str(t.shape))}</td><td>{esc(_fmt(t.rel_change))}</td>"
         f"<td>{t.max_abs_change:.3g}</td><td>{'' if t.effective_rank is None else t.effective_rank}"
