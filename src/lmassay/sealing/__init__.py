@@ -1,10 +1,15 @@
 """Seal and verify: signed manifests of models, datasets and files, and signed attestation statements.
 
-Interoperates with the OpenSSF model signing format (``model_signing``): a folder sealed here
-verifies with ``model_signing verify key``, and one signed by ``model_signing sign key`` verifies
-here (file-level detail only).  Modules: :mod:`~lmassay.sealing.manifest` (file and tensor digests),
-:mod:`~lmassay.sealing.keys` (P-256 key pairs, fingerprints), :mod:`~lmassay.sealing.signing`
-(seal), :mod:`~lmassay.sealing.statement` (attestation statements), :mod:`~lmassay.sealing.verifying`.
+Interoperates with the OpenSSF model signing format through ``model_signing``'s public API: a folder
+sealed here verifies with ``model_signing verify key``, and one signed by ``model_signing sign key``
+verifies here (file-level detail only).  Modules: :mod:`~lmassay.sealing.manifest` (file and tensor
+digests), :mod:`~lmassay.sealing.keys` (P-256 key pairs, fingerprints),
+:mod:`~lmassay.sealing.signing` (seal), :mod:`~lmassay.sealing.tensor_statement` (tensor digests
+signed beside a seal), :mod:`~lmassay.sealing.statement` (attestation statements),
+:mod:`~lmassay.sealing.dsse` (lmassay's own signed statements), :mod:`~lmassay.sealing.verifying`,
+:mod:`~lmassay.sealing.registry` (what is known about a model; recording an attest run) and
+:mod:`~lmassay.sealing.weight_diff`.  A model is named by one digest,
+:func:`lmassay.digests.model_identity`.
 """
 
 from __future__ import annotations
