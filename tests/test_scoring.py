@@ -7,8 +7,10 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from lmassay.attest.scoring import make_windows, plan_batches, rolling_windows, score_token_lists
+from lmassay.attest.scoring import score_token_lists, tokenize_texts
+from lmassay.attest.windows import make_windows, plan_batches, rolling_windows
 from lmassay.errors import InputError
+from lmassay.progress import ProgressFn
 
 VOCAB = 97
 PREFIX = 0
@@ -207,6 +209,57 @@ def test_topk_capture_matches_full_distribution():
         np.testing.assert_array_equal(s.topk_model[0], ids.numpy())
         np.testing.assert_allclose(s.topk_model[1], values.numpy(), atol=1e-5)
         np.testing.assert_array_equal(s.topk_model[0][:, 0], s.top1_model)
+
+
+class RecordingProgress:
+    """A :class:`lmassay.progress.Progress` that keeps every task's updates."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, tuple[int, list[tuple[int, int]]]] = {}
+
+    def task(self, description: str, total: int) -> ProgressFn:
+        updates: list[tuple[int, int]] = []
+        self.tasks[description] = (total, updates)
+
+        def update(done: int, new_total: int, note: str | None = None, /) -> None:
+            updates.append((done, new_total))
+
+        return update
+
+    def log(self, message: str) -> None:
+        return None
+
+
+def test_progress_counts_scored_tokens_once_per_batch():
+    texts = random_texts(7, [3, 20, 9, 1, 33])
+    total = sum(map(len, texts))
+    progress = RecordingProgress()
+    score_token_lists(
+        texts,
+        gpt2(12),
+        prefix_token_id=PREFIX,
+        max_length=16,
+        token_budget=32,
+        progress=progress.task("scoring", total),
+    )
+    _, updates = progress.tasks["scoring"]
+    n_batches = len(plan_batches(make_windows(texts, PREFIX, 16), 32))
+    assert len(updates) == n_batches > 1
+    assert [t for _, t in updates] == [total] * n_batches
+    done = [d for d, _ in updates]
+    assert done == sorted(done) and done[-1] == total and done[0] > 0
+
+
+def test_tokenize_texts_reports_progress_per_chunk():
+    def tokenizer(texts: list[str], add_special_tokens: bool) -> dict[str, list[list[int]]]:
+        assert not add_special_tokens
+        return {"input_ids": [[len(t)] * len(t) for t in texts]}
+
+    progress = RecordingProgress()
+    texts = [f"{'x' * (i % 4 + 1)}" for i in range(7)]
+    ids = tokenize_texts(tokenizer, texts, progress.task("tokenising", len(texts)), chunk=3)
+    assert ids == [[len(t)] * len(t) for t in texts]
+    assert progress.tasks["tokenising"][1] == [(3, 7), (6, 7), (7, 7)]
 
 
 def test_empty_token_list_is_a_clear_error():

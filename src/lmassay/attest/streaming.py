@@ -30,417 +30,70 @@ set too large for that should be scored in parts.
 
 Families: GPT-2, Llama / Mistral / Qwen2 / Qwen3, GPT-NeoX (:data:`FAMILIES`); any other
 architecture is refused with an :class:`~lmassay.errors.InputError` naming it.
+
+The parts: :mod:`lmassay.attest.checkpoint_reader` reads tensors from the safetensors files,
+:mod:`lmassay.attest.streamed_model` builds the meta-device model and materialises one module at a
+time; this module drives the passes and reduces the rows.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import time
-from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
+from lmassay.attest.reduction import head_rows, reduce_rows
 from lmassay.attest.scoring import (
-    ProgressFn,
     TokenScores,
-    Window,
-    batch_inputs,
-    check_token_lists,
-    default_token_budget,
     empty_results,
     fused_activations,
-    head_rows,
-    make_windows,
-    plan_batches,
-    reduce_rows,
     score_token_lists,
     store_batch,
 )
+from lmassay.attest.streamed_model import (
+    FAMILIES,
+    Family,
+    StreamedModel,
+    StreamStats,
+    build_skeleton,
+    family_of,
+    read_config,
+)
+from lmassay.attest.windows import (
+    BatchInputs,
+    Window,
+    batch_inputs,
+    check_token_lists,
+    make_windows,
+    plan_batches,
+    resolve_token_budget,
+)
 from lmassay.errors import InputError
+from lmassay.progress import ProgressFn
 
 if TYPE_CHECKING:
     import torch
 
     from lmassay.attest.model_loading import LoadedModel
 
+__all__ = [
+    "FAMILIES",
+    "OFFLOAD_MODES",
+    "Family",
+    "Offload",
+    "StreamStats",
+    "build_skeleton",
+    "family_of",
+    "score_models",
+    "stream_score_token_lists",
+]
+
 Offload = Literal["none", "stream"]
 OFFLOAD_MODES: tuple[str, ...] = ("none", "stream")
 
-
-@dataclass(frozen=True)
-class Family:
-    """Where a decoder family keeps its parts, relative to the base model (``model.base_model``)."""
-
-    layers: str
-    """The ``ModuleList`` of transformer blocks."""
-    final_norm: str
-    embeddings: tuple[str, ...]
-    """Modules the base forward needs to embed ``input_ids`` (the first pass only)."""
-    positions: tuple[str, ...] = ()
-    """Modules it needs on every pass (GPT-2 adds learned position embeddings to ``inputs_embeds``)."""
-
-
-_LLAMA_LIKE = Family(layers="layers", final_norm="norm", embeddings=("embed_tokens",))
-FAMILIES: dict[str, Family] = {
-    "gpt2": Family(layers="h", final_norm="ln_f", embeddings=("wte", "wpe"), positions=("wpe",)),
-    "llama": _LLAMA_LIKE,
-    "mistral": _LLAMA_LIKE,
-    "qwen2": _LLAMA_LIKE,
-    "qwen3": _LLAMA_LIKE,
-    "gpt_neox": Family(layers="layers", final_norm="final_layer_norm", embeddings=("embed_in",)),
-}
-"""``config.model_type`` → :class:`Family`, the architectures layer streaming supports."""
-
-
-@dataclass
-class StreamStats:
-    """What one streamed scoring did: loads per module, bytes read, time spent where."""
-
-    loads: Counter[str] = field(default_factory=Counter)
-    """Times each module (``"model:layers.3"``, ``"model:head"``, …) was materialised."""
-    bytes_read: int = 0
-    seconds_loading: float = 0.0
-    seconds_total: float = 0.0
-    activation_bytes: int = 0
-    """Peak bytes of kept activations (hidden states of every window), per model pass."""
-
-
-# --------------------------------------------------------------------------------------------
-# checkpoint access
-
-
-_SAFETENSORS_DTYPES = {
-    "F64": "float64",
-    "F32": "float32",
-    "F16": "float16",
-    "BF16": "bfloat16",
-    "I64": "int64",
-    "I32": "int32",
-    "I16": "int16",
-    "I8": "int8",
-    "U8": "uint8",
-    "BOOL": "bool",
-    "F8_E4M3": "float8_e4m3fn",
-    "F8_E5M2": "float8_e5m2",
-}
-
-
-@dataclass(frozen=True)
-class _Entry:
-    """Where one tensor lies in a safetensors file."""
-
-    file: Path
-    dtype: str
-    shape: tuple[int, ...]
-    begin: int  # absolute byte offsets in the file
-    end: int
-
-
-def _safetensors_header(file: Path) -> dict[str, _Entry]:
-    """The tensors of one safetensors file: 8-byte little-endian header size, JSON header, data."""
-    with open(file, "rb") as handle:
-        size = int.from_bytes(handle.read(8), "little")
-        header = json.loads(handle.read(size))
-    start = 8 + size
-    out = {}
-    for key, info in header.items():
-        if key == "__metadata__":
-            continue
-        begin, end = info["data_offsets"]
-        out[key] = _Entry(file, info["dtype"], tuple(info["shape"]), start + begin, start + end)
-    return out
-
-
-class _Checkpoint:
-    """The safetensors files of a model folder: which file holds which tensor, and reading one.
-
-    Tensors are read with positioned reads straight into their own memory.  (``safe_open`` maps a
-    whole shard into the address space to copy one tensor out of it; under an address-space cap
-    the map of a shard holding the embedding table would double the peak.)
-    """
-
-    def __init__(self, folder: Path, model_class: str) -> None:
-        self.folder = folder
-        files = sorted(folder.glob("*.safetensors"))
-        if not files:
-            raise InputError(
-                f"{folder} has no *.safetensors weights; layer streaming reads safetensors only",
-                "convert the checkpoint to safetensors or use --offload none",
-            )
-        self.entries: dict[str, _Entry] = {}
-        for file in files:
-            self.entries.update(_safetensors_header(file))
-        self.names = {key: key for key in self.entries}
-        for pattern, target in _renamings(model_class):  # legacy names, e.g. GPT-NeoX embed_out
-            for key in self.entries:
-                self.names.setdefault(re.sub(pattern, target, key), key)
-
-    def resolve(self, name: str, prefix: str) -> str | None:
-        """The checkpoint key of parameter ``name`` (with or without the base-model prefix)."""
-        candidates = [name]
-        if prefix and name.startswith(prefix + "."):
-            candidates.append(name[len(prefix) + 1 :])
-        else:
-            candidates.append(f"{prefix}.{name}" if prefix else name)
-        return next((self.names[c] for c in candidates if c in self.names), None)
-
-    def read(self, keys: Sequence[str], stats: StreamStats) -> dict[str, torch.Tensor]:
-        """Read the tensors ``keys`` (CPU, their stored dtype), one file open at a time."""
-        import torch
-
-        by_file: dict[Path, list[str]] = {}
-        for key in keys:
-            by_file.setdefault(self.entries[key].file, []).append(key)
-        out = {}
-        start = time.perf_counter()
-        for file, names in by_file.items():
-            with open(file, "rb", buffering=0) as handle:
-                for key in sorted(names, key=lambda k: self.entries[k].begin):
-                    entry = self.entries[key]
-                    dtype = _SAFETENSORS_DTYPES.get(entry.dtype)
-                    if dtype is None:
-                        raise InputError(
-                            f"{file} stores {key} as {entry.dtype}, which layer streaming cannot read",
-                            "use --offload none",
-                        )
-                    tensor = torch.empty(entry.shape, dtype=getattr(torch, dtype))
-                    view = tensor.reshape(-1).view(torch.uint8).numpy().data  # memoryview
-                    if view.nbytes != entry.end - entry.begin:
-                        raise InputError(
-                            f"{file}: tensor {key} has {entry.end - entry.begin} bytes, "
-                            f"its shape needs {view.nbytes}",
-                            "the checkpoint is damaged; re-save it",
-                        )
-                    handle.seek(entry.begin)
-                    done = 0
-                    while done < view.nbytes:
-                        n = handle.readinto(view[done:])
-                        if not n:
-                            raise InputError(f"{file} ends inside tensor {key}", "re-save it")
-                        done += n
-                    stats.bytes_read += view.nbytes
-                    out[key] = tensor
-        stats.seconds_loading += time.perf_counter() - start
-        return out
-
-
-def _renamings(model_class: str) -> list[tuple[str, str]]:
-    """The plain key renamings transformers applies when loading ``model_class`` checkpoints."""
-    try:
-        from transformers.conversion_mapping import get_checkpoint_conversion_mapping
-    except ImportError:  # older transformers: checkpoints use the module names
-        return []
-    out = []
-    for rule in get_checkpoint_conversion_mapping(model_class) or []:
-        sources, targets = (
-            getattr(rule, "source_patterns", []),
-            getattr(rule, "target_patterns", []),
-        )
-        if type(rule).__name__ == "WeightRenaming" and len(sources) == len(targets) == 1:
-            out.append((str(sources[0]), str(targets[0])))
-    return out
-
-
-class _StreamedModel:
-    """A meta-device model whose modules are materialised from the checkpoint on demand."""
-
-    def __init__(
-        self,
-        folder: Path,
-        role: str,
-        device: str,
-        dtype: torch.dtype,
-        stats: StreamStats,
-        trust_remote_code: bool = False,
-    ) -> None:
-        self.config = _read_config(folder, trust_remote_code)
-        self.family = family_of(self.config)
-        self.model = build_skeleton(self.config, trust_remote_code)
-        self.base = self.model.base_model
-        self.prefix = self.model.base_model_prefix
-        self.checkpoint = _Checkpoint(folder, type(self.model).__name__)
-        self.role, self.device, self.dtype, self.stats = role, device, dtype, stats
-        for name, buffer in self.model.named_buffers():  # rotary frequencies etc.: real, small
-            if buffer.device.type != "meta":
-                _set_tensor(self.model, name, buffer.to(device))
-
-    @property
-    def blocks(self) -> Any:
-        return getattr(self.base, self.family.layers)
-
-    def _full_name(self, module_path: str) -> str:
-        return f"{self.prefix}.{module_path}" if self.prefix else module_path
-
-    def load(self, module_path: str) -> None:
-        """Materialise ``base.<module_path>`` (parameters and persistent buffers)."""
-        self.install(module_path, self.read(module_path))
-
-    def read(self, module_path: str) -> dict[str, torch.Tensor]:
-        """Read the tensors of ``base.<module_path>`` (CPU, stored dtype), by parameter name."""
-        module = self.base.get_submodule(module_path)
-        keys = {}
-        for n, tensor in module.state_dict(keep_vars=True).items():
-            full = f"{self._full_name(module_path)}.{n}"
-            key = self.checkpoint.resolve(full, self.prefix)
-            if key is not None:
-                keys[n] = key
-            elif tensor.device.type == "meta":
-                raise InputError(
-                    f"{self.checkpoint.folder} has no tensor {full!r} (the {self.role})",
-                    "the checkpoint does not match its config.json; use --offload none",
-                )
-        tensors = self.checkpoint.read(list(keys.values()), self.stats)
-        return {n: tensors[key] for n, key in keys.items()}
-
-    def install(self, module_path: str, tensors: dict[str, torch.Tensor]) -> None:
-        """Put tensors read by :meth:`read` into the module (on the device, in the model dtype)."""
-        module = self.base.get_submodule(module_path)
-        for n in list(tensors):
-            _set_tensor(module, n, tensors.pop(n).to(self.device, self.dtype))
-        self.stats.loads[f"{self.role}:{module_path}"] += 1
-
-    def free(self, module_path: str) -> None:
-        module = self.base.get_submodule(module_path)
-        for n, _ in list(module.named_parameters()):
-            _set_tensor(module, n, None)
-
-    def head(self) -> Any:
-        """The output layer as a real ``nn.Linear`` (its own weights, or the tied embedding)."""
-        import torch
-
-        head = self.model.get_output_embeddings()
-        if head is None or not isinstance(head, torch.nn.Linear):
-            raise InputError(
-                f"{type(self.model).__name__} has no linear output layer",
-                "use --offload none for this model",
-            )
-        head_name = next(n for n, m in self.model.named_modules() if m is head)
-        wanted = {"weight": f"{head_name}.weight"}
-        if head.bias is not None:
-            wanted["bias"] = f"{head_name}.bias"
-        found = {n: self.checkpoint.resolve(k, self.prefix) for n, k in wanted.items()}
-        keys = {n: k for n, k in found.items() if k is not None}
-        if "weight" not in keys:  # tied: the output layer is the input embedding
-            embedding = self.model.get_input_embeddings()
-            emb_name = next(n for n, m in self.model.named_modules() if m is embedding)
-            key = self.checkpoint.resolve(f"{emb_name}.weight", self.prefix)
-            if key is None or not getattr(self.config, "tie_word_embeddings", True):
-                raise InputError(
-                    f"{self.checkpoint.folder} has no output layer weights",
-                    "the checkpoint does not match its config.json; use --offload none",
-                )
-            keys["weight"] = key
-        tensors = self.checkpoint.read(list(keys.values()), self.stats)
-        out = torch.nn.Linear(
-            head.in_features, head.out_features, bias=head.bias is not None, device="meta"
-        )
-        for n, key in keys.items():  # the tensors read become the parameters (no second copy)
-            _set_tensor(out, n, tensors.pop(key).to(self.device, self.dtype))
-        self.stats.loads[f"{self.role}:head"] += 1
-        return out.eval()
-
-    def block_arguments(
-        self, inputs: Any, hidden: torch.Tensor | None
-    ) -> tuple[torch.Tensor, tuple[Any, ...], dict[str, Any]]:
-        """Run the base forward up to block 0: its input hidden states, args and kwargs.
-
-        With ``hidden`` None the forward embeds ``inputs.input_ids`` (embeddings must be loaded);
-        otherwise it is given ``inputs_embeds=hidden`` and only the arguments are used.
-        """
-        captured: list[Any] = []
-
-        def stop(_module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            captured.append((args, kwargs))
-            raise _Captured
-
-        handle = self.blocks[0].register_forward_pre_hook(stop, with_kwargs=True)
-        mask = inputs.attention_mask.to(self.device)
-        try:
-            if hidden is None:
-                self.base(input_ids=inputs.input_ids.to(self.device), attention_mask=mask)
-            else:
-                self.base(inputs_embeds=hidden, attention_mask=mask)
-        except _Captured:
-            pass
-        finally:
-            handle.remove()
-        if not captured:
-            raise InputError(
-                f"{type(self.model).__name__}: could not reach the first block",
-                "use --offload none for this model",
-            )
-        args, kwargs = captured[0]
-        return args[0], args[1:], kwargs
-
-
-class _Captured(Exception):
-    """Raised by the pre-hook on block 0 to stop the base forward there."""
-
-
-def _set_tensor(module: Any, name: str, value: Any) -> None:
-    """Put ``value`` (or an empty meta tensor when None) at ``module.<name>``, keeping its kind."""
-    import torch
-
-    owner_path, _, leaf = name.rpartition(".")
-    owner = module.get_submodule(owner_path) if owner_path else module
-    old = getattr(owner, leaf)
-    if value is None:
-        value = torch.empty_like(old, device="meta")
-    if isinstance(old, torch.nn.Parameter):
-        owner._parameters[leaf] = torch.nn.Parameter(value, requires_grad=False)
-    else:
-        owner._buffers[leaf] = value
-
-
-def _read_config(folder: Path, trust_remote_code: bool) -> Any:
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(
-            f"could not read the config of {folder} ({type(exc).__name__}: {exc})",
-            "pass a transformers model folder with config.json",
-        ) from exc
-
-
-def family_of(config: Any) -> Family:
-    """The :class:`Family` of a config, or an :class:`InputError` naming the architecture."""
-    model_type = getattr(config, "model_type", None)
-    family = FAMILIES.get(str(model_type))
-    architecture = ", ".join(getattr(config, "architectures", None) or [str(model_type)])
-    if family is None:
-        raise InputError(
-            f"layer streaming does not support the {architecture} architecture "
-            f"(model_type {model_type!r}); it supports {', '.join(sorted(FAMILIES))}",
-            "use --offload none (the model must then fit in memory)",
-        )
-    layer_types = getattr(config, "layer_types", None)
-    if layer_types and len(set(layer_types)) > 1:
-        raise InputError(
-            f"layer streaming does not support {architecture} with mixed layer types "
-            f"({', '.join(sorted(set(layer_types)))})",
-            "use --offload none (the model must then fit in memory)",
-        )
-    return family
-
-
-def build_skeleton(config: Any, trust_remote_code: bool = False) -> Any:
-    """The causal LM of ``config`` with its parameters on the meta device (no memory), in eval mode."""
-    from accelerate import init_empty_weights
-    from transformers import AutoModelForCausalLM
-
-    with init_empty_weights():
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-    return model.eval()
-
-
-# --------------------------------------------------------------------------------------------
-# scoring
+_read_config = read_config  # the name benchmarks/streaming.py imports
 
 
 def stream_score_token_lists(
@@ -462,7 +115,9 @@ def stream_score_token_lists(
 
     ``model_path`` (and ``reference_path``) are local model folders with ``config.json`` and
     safetensors weights.  Each block of each model is loaded once per pass; ``stats`` (if given)
-    records the loads, bytes read and timings.  See the module docstring.
+    records the loads, bytes read and timings.  ``progress`` (a task of
+    :class:`lmassay.progress.Progress`) counts token-steps: every scored token once per block of
+    each model, and once for its embedding, final norm and output layer.  See the module docstring.
     """
     import torch
 
@@ -473,17 +128,12 @@ def stream_score_token_lists(
     paths = [Path(model_path)] + ([Path(reference_path)] if reference_path is not None else [])
     roles = ["model", "reference"][: len(paths)]
     streamed = [
-        _StreamedModel(p, r, device, torch_dtype, stats, trust_remote_code)
-        for p, r in zip(paths, roles, strict=True)
+        StreamedModel(path, role, device, torch_dtype, stats, trust_remote_code)
+        for path, role in zip(paths, roles, strict=True)
     ]
     widths = [int(s.model.get_output_embeddings().out_features) for s in streamed]
-    budget = token_budget or default_token_budget(max(widths), max_length, len(paths), device)
-    if budget < 1:
-        raise InputError(
-            f"token budget must be positive, got {budget}", "pass --token-budget 1 or more"
-        )
-    windows = make_windows(token_lists, prefix_token_id, max_length)
-    batches = plan_batches(windows, budget)
+    budget = resolve_token_budget(token_budget, widths, max_length, device)
+    batches = plan_batches(make_windows(token_lists, prefix_token_id, max_length), budget)
     total = sum(len(t) for t in token_lists)
     steps = _Steps(progress, total * sum(len(s.blocks) + 3 for s in streamed))
 
@@ -515,11 +165,18 @@ class _Steps:
 
 
 def _final_states(
-    streamed: _StreamedModel, batches: list[list[Window]], steps: _Steps
+    streamed: StreamedModel, batches: list[list[Window]], steps: _Steps
 ) -> list[torch.Tensor]:
     """One model's final-norm hidden states of the scored rows, ``(N_b, H)`` per batch."""
-    family = streamed.family
     inputs = [batch_inputs(batch) for batch in batches]
+    hidden = _embed(streamed, inputs, steps)
+    _run_blocks(streamed, inputs, hidden, steps)
+    return _final_rows(streamed, inputs, hidden, steps)
+
+
+def _embed(streamed: StreamedModel, inputs: list[BatchInputs], steps: _Steps) -> list[torch.Tensor]:
+    """The hidden states entering block 0, ``(B, T, H)`` per batch, kept on the CPU."""
+    family = streamed.family
     for name in family.embeddings:
         streamed.load(name)
     hidden = []
@@ -533,8 +190,14 @@ def _final_states(
     streamed.stats.activation_bytes = max(
         streamed.stats.activation_bytes, sum(h.numel() * h.element_size() for h in hidden)
     )
+    return hidden
 
-    paths = [f"{family.layers}.{index}" for index in range(len(streamed.blocks))]
+
+def _run_blocks(
+    streamed: StreamedModel, inputs: list[BatchInputs], hidden: list[torch.Tensor], steps: _Steps
+) -> None:
+    """Run every batch through each block in turn, replacing ``hidden[b]`` in place."""
+    paths = [f"{streamed.family.layers}.{index}" for index in range(len(streamed.blocks))]
     # block i+1 is read from disk while block i computes: two blocks' weights at most
     with fused_activations([streamed.model]), ThreadPoolExecutor(1) as reader:
         pending = reader.submit(streamed.read, paths[0])
@@ -553,6 +216,12 @@ def _final_states(
             streamed.free(path)
             del block
 
+
+def _final_rows(
+    streamed: StreamedModel, inputs: list[BatchInputs], hidden: list[torch.Tensor], steps: _Steps
+) -> list[torch.Tensor]:
+    """The final norm of the scored rows only, ``(N_b, H)`` per batch; frees ``hidden``."""
+    family = streamed.family
     for name in family.positions:
         streamed.free(name)
     streamed.load(family.final_norm)
