@@ -45,19 +45,20 @@ def token_evidence(
     scores: TokenScores, tokenizer: Any, n_tokens: int, context_tokens: int
 ) -> list[dict[str, Any]]:
     """The ``n_tokens`` largest-KL tokens of one sample (scored with top-k capture), largest first."""
-    if scores.kl is None or scores.logprob_reference is None:
+    kl, logprob_reference = scores.kl, scores.logprob_reference
+    if kl is None or logprob_reference is None:
         return []
     ids = scores.token_ids
-    order = sorted(range(scores.n_tokens), key=lambda p: (-float(scores.kl[p]), p))  # type: ignore[index]
+    order = sorted(range(scores.n_tokens), key=lambda p: (-float(kl[p]), p))
     tokens = []
     for position in order[:n_tokens]:
         tokens.append(
             {
                 "position": position,
                 "token": _decode(tokenizer, [int(ids[position])]),
-                "kl": float(scores.kl[position]),
+                "kl": float(kl[position]),
                 "logprob_model": float(scores.logprob_model[position]),
-                "logprob_reference": float(scores.logprob_reference[position]),
+                "logprob_reference": float(logprob_reference[position]),
                 "context_before": _decode(
                     tokenizer, ids[max(0, position - context_tokens) : position].tolist()
                 ),
