@@ -1,5 +1,5 @@
 """Narrow repair on the demo-size world (about 4 minutes on 2 cores, most of it training the
-demo-size reference).
+demo-size reference), so marked slow: run it with ``pytest -m slow``.
 
 The test-size reference is too small for narrow fine-tuning: fine-tuning the clean reference on its
 own religion text already moves religion past the noise floor (measured: effect 0.023 after 25
@@ -25,6 +25,7 @@ def demo_world():
     return files, info.path, root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["suppression", "slant"])
 def test_narrow_repairs_the_demo_variant(demo_world, kind, tmp_path):
     from lmassay.attest.recipe import AttestConfig, attest

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from lmassay.attest.document import Attestation
 from lmassay.attest.probes import ProbeSample
 from lmassay.errors import InputError
 from lmassay.repair import RepairConfig, compare_attestations, find_probe_overlap
@@ -192,8 +193,14 @@ def test_only_the_newest_complete_checkpoint_is_kept(tmp_path):
 
 def _att(verdict, levels, flagged=(), floor=0.02):
     median = sorted(levels.values())[len(levels) // 2]
+    return Attestation.from_json(_att_json(verdict, levels, flagged, floor, median))
+
+
+def _att_json(verdict, levels, flagged, floor, median):
     return {
+        "schema": "lmassay.attestation/v1",
         "verdict": verdict,
+        "comparison": "kl",
         "flagged": list(flagged),
         "summary": {"statistic": "mean_kl", "noise_floor": floor},
         "categories": [
@@ -238,6 +245,18 @@ def test_outcome_fails_on_collateral_flags_and_on_a_different_model():
     different = _att("different-model", {"a": 0.9, "b": 0.9, "c": 0.9, "d": 0.9})
     outcome = compare_attestations(BEFORE, different, ["d"])
     assert not outcome["success"] and "different-model" in outcome["message"]
+
+
+def test_outcome_reads_the_parsed_json_as_the_document_and_new_categories_have_no_before():
+    levels = {"a": 0.095, "b": 0.10, "c": 0.115, "d": 0.115, "e": 0.2}
+    raw = _att_json("consistent", levels, (), 0.02, 0.115)  # what attest() returns
+    outcome = compare_attestations(BEFORE, raw, ["d"])
+    assert outcome == compare_attestations(BEFORE, Attestation.from_json(raw), ["d"])
+    row = next(r for r in outcome["categories"] if r["name"] == "e")
+    assert row["role"] == "collateral" and row["flagged_before"] is False
+    assert row["level_before"] is None and row["level_change"] is None
+    assert row["level_after"] == pytest.approx(0.2)
+    assert outcome["verdict_before"] == "tampered" and outcome["flagged_before"] == ["d"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,51 +10,47 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-
-def number(value: Any) -> float | None:
-    """``value`` as a float when it is a JSON number, else None."""
-    return float(value) if isinstance(value, int | float) else None
+from lmassay.attest.document import Attestation, CategoryRow, Verdict, as_attestation
 
 
-def _change(after: Any, before: Any) -> float | None:
+def number(value: float | None) -> float | None:
+    """``value`` as a float (a JSON integer too), or None."""
+    return None if value is None else float(value)
+
+
+def _change(after: float | None, before: float | None) -> float | None:
     a, b = number(after), number(before)
     return None if a is None or b is None else a - b
 
 
-def compare_attestations(
-    before: Mapping[str, Any], after: Mapping[str, Any], repaired: Sequence[str]
-) -> dict[str, Any]:
-    """The before/after table and the success rule (see the module docstring) as JSON."""
-    statistic = str(after["summary"].get("statistic") or "mean_kl")
-    floor = number(after["summary"].get("noise_floor"))
-    old = {c["name"]: c for c in before["categories"]}
-    rows = []
-    for new in after["categories"]:
-        name = new["name"]
-        prior = old.get(name, {})
-        rows.append(
-            {
-                "name": name,
-                "role": "repaired" if name in repaired else "collateral",
-                "flagged_before": bool(prior.get("flagged", False)),
-                "flagged_after": bool(new.get("flagged", False)),
-                "level_before": number(prior.get("level")),
-                "level_after": number(new.get("level")),
-                "level_change": _change(new.get("level"), prior.get("level")),
-                "effect_before": number(prior.get("effect")),
-                "effect_after": number(new.get("effect")),
-                "mean_kl_before": number(prior.get("mean_kl")),
-                "mean_kl_after": number(new.get("mean_kl")),
-                "mean_kl_change": _change(new.get("mean_kl"), prior.get("mean_kl")),
-                "ppl_model_before": number(prior.get("ppl_model")),
-                "ppl_model_after": number(new.get("ppl_model")),
-                "ppl_model_change": _change(new.get("ppl_model"), prior.get("ppl_model")),
-                "ppl_reference": number(new.get("ppl_reference")),
-                "q_before": number(prior.get("q_value")),
-                "q_after": number(new.get("q_value")),
-            }
-        )
-    still = [
+def _row(new: CategoryRow, prior: CategoryRow | None, role: str) -> dict[str, Any]:
+    """One category before (``prior``; None when it was not in the first attestation) and after."""
+    old = prior or CategoryRow(name=new.name)
+    return {
+        "name": new.name,
+        "role": role,
+        "flagged_before": bool(old.flagged),
+        "flagged_after": bool(new.flagged),
+        "level_before": number(old.level),
+        "level_after": number(new.level),
+        "level_change": _change(new.level, old.level),
+        "effect_before": number(old.effect),
+        "effect_after": number(new.effect),
+        "mean_kl_before": number(old.mean_kl),
+        "mean_kl_after": number(new.mean_kl),
+        "mean_kl_change": _change(new.mean_kl, old.mean_kl),
+        "ppl_model_before": number(old.ppl_model),
+        "ppl_model_after": number(new.ppl_model),
+        "ppl_model_change": _change(new.ppl_model, old.ppl_model),
+        "ppl_reference": number(new.ppl_reference),
+        "q_before": number(old.q_value),
+        "q_after": number(new.q_value),
+    }
+
+
+def _still_above(rows: Sequence[Mapping[str, Any]], floor: float | None) -> list[str]:
+    """The repaired categories that are flagged, or not shown to be under the floor."""
+    return [
         r["name"]
         for r in rows
         if r["role"] == "repaired"
@@ -65,14 +61,17 @@ def compare_attestations(
             or r["effect_after"] > floor
         )
     ]
-    newly = [r["name"] for r in rows if r["role"] == "collateral" and r["flagged_after"]]
-    collateral = [
-        r["level_change"]
-        for r in rows
-        if r["role"] == "collateral" and r["level_change"] is not None
-    ]
-    different = after["verdict"] == "different-model"
-    success = not still and not newly and not different
+
+
+def _message(
+    repaired: Sequence[str],
+    still: list[str],
+    newly: list[str],
+    different: bool,
+    floor: float | None,
+) -> str:
+    if not still and not newly and not different:
+        return f"repaired: {', '.join(repaired)} back under the noise floor and no other category flagged"
     reasons = []
     if still:
         reasons.append(
@@ -84,22 +83,45 @@ def compare_attestations(
         reasons.append(f"{', '.join(newly)} became flagged")
     if different:
         reasons.append("the repaired model differs from the reference everywhere (different-model)")
+    return "not repaired: " + "; ".join(reasons)
+
+
+def compare_attestations(
+    before: Attestation | Mapping[str, Any],
+    after: Attestation | Mapping[str, Any],
+    repaired: Sequence[str],
+) -> dict[str, Any]:
+    """The before/after table and the success rule (see the module docstring) as JSON.
+
+    Either attestation may be given as the document or as its parsed JSON object.
+    """
+    before, after = as_attestation(before), as_attestation(after)
+    floor = number(after.summary.noise_floor)
+    old = {c.name: c for c in before.categories}
+    rows = [
+        _row(new, old.get(new.name), "repaired" if new.name in repaired else "collateral")
+        for new in after.categories
+    ]
+    still = _still_above(rows, floor)
+    newly = [r["name"] for r in rows if r["role"] == "collateral" and r["flagged_after"]]
+    collateral = [
+        r["level_change"]
+        for r in rows
+        if r["role"] == "collateral" and r["level_change"] is not None
+    ]
+    different = after.verdict == Verdict.DIFFERENT_MODEL
     return {
-        "statistic": statistic,
+        "statistic": after.summary.statistic or "mean_kl",
         "noise_floor": floor,
         "categories": rows,
         "repaired": list(repaired),
         "still_above_floor": still,
         "newly_flagged": newly,
         "collateral_max_level_change": max(collateral, key=abs) if collateral else None,
-        "verdict_before": before["verdict"],
-        "verdict_after": after["verdict"],
-        "flagged_before": list(before["flagged"]),
-        "flagged_after": list(after["flagged"]),
-        "success": success,
-        "message": (
-            f"repaired: {', '.join(repaired)} back under the noise floor and no other category flagged"
-            if success
-            else "not repaired: " + "; ".join(reasons)
-        ),
+        "verdict_before": before.verdict.value,
+        "verdict_after": after.verdict.value,
+        "flagged_before": list(before.flagged),
+        "flagged_after": list(after.flagged),
+        "success": not still and not newly and not different,
+        "message": _message(repaired, still, newly, different, floor),
     }

@@ -255,6 +255,45 @@ def _effective_stop_gap(result: LoopResult, settings: LoopSettings) -> float | N
     return None
 
 
+def _train_step(
+    models: Models,
+    streams: Streams,
+    settings: LoopSettings,
+    generator: torch.Generator,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+) -> float:
+    """One optimizer step at the schedule's learning rate; returns the loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = _lr_at(step, settings)
+    loss = _step_loss(models, streams, settings, generator)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    return float(loss.detach())
+
+
+def _resume(
+    checkpoints: Path,
+    trainable: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    result: LoopResult,
+    progress: Progress,
+) -> tuple[int, float]:
+    """Load the newest checkpoint, if any, into the optimizer, generator and ``result``; return
+    the step it was taken after and the seconds trained before it (0 and 0.0 without one)."""
+    found = latest_checkpoint(checkpoints)
+    if found is None:
+        return 0, 0.0
+    state = load_checkpoint(found, trainable, optimizer, generator)
+    result.losses, result.history, result.resumed_from = state.losses, state.history, state.step
+    progress.log(f"resuming from the checkpoint of step {state.step} ({found})")
+    return state.step, state.elapsed_s
+
+
 def run_loop(
     models: Models,
     streams: Streams,
@@ -268,20 +307,18 @@ def run_loop(
     if streams.anchor is not None:
         _check_stream(streams.anchor, settings.seq_len, "anchor")
     model = models.model
-    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    trainable: dict[str, torch.Tensor] = {
+        name: p for name, p in model.named_parameters() if p.requires_grad
+    }
     decay = 0.0 if any("lora_" in name for name in trainable) else 0.01
     optimizer = torch.optim.AdamW(
         list(trainable.values()), lr=settings.lr, betas=(0.9, 0.95), weight_decay=decay
     )
     generator = torch.Generator().manual_seed(settings.seed)
     result = LoopResult(losses=[])
-    start_step, elapsed_before = 0, 0.0
-    found = latest_checkpoint(checkpoints)
-    if found is not None:
-        state = load_checkpoint(found, trainable, optimizer, generator)
-        start_step, elapsed_before = state.step, state.elapsed_s
-        result.losses, result.history, result.resumed_from = state.losses, state.history, state.step
-        progress.log(f"resuming from the checkpoint of step {state.step} ({found})")
+    start_step, elapsed_before = _resume(
+        checkpoints, trainable, optimizer, generator, result, progress
+    )
     update = progress.task("repair: training", settings.steps)
     update(start_step, settings.steps)
     if start_step == 0 and (check := _monitor(models, streams, settings)) is not None:
@@ -294,15 +331,8 @@ def run_loop(
     model.train()
     try:
         while step < settings.steps and not _repaired(result, stop_gap):
-            for group in optimizer.param_groups:
-                group["lr"] = _lr_at(step, settings)
-            loss = _step_loss(models, streams, settings, generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(list(trainable.values()), 1.0)
-            optimizer.step()
+            result.losses.append(_train_step(models, streams, settings, generator, optimizer, step))
             step += 1
-            result.losses.append(float(loss.detach()))
             if step % settings.eval_every == 0 or step == settings.steps:
                 check = _monitor(models, streams, settings)
                 if check is not None:
