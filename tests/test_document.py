@@ -238,3 +238,36 @@ def test_schema_rejects_what_the_reader_rejects() -> None:
     raw = _raw()
     raw["categories"][0]["p_value"] = "small"
     assert not validator.is_valid(raw)
+
+
+def test_attestations_written_by_attest_follow_the_schema(tmp_path: Path) -> None:
+    """A KL run, a bits-per-byte run against it as baseline, and a model scored alone."""
+    from conftest import save_tiny_model
+    from lmassay.attest import AttestConfig, attest
+    from lmassay.world.tiny_lm import train_tokenizer
+
+    texts = {
+        c: [f"{c} sample {i} with some words about {c} and {i * 7}" for i in range(6)]
+        for c in ("alpha", "beta", "gamma")
+    }
+    tokenizer = train_tokenizer([t for v in texts.values() for t in v], vocab_size=300)
+    model = save_tiny_model(tmp_path / "model", tokenizer, seed=0)
+    reference = save_tiny_model(tmp_path / "reference", tokenizer, seed=1)
+    probes = tmp_path / "probes.jsonl"
+    probes.write_text(
+        "".join(json.dumps({"text": t, "category": c}) + "\n" for c, v in texts.items() for t in v)
+    )
+    common = {"model": str(model), "probes": str(probes), "n_bootstrap": 20, "device": "cpu"}
+    runs = {
+        "kl": {"reference": str(reference), "out": str(tmp_path / "kl")},
+        "bpb": {"baseline": str(tmp_path / "kl"), "out": str(tmp_path / "bpb")},
+        "none": {"out": str(tmp_path / "none")},
+    }
+    for comparison, extra in runs.items():
+        result = attest(AttestConfig(**common, **extra))
+        path = result.paths["attestation"]
+        raw = assert_valid_attestation(path)
+        assert raw["comparison"] == comparison and result.attestation == raw
+        assert (
+            Attestation.read(path).write(tmp_path / "again.json").read_bytes() == path.read_bytes()
+        )
