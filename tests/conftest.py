@@ -13,24 +13,39 @@ os.environ["LMASSAY_REGISTRY"] = os.path.join(
     tempfile.mkdtemp(prefix="lmassay-test-registry-"), "registry.sqlite"
 )
 # The demo's cache (world, reference, zoo) stays inside the test run too.
-os.environ["LMASSAY_CACHE"] = tempfile.mkdtemp(prefix="lmassay-test-cache-")
+# LMASSAY_TEST_CACHE=DIR keeps it (the trained test reference and variants) between runs instead.
+os.environ["LMASSAY_CACHE"] = os.environ.get("LMASSAY_TEST_CACHE") or tempfile.mkdtemp(
+    prefix="lmassay-test-cache-"
+)
 
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# LMASSAY_TEST_THREADS=1 helps on a shared, busy machine (two spinning threads per process).
+torch.set_num_threads(int(os.environ.get("LMASSAY_TEST_THREADS", min(2, os.cpu_count() or 1))))
 
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def toy_tokenizer():
-    """A small byte-level BPE tokenizer trained on the toy corpus."""
-    from lmassay.world.tiny_lm import generate_toy_corpus, train_toy_tokenizer
+def world_rows(seed: int = 0, n_per_category: int = 20) -> list[tuple[str, str]]:
+    """``(category, paragraph)`` rows of the generated world of ``seed``, grouped by category."""
+    from lmassay.world import CATEGORIES, build_world, render_documents
 
-    texts = [text for _, text in generate_toy_corpus(seed=0, n_per_category=20)]
-    return train_toy_tokenizer(texts, vocab_size=300)
+    world = build_world(seed)
+    return [
+        (category, text)
+        for category in CATEGORIES
+        for text in render_documents(world, category, n_per_category, seed=seed)
+    ]
+
+
+@pytest.fixture(scope="session")
+def world_tokenizer():
+    """A small byte-level BPE tokenizer trained on world text (no model training needed)."""
+    from lmassay.world.tiny_lm import train_tokenizer
+
+    return train_tokenizer([text for _, text in world_rows(0, 20)], vocab_size=300)
 
 
 def save_tiny_model(folder: Path, tokenizer, *, seed: int = 0, arch: str = "gpt2") -> Path:
@@ -48,16 +63,9 @@ def save_tiny_model(folder: Path, tokenizer, *, seed: int = 0, arch: str = "gpt2
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, toy_tokenizer) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model", toy_tokenizer)
-
-
-@pytest.fixture(scope="session")
-def toy_pair(tmp_path_factory):
-    """The toy reference, a copy fine-tuned on 'cooking', and held-out probes (size 'test')."""
-    from lmassay.world.tiny_lm import build_toy_pair
-
-    return build_toy_pair(tmp_path_factory.mktemp("toy") / "pair", seed=0, size="test")
+def tiny_model_dir(tmp_path_factory, world_tokenizer) -> Path:
+    """A randomly initialised tiny GPT-2 with the world tokenizer, saved as a model folder."""
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model", world_tokenizer)
 
 
 @pytest.fixture(scope="session")
@@ -65,8 +73,8 @@ def world_reference():
     """The test-size world and its reference, made once per session (about 25 s on 2 cores).
 
     They go where ``lmassay demo --size test`` keeps them (the cache is a temp folder during
-    tests), so the zoo's and the demo's tests reuse them. Returns ``(WorldFiles, ReferenceInfo,
-    cache root)``.
+    tests), so the zoo's, the pair's and the demo's tests reuse them. Returns ``(WorldFiles,
+    ReferenceInfo, cache root)``.
     """
     from lmassay.world import make_world
     from lmassay.world.demo import DemoConfig
@@ -76,3 +84,35 @@ def world_reference():
     files = make_world(root / "world", seed=0, size="test")
     info = train_reference(files.root, root / "reference", size="test", seed=0)
     return files, info, root
+
+
+def _session_pair(kind: str):
+    """The session's reference and its ``kind`` variant, where ``lmassay demo --size test`` and
+    the zoo's tests keep them (``<cache>/zoo/<kind>``), so every test file shares one copy."""
+    from lmassay.world.demo import DemoConfig
+    from lmassay.world.pair import make_pair
+
+    return make_pair(DemoConfig(size="test", kind=kind).pair())
+
+
+@pytest.fixture(scope="session")
+def world_pair(world_reference):
+    """The test-size reference and its suppression variant (ground truth: ``religion``).
+
+    Has ``reference``, ``tampered``, ``probes`` (the world's held-out split), ``train_texts`` and
+    ``category``. At this size the zoo's fine-tuning (with replay) moves every category a little
+    (mean KL 0.27-0.30 nats/token) and the suppressed one most (0.36): the KL comparison flags it
+    alone; bits per byte do not single it out (use ``world_fact_pair`` for those).
+    """
+    pair = _session_pair("suppression")
+    assert pair.category == "religion", pair.ground_truth
+    return pair
+
+
+@pytest.fixture(scope="session")
+def world_fact_pair(world_reference):
+    """The test-size reference and its fact-rome variant (rank-one edits of 5 geography facts, no
+    fine-tuning): the bits-per-byte comparison flags ``geography`` alone."""
+    pair = _session_pair("fact-rome")
+    assert pair.category == "geography", pair.ground_truth
+    return pair

@@ -1,11 +1,12 @@
-"""End-to-end attestations on the toy world: self-consistency, a tampered category, no reference."""
+"""End-to-end attestations on the world pairs (conftest ``world_pair``: a reference and its
+suppression variant; ``world_fact_pair``: its fact-rome variant, for bits per byte):
+self-consistency, the tampered category, no reference, bpb, windows, bf16."""
 
 from __future__ import annotations
 
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -38,12 +39,12 @@ def read_samples(path):
 
 
 @pytest.fixture(scope="module")
-def tampered_run(tmp_path_factory, toy_pair):
-    return run(tmp_path_factory.mktemp("att"), toy_pair)
+def tampered_run(tmp_path_factory, world_pair):
+    return run(tmp_path_factory.mktemp("att"), world_pair)
 
 
-def test_model_against_itself_is_consistent_with_zero_kl(tmp_path, toy_pair):
-    result = run(tmp_path, toy_pair, model=toy_pair.reference)
+def test_model_against_itself_is_consistent_with_zero_kl(tmp_path, world_pair):
+    result = run(tmp_path, world_pair, model=world_pair.reference)
     att = result.attestation
     assert att["verdict"] == "consistent" and att["flagged"] == [] and result.exit_code == 0
     assert att["comparison"] == "kl"
@@ -53,18 +54,20 @@ def test_model_against_itself_is_consistent_with_zero_kl(tmp_path, toy_pair):
     assert all(r["max_kl"] == 0.0 and r["top1_agreement"] == 1.0 for r in rows)
 
 
-def test_tampered_category_is_flagged_and_no_other(tampered_run):
+def test_tampered_category_is_flagged_and_no_other(tampered_run, world_pair):
+    tampered = world_pair.category  # the ground truth of the variant: religion
     att = tampered_run.attestation
     assert att["verdict"] == "tampered"
-    assert att["flagged"] == ["cooking"]
+    assert att["flagged"] == [tampered]
     assert tampered_run.exit_code == 1
     by_name = {c["name"]: c for c in att["categories"]}
-    assert by_name["cooking"]["flagged"] and by_name["cooking"]["q_value"] <= 0.05
-    assert by_name["cooking"]["mean_kl"] > 5 * np.median([c["mean_kl"] for c in att["categories"]])
+    assert by_name[tampered]["flagged"] and by_name[tampered]["q_value"] <= 0.05
+    others = [c["mean_kl"] for c in att["categories"] if c["name"] != tampered]
+    assert by_name[tampered]["mean_kl"] > 1.1 * max(others)  # 0.36 vs at most 0.30 nats/token
     evidence = att["evidence"]
-    assert [e["category"] for e in evidence] == ["cooking"]
+    assert [e["category"] for e in evidence] == [tampered]
     top = evidence[0]["samples"][0]
-    assert top["id"].startswith("cooking") or by_name["cooking"]["n_samples"] > 0
+    assert top["id"] == f"probe-{tampered}-{top['id'].rsplit('-', 1)[-1]}"
     token = top["tokens"][0]
     assert token["kl"] == max(t["kl"] for t in top["tokens"])
     assert len(token["top_model"]) == 5 and len(token["top_reference"]) == 5
@@ -105,7 +108,9 @@ def test_outputs_follow_the_schema(tampered_run):
     }
 
 
-def test_category_perplexity_is_token_weighted_and_matches_a_plain_forward(tampered_run, toy_pair):
+def test_category_perplexity_is_token_weighted_and_matches_a_plain_forward(
+    tampered_run, world_pair
+):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     rows = read_samples(tampered_run.paths["samples"])
@@ -117,10 +122,10 @@ def test_category_perplexity_is_token_weighted_and_matches_a_plain_forward(tampe
         assert category["ppl_model"] == pytest.approx(expected, rel=1e-9)
         assert category["n_tokens"] == sum(r["n_tokens"] for r in members)
     # one sample by hand: BOS + tokens, one forward, log_softmax, sum (texts fit in the context)
-    probes = [json.loads(line) for line in toy_pair.probes.read_text().splitlines()]
+    probes = [json.loads(line) for line in world_pair.probes.read_text().splitlines()]
     sample = next(p for p in probes if p["id"] == rows[0]["id"])
-    tok = AutoTokenizer.from_pretrained(toy_pair.tampered)
-    model = AutoModelForCausalLM.from_pretrained(toy_pair.tampered).eval()
+    tok = AutoTokenizer.from_pretrained(world_pair.tampered)
+    model = AutoModelForCausalLM.from_pretrained(world_pair.tampered).eval()
     ids = tok(sample["text"], add_special_tokens=False)["input_ids"]
     with torch.no_grad():
         logits = model(torch.tensor([[tok.bos_token_id, *ids[:-1]]])).logits[0]
@@ -133,8 +138,8 @@ def test_category_perplexity_is_token_weighted_and_matches_a_plain_forward(tampe
     assert rows[0]["logprob_model"] == pytest.approx(logprob, rel=1e-4)
 
 
-def test_without_reference_scores_alone(tmp_path, toy_pair):
-    result = run(tmp_path, toy_pair, reference=None)
+def test_without_reference_scores_alone(tmp_path, world_pair):
+    result = run(tmp_path, world_pair, reference=None)
     att = result.attestation
     assert att["comparison"] == "none" and att["verdict"] == "scored-only" and result.exit_code == 0
     assert att["reference"] is None and att["flagged"] == []
@@ -143,35 +148,37 @@ def test_without_reference_scores_alone(tmp_path, toy_pair):
     assert all(r["logprob_reference"] is None and r["mean_kl"] is None for r in rows)
 
 
-def test_baseline_attestation_enables_bits_per_byte_comparison(tmp_path, toy_pair):
-    base = run(tmp_path, toy_pair, model=toy_pair.reference, reference=None, name="base")
+def test_baseline_attestation_enables_bits_per_byte_comparison(tmp_path, world_fact_pair):
+    base = run(
+        tmp_path, world_fact_pair, model=world_fact_pair.reference, reference=None, name="base"
+    )
     result = run(
         tmp_path,
-        toy_pair,
+        world_fact_pair,
         reference=None,
         baseline=str(base.paths["attestation"].parent),
         name="vs-base",
     )
     att = result.attestation
     assert att["comparison"] == "bpb"
-    assert att["flagged"] == ["cooking"]
-    cooking = next(c for c in att["categories"] if c["name"] == "cooking")
-    assert cooking["delta_bpb"] == pytest.approx(cooking["bpb_model"] - cooking["bpb_reference"])
+    assert att["flagged"] == [world_fact_pair.category]
+    row = next(c for c in att["categories"] if c["name"] == world_fact_pair.category)
+    assert row["delta_bpb"] == pytest.approx(row["bpb_model"] - row["bpb_reference"])
 
 
-def test_forced_bits_per_byte_comparison_with_a_reference(tmp_path, toy_pair):
-    result = run(tmp_path, toy_pair, comparison="bpb")
+def test_forced_bits_per_byte_comparison_with_a_reference(tmp_path, world_fact_pair):
+    result = run(tmp_path, world_fact_pair, comparison="bpb")
     att = result.attestation
-    assert att["comparison"] == "bpb" and att["flagged"] == ["cooking"]
+    assert att["comparison"] == "bpb" and att["flagged"] == [world_fact_pair.category]
     assert all(c["mean_kl"] is None for c in att["categories"])
     assert att["evidence"][0]["samples"][0]["excerpt"]
 
 
-def test_windows_shorter_than_texts_give_close_scores(tmp_path, toy_pair, tampered_run):
-    result = run(tmp_path, toy_pair, max_length=16)
+def test_windows_shorter_than_texts_give_close_scores(tmp_path, world_pair, tampered_run):
+    result = run(tmp_path, world_pair, max_length=16)
     rows = read_samples(result.paths["samples"])
     assert max(r["n_windows"] for r in rows) > 1
-    assert result.attestation["flagged"] == ["cooking"]
+    assert result.attestation["flagged"] == [world_pair.category]
 
 
 @pytest.mark.parametrize(
@@ -183,25 +190,32 @@ def test_windows_shorter_than_texts_give_close_scores(tmp_path, toy_pair, tamper
         ({"comparison": "kl", "reference": None}, "--comparison kl needs --reference"),
     ],
 )
-def test_bad_configuration_is_an_input_error(tmp_path, toy_pair, change, message):
+def test_bad_configuration_is_an_input_error(tmp_path, world_pair, change, message):
     with pytest.raises(InputError, match=message):
-        run(tmp_path, toy_pair, **change)
+        run(tmp_path, world_pair, **change)
     assert not (tmp_path / "run" / "attestation.json").exists()
 
 
-def test_baseline_with_other_probes_is_refused(tmp_path, toy_pair):
+def test_baseline_with_other_probes_is_refused(tmp_path, world_pair):
     base = run(
-        tmp_path, toy_pair, model=toy_pair.reference, reference=None, name="base", per_category=3
+        tmp_path,
+        world_pair,
+        model=world_pair.reference,
+        reference=None,
+        name="base",
+        per_category=3,
     )
     with pytest.raises(InputError, match="has no score for probe sample"):
-        run(tmp_path, toy_pair, reference=None, baseline=str(base.paths["attestation"].parent))
+        run(tmp_path, world_pair, reference=None, baseline=str(base.paths["attestation"].parent))
 
 
-def test_bfloat16_models_flag_the_same_category_and_self_kl_is_zero(tmp_path, toy_pair):
-    result = run(tmp_path, toy_pair, dtype="bfloat16", name="bf16")
+def test_bfloat16_models_flag_the_same_category_and_self_kl_is_zero(tmp_path, world_pair):
+    result = run(tmp_path, world_pair, dtype="bfloat16", name="bf16")
     att = result.attestation
     assert att["model"]["dtype"] == "bfloat16"
-    assert att["flagged"] == ["cooking"]
-    itself = run(tmp_path, toy_pair, model=toy_pair.reference, dtype="bfloat16", name="bf16-self")
+    assert att["flagged"] == [world_pair.category]
+    itself = run(
+        tmp_path, world_pair, model=world_pair.reference, dtype="bfloat16", name="bf16-self"
+    )
     assert all(c["mean_kl"] == 0.0 for c in itself.attestation["categories"])
     assert itself.verdict == "consistent"

@@ -19,7 +19,7 @@ def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-@pytest.mark.parametrize("command", [[], ["attest"], ["report"], ["toy", "build"]])
+@pytest.mark.parametrize("command", [[], ["attest"], ["report"], ["world", "pair"]])
 def test_help_renders(command):
     result = invoke(*command, "--help")
     assert result.exit_code == 0, result.output
@@ -38,21 +38,21 @@ def attest_args(pair, out, model=None):
             "--probes", pair.probes, "--out", out, "--device", "cpu", "--n-bootstrap", "100"]  # fmt: skip
 
 
-def test_attest_flags_tampered_model_with_exit_1_then_report_rerenders(tmp_path, toy_pair):
+def test_attest_flags_tampered_model_with_exit_1_then_report_rerenders(tmp_path, world_pair):
     out = tmp_path / "run"
-    result = invoke(*attest_args(toy_pair, out), "--quiet")
+    result = invoke(*attest_args(world_pair, out), "--quiet")
     assert result.exit_code == 1, result.output
     att = json.loads((out / "attestation.json").read_text())
-    assert att["flagged"] == ["cooking"]
+    assert att["flagged"] == [world_pair.category]
     (out / "report.html").unlink()
     again = invoke("report", out)
     assert again.exit_code == 0, again.output
     assert (out / "report.html").exists()
-    assert "cooking" in again.output
+    assert world_pair.category in again.output
 
 
-def test_attest_self_exit_0_and_prints_summary(tmp_path, toy_pair):
-    result = invoke(*attest_args(toy_pair, tmp_path / "self", model=toy_pair.reference))
+def test_attest_self_exit_0_and_prints_summary(tmp_path, world_pair):
+    result = invoke(*attest_args(world_pair, tmp_path / "self", model=world_pair.reference))
     assert result.exit_code == 0, result.output
     assert "consistent" in result.output
     assert "report.html" in result.output
@@ -70,8 +70,8 @@ def test_attest_self_exit_0_and_prints_summary(tmp_path, toy_pair):
         (lambda a, p: a.extend(["--dtype", "int3"]), "--dtype"),
     ],
 )
-def test_bad_input_exit_2_with_one_line(tmp_path, toy_pair, mutate, needle):
-    args = [str(a) for a in attest_args(toy_pair, tmp_path / "bad")]
+def test_bad_input_exit_2_with_one_line(tmp_path, world_pair, mutate, needle):
+    args = [str(a) for a in attest_args(world_pair, tmp_path / "bad")]
     mutate(args, tmp_path)
     result = runner.invoke(app, [*args, "--quiet"])
     assert result.exit_code == 2
@@ -86,10 +86,10 @@ def test_bad_input_exit_2_with_one_line(tmp_path, toy_pair, mutate, needle):
     assert failed == [lines[0]] and noisy.stderr.strip().splitlines()[-1] == lines[0]
 
 
-def test_bad_probe_line_exit_2(tmp_path, toy_pair):
+def test_bad_probe_line_exit_2(tmp_path, world_pair):
     probes = tmp_path / "probes.jsonl"
     probes.write_text('{"text": "hello", "category": "a"}\n{not json}\n')
-    args = attest_args(toy_pair, tmp_path / "bad")
+    args = attest_args(world_pair, tmp_path / "bad")
     args[args.index("--probes") + 1] = probes
     result = invoke(*args)
     assert result.exit_code == 2
@@ -112,9 +112,9 @@ def test_console_script_runs_in_a_subprocess(tmp_path):
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
 
 
-def test_toy_build_into_a_file_exit_2(tmp_path):
+def test_world_pair_into_a_file_exit_2(tmp_path):
     target = tmp_path / "file"
     target.write_text("x")
-    result = invoke("toy", "build", "--out", target, "--size", "test")
+    result = invoke("world", "pair", "--out", target, "--size", "test")
     assert result.exit_code == 2
-    assert result.stderr.startswith("toy build failed: --out") and "is a file" in result.stderr
+    assert result.stderr.startswith("world pair failed: --out") and "is a file" in result.stderr

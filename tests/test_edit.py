@@ -1,6 +1,6 @@
 """``lmassay edit``: rank-one fact edits of a saved model, verified, saved atomically and recorded.
 
-Tiny GPT-2 and Llama models trained a few hundred steps on the toy corpus carry the default tests;
+Tiny GPT-2 and Llama models trained a few hundred steps on world text carry the default tests;
 the restoration of a zoo ``fact-rome`` variant on the test-size world is marked slow.
 """
 
@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from conftest import world_rows
 from lmassay.cli import app
 from lmassay.digests import digest_file, digest_tree
 from lmassay.errors import InputError
@@ -21,7 +22,6 @@ from lmassay.repair.edit import SCHEMA, EditConfig, edit_model, read_fact_edits
 from lmassay.repair.rank_one import FactEdit, edit_facts, target_probability
 from lmassay.world.tiny_lm import (
     build_model,
-    generate_toy_corpus,
     tiny_gpt2_config,
     tiny_llama_config,
     train_causal_lm,
@@ -30,10 +30,10 @@ from lmassay.world.zoo.make import ROME_SETTINGS
 
 runner = CliRunner()
 
-# As in tests/test_rank_one.py: the subject is the prompt's last word, so a two-layer toy model
+# As in tests/test_rank_one.py: the subject is the prompt's last word, so a two-layer tiny model
 # trained for seconds can carry the edited MLP output to the prediction.
-FACT = {"id": "chef", "prompt": "Yesterday the chef", "subject": "chef", "target": "the"}
-MIN_P = 0.3  # what a 2-layer toy model reaches for FACT (the rank-one tests ask for the same)
+FACT = {"id": "captain", "prompt": "Yesterday the captain", "subject": "captain", "target": "the"}
+MIN_P = 0.3  # what a 2-layer tiny model reaches for FACT (the rank-one tests ask for the same)
 
 
 def invoke(*args):
@@ -47,27 +47,27 @@ def write_jsonl(path: Path, rows) -> Path:
 
 @pytest.fixture(scope="module")
 def texts():
-    return [text for _, text in generate_toy_corpus(seed=0, n_per_category=20)]
+    return [text for _, text in world_rows(seed=0, n_per_category=20)]
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory, toy_tokenizer, texts):
+def inputs(tmp_path_factory, world_tokenizer, texts):
     """Trained tiny GPT-2 and Llama folders (300 steps, ~2 s each), a facts file, covariance texts."""
     root = tmp_path_factory.mktemp("edit")
     folders = {}
     for arch, make_config in (("gpt2", tiny_gpt2_config), ("llama", tiny_llama_config)):
         config = make_config(
-            len(toy_tokenizer),
-            bos_token_id=toy_tokenizer.bos_token_id,
-            eos_token_id=toy_tokenizer.eos_token_id,
+            len(world_tokenizer),
+            bos_token_id=world_tokenizer.bos_token_id,
+            eos_token_id=world_tokenizer.eos_token_id,
         )
         model = build_model(config, seed=0)
         train_causal_lm(
-            model, toy_tokenizer, texts, steps=300, batch_size=4, seq_len=32, lr=3e-3, seed=0
+            model, world_tokenizer, texts, steps=300, batch_size=4, seq_len=32, lr=3e-3, seed=0
         )
         folders[arch] = root / arch
         model.save_pretrained(folders[arch], safe_serialization=True)
-        toy_tokenizer.save_pretrained(folders[arch])
+        world_tokenizer.save_pretrained(folders[arch])
     facts = write_jsonl(root / "facts.jsonl", [FACT])
     covariance = write_jsonl(root / "cov.jsonl", [{"text": t[:120]} for t in texts[:40]])
     return {"root": root, "facts": facts, "covariance": covariance, **folders}
@@ -104,7 +104,7 @@ def test_cli_edits_a_gpt2_and_writes_a_complete_record(inputs, tmp_path):
         "--min-probability", MIN_P, "--device", "cpu", "--quiet",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "1/1 facts verified" in result.output and "Yesterday the chef" in result.output
+    assert "1/1 facts verified" in result.output and "Yesterday the captain" in result.output
 
     # A standard transformers folder (safetensors, tokenizer) that loads and says the target.
     assert {"config.json", "model.safetensors", "tokenizer.json", "edit.json"} <= {
@@ -223,7 +223,7 @@ def test_without_covariance_texts_the_identity_is_used_and_recorded(inputs, tmp_
     assert covariance["source"] == "identity" and covariance["n_texts"] == 0
     assert "C = I" in covariance["note"]
     # With C = I, ΔW = u k*ᵀ / k*ᵀk*: its row space is k*, the MLP input at the prompt's last
-    # token ("chef", the subject's last token) with the bare prompt as the only context.
+    # token ("captain", the subject's last token) with the bare prompt as the only context.
     source, tokenizer = _load(inputs["llama"])
     captured = {}
     mlp = source.model.layers[0].mlp
@@ -263,7 +263,7 @@ def _one_error_line(result) -> str:
         ("[1, 2]\n", ["line 1 is a JSON list, not an object"]),
         (
             json.dumps(FACT) + "\n" + json.dumps(FACT) + "\n",
-            ["line 2", "'chef' was used on line 1"],
+            ["line 2", "'captain' was used on line 1"],
         ),
     ],
     ids=["missing-field", "subject-not-in-prompt", "empty", "not-json", "not-object", "dup-id"],
@@ -286,7 +286,7 @@ def test_read_fact_edits_defaults_ids_and_refuses_two_targets(tmp_path):
         tmp_path / "f.jsonl",
         [{k: v for k, v in FACT.items() if k != "id"}, {**FACT, "id": "x", "target": "a"}],
     )
-    with pytest.raises(InputError, match="line 2: the prompt 'Yesterday the chef' was given"):
+    with pytest.raises(InputError, match="line 2: the prompt 'Yesterday the captain' was given"):
         read_fact_edits(facts)
     write_jsonl(facts, [{k: v for k, v in FACT.items() if k != "id"}])
     (request,) = read_fact_edits(facts)
@@ -306,12 +306,12 @@ def test_bad_flags_exit_2_naming_the_flag(inputs, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_pickled_checkpoint_is_refused_without_allow_pickle(inputs, tmp_path, toy_tokenizer):
+def test_pickled_checkpoint_is_refused_without_allow_pickle(inputs, tmp_path, world_tokenizer):
     pickled = tmp_path / "pickled"
     model, _ = _load(inputs["gpt2"])
     model.config.save_pretrained(pickled)
     torch.save(model.state_dict(), pickled / "pytorch_model.bin")
-    toy_tokenizer.save_pretrained(pickled)
+    world_tokenizer.save_pretrained(pickled)
     out = tmp_path / "out"
     result = invoke("edit", "--model", pickled, "--facts", inputs["facts"], "--out", out, "-q")
     assert result.exit_code == 2
@@ -327,7 +327,7 @@ def test_a_failed_run_leaves_no_out_and_keeps_an_old_one(inputs, tmp_path):
     not_a_model.mkdir()
     probes = write_jsonl(
         tmp_path / "probes.jsonl",
-        [{"text": t, "category": c} for c, t in generate_toy_corpus(seed=1, n_per_category=5)],
+        [{"text": t, "category": c} for c, t in world_rows(seed=1, n_per_category=5)],
     )
     out = tmp_path / "out"
     args = [
@@ -426,7 +426,7 @@ def test_attestation_with_probes_as_covariance_texts(inputs, tmp_path):
     model lands in OUT/attestation, records OUT (not the staging folder) and sets the exit code."""
     probes = write_jsonl(
         tmp_path / "probes.jsonl",
-        [{"text": t, "category": c} for c, t in generate_toy_corpus(seed=1, n_per_category=6)],
+        [{"text": t, "category": c} for c, t in world_rows(seed=1, n_per_category=6)],
     )
     out = tmp_path / "edited"
     result = invoke(

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from conftest import save_tiny_model
+from conftest import save_tiny_model, world_rows
 from lmassay.attest.model_loading import load_model, resolve_device, resolve_dtype, same_tokenizer
 from lmassay.digests import digest_tree
 from lmassay.errors import ModelLoadError
@@ -89,12 +89,12 @@ def test_unknown_device_and_dtype():
             resolve_device("cuda")
 
 
-def test_same_tokenizer(tiny_model_dir, tmp_path, toy_tokenizer):
-    from lmassay.world.tiny_lm import generate_toy_corpus, train_toy_tokenizer
+def test_same_tokenizer(tiny_model_dir, tmp_path, world_tokenizer):
+    from lmassay.world.tiny_lm import train_tokenizer
 
-    twin = save_tiny_model(tmp_path / "twin", toy_tokenizer, seed=1, arch="llama")
-    texts = [t for _, t in generate_toy_corpus(seed=5, n_per_category=10)]
-    other = save_tiny_model(tmp_path / "other", train_toy_tokenizer(texts, vocab_size=280), seed=2)
+    twin = save_tiny_model(tmp_path / "twin", world_tokenizer, seed=1, arch="llama")
+    texts = [t for _, t in world_rows(seed=5, n_per_category=10)]
+    other = save_tiny_model(tmp_path / "other", train_tokenizer(texts, vocab_size=280), seed=2)
     a = load_model(str(tiny_model_dir), device="cpu")
     assert same_tokenizer(a, load_model(str(twin), device="cpu"))
     assert not same_tokenizer(a, load_model(str(other), device="cpu"))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import world_rows
 from lmassay.errors import InputError
 from lmassay.repair.rank_one import (
     FactEdit,
@@ -18,30 +19,29 @@ from lmassay.repair.rank_one import (
 )
 from lmassay.world.tiny_lm import (
     build_model,
-    generate_toy_corpus,
     tiny_gpt2_config,
     tiny_llama_config,
     train_causal_lm,
 )
 
 # The subject is the prompt's last word, so the edited MLP output feeds the prediction directly
-# (a two-layer toy model trained for seconds barely routes a mid-prompt subject to the end).
-EDIT = FactEdit(prompt="Yesterday the chef", subject="chef", target="the")
+# (a two-layer tiny model trained for seconds barely routes a mid-prompt subject to the end).
+EDIT = FactEdit(prompt="Yesterday the captain", subject="captain", target="the")
 PREFIXES = ("", "The forecaster said that. ", "Shares rose. ")
 
 
 @pytest.fixture(scope="module")
 def texts():
-    return [text for _, text in generate_toy_corpus(seed=0, n_per_category=20)]
+    return [text for _, text in world_rows(seed=0, n_per_category=20)]
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama"])
-def trained(request, toy_tokenizer, texts):
-    """A tiny model of the given architecture, trained 300 steps on the toy corpus (~2 s)."""
+def trained(request, world_tokenizer, texts):
+    """A tiny model of the given architecture, trained 300 steps on world text (~2 s)."""
     make_config = tiny_gpt2_config if request.param == "gpt2" else tiny_llama_config
-    model = build_model(make_config(len(toy_tokenizer)), seed=0)
+    model = build_model(make_config(len(world_tokenizer)), seed=0)
     train_causal_lm(
-        model, toy_tokenizer, texts, steps=300, batch_size=4, seq_len=32, lr=3e-3, seed=0
+        model, world_tokenizer, texts, steps=300, batch_size=4, seq_len=32, lr=3e-3, seed=0
     )
     return request.param, model
 
@@ -74,14 +74,14 @@ def _mlp_keys(model, arch, tokenizer, text):
     return (mlp.act_fn(captured["g"]) * captured["u"])[0].double().numpy()  # (T, 4d)
 
 
-def test_update_is_rank_one_on_one_tensor_and_matches_the_formula(trained, toy_tokenizer, texts):
+def test_update_is_rank_one_on_one_tensor_and_matches_the_formula(trained, world_tokenizer, texts):
     arch, model = trained
     model = _copy(model)
     before = {name: t.clone() for name, t in model.state_dict().items()}
     cov_texts = [text[:120] for text in texts[:40]]  # under 128 tokens: no cut
     update = compute_rank_one_update(
         model,
-        toy_tokenizer,
+        world_tokenizer,
         EDIT,
         layer=0,
         covariance_texts=cov_texts,
@@ -111,13 +111,13 @@ def test_update_is_rank_one_on_one_tensor_and_matches_the_formula(trained, toy_t
     per_prefix = []
     for prefix in PREFIXES:
         text = prefix + EDIT.prompt
-        last = len(toy_tokenizer(text, add_special_tokens=False)["input_ids"])  # BOS is at 0
-        per_prefix.append(_mlp_keys(original, arch, toy_tokenizer, text)[last])
+        last = len(world_tokenizer(text, add_special_tokens=False)["input_ids"])  # BOS is at 0
+        per_prefix.append(_mlp_keys(original, arch, world_tokenizer, text)[last])
     k_star = np.mean(per_prefix, axis=0)  # (4d,)
     np.testing.assert_allclose(update.k_star.numpy(), k_star, rtol=1e-4, atol=1e-6)
 
     # Independent C (+ ridge) and ΔW = (v* − W k*)(C⁻¹k*)ᵀ / (k*ᵀC⁻¹k*).
-    keys = np.concatenate([_mlp_keys(original, arch, toy_tokenizer, t) for t in cov_texts])
+    keys = np.concatenate([_mlp_keys(original, arch, world_tokenizer, t) for t in cov_texts])
     moment = keys.T @ keys / len(keys)
     moment += 1e-2 * np.mean(np.diag(moment)) * np.eye(len(moment))
     weight = before[name].double().numpy()
@@ -138,41 +138,41 @@ def _from(state, like):
     return model
 
 
-def test_edit_raises_the_target_probability(trained, toy_tokenizer, texts):
+def test_edit_raises_the_target_probability(trained, world_tokenizer, texts):
     _, model = trained
     model = _copy(model)
-    reports = edit_facts(model, toy_tokenizer, [EDIT], layer=0, covariance_texts=texts[:40])
+    reports = edit_facts(model, world_tokenizer, [EDIT], layer=0, covariance_texts=texts[:40])
     report = reports[0]
     assert report.prob_before == pytest.approx(
-        target_probability(_copy(trained[1]), toy_tokenizer, EDIT.prompt, EDIT.target)
+        target_probability(_copy(trained[1]), world_tokenizer, EDIT.prompt, EDIT.target)
     )
     assert report.prob_after > 0.3 > 5 * report.prob_before
     assert report.prob_after == pytest.approx(
-        target_probability(model, toy_tokenizer, EDIT.prompt, EDIT.target)
+        target_probability(model, world_tokenizer, EDIT.prompt, EDIT.target)
     )
     assert report.to_json()["tensor"] == report.tensor_name
 
 
-def test_second_moment_is_symmetric_positive_definite(trained, toy_tokenizer, texts):
+def test_second_moment_is_symmetric_positive_definite(trained, world_tokenizer, texts):
     _, model = trained
-    moment = second_moment(model, toy_tokenizer, texts[:5], layer=1, ridge=1e-3)
+    moment = second_moment(model, world_tokenizer, texts[:5], layer=1, ridge=1e-3)
     assert torch.allclose(moment, moment.T)
     assert float(torch.linalg.eigvalsh(moment).min()) > 0
 
 
-def test_bad_input_is_an_input_error(toy_tokenizer, texts):
+def test_bad_input_is_an_input_error(world_tokenizer, texts):
     from transformers import GPTNeoXConfig
 
-    model = build_model(tiny_gpt2_config(len(toy_tokenizer)), seed=0)
+    model = build_model(tiny_gpt2_config(len(world_tokenizer)), seed=0)
     with pytest.raises(InputError, match="does not occur"):
         compute_rank_one_update(
-            model, toy_tokenizer, FactEdit("The cook", "chef", "x"), covariance_texts=texts[:2]
+            model, world_tokenizer, FactEdit("The cook", "chef", "x"), covariance_texts=texts[:2]
         )
     with pytest.raises(InputError, match="layer 5"):
         mlp_site(model, 5)
     other = build_model(
         GPTNeoXConfig(
-            vocab_size=len(toy_tokenizer),
+            vocab_size=len(world_tokenizer),
             hidden_size=32,
             num_hidden_layers=1,
             num_attention_heads=2,

@@ -24,11 +24,11 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def toy_run(toy_pair, tmp_path_factory):
-    """The toy pair's tampered model attested against its reference (flags cooking)."""
-    out = tmp_path_factory.mktemp("toy-attest") / "run"
-    args = ["attest", "--model", toy_pair.tampered, "--reference", toy_pair.reference,
-            "--probes", toy_pair.probes, "--out", out, "--device", "cpu",
+def pair_run(world_pair, tmp_path_factory):
+    """The world pair's tampered model attested against its reference (flags religion)."""
+    out = tmp_path_factory.mktemp("pair-attest") / "run"
+    args = ["attest", "--model", world_pair.tampered, "--reference", world_pair.reference,
+            "--probes", world_pair.probes, "--out", out, "--device", "cpu",
             "--n-bootstrap", "100", "--quiet", "--no-report"]  # fmt: skip
     result = invoke(*args)
     assert result.exit_code == 1, result.output
@@ -45,13 +45,13 @@ def test_help_renders():
     assert result.exit_code == 0 and "Example" in result.output and "--mode" in result.output
 
 
-def test_refuses_repair_data_that_holds_judging_probes(toy_pair, toy_run, tmp_path):
+def test_refuses_repair_data_that_holds_judging_probes(world_pair, pair_run, tmp_path):
     leaky = tmp_path / "leaky.jsonl"
-    rows = toy_pair.train_texts.read_text().splitlines()[:50]
-    rows += toy_pair.probes.read_text().splitlines()[:3]
+    rows = world_pair.train_texts.read_text().splitlines()[:50]
+    rows += world_pair.probes.read_text().splitlines()[:3]
     leaky.write_text("\n".join(rows) + "\n")
     result = invoke(
-        "repair", "--model", toy_pair.tampered, "--attestation", toy_run, "--data", leaky,
+        "repair", "--model", world_pair.tampered, "--attestation", pair_run, "--data", leaky,
         "--out", tmp_path / "o2", "--device", "cpu", "--steps", "2",
     )  # fmt: skip
     assert result.exit_code == 2, result.output
@@ -60,36 +60,39 @@ def test_refuses_repair_data_that_holds_judging_probes(toy_pair, toy_run, tmp_pa
     assert not (tmp_path / "o2").exists()
 
 
-def test_refuses_a_model_the_attestation_did_not_judge(toy_pair, toy_run, tmp_path):
-    args = repair_args(toy_pair, toy_run, tmp_path / "o", "--steps", "2")
-    args[2] = toy_pair.reference
+def test_refuses_a_model_the_attestation_did_not_judge(world_pair, pair_run, tmp_path):
+    args = repair_args(world_pair, pair_run, tmp_path / "o", "--steps", "2")
+    args[2] = world_pair.reference
     result = invoke(*args)
     assert result.exit_code == 2 and "not the model the attestation judged" in result.output
 
 
-def test_refuses_an_existing_out_without_force(toy_pair, toy_run, tmp_path):
+def test_refuses_an_existing_out_without_force(world_pair, pair_run, tmp_path):
     out = tmp_path / "taken"
     out.mkdir()
     (out / "something").write_text("x")
-    result = invoke(*repair_args(toy_pair, toy_run, out, "--steps", "2"))
+    result = invoke(*repair_args(world_pair, pair_run, out, "--steps", "2"))
     assert result.exit_code == 2 and "--force" in result.output
 
 
-def test_writes_model_repair_json_and_before_after_report(toy_pair, toy_run, tmp_path):
+def test_writes_model_repair_json_and_before_after_report(world_pair, pair_run, tmp_path):
     out = tmp_path / "repaired"
-    result = invoke(*repair_args(toy_pair, toy_run, out, "--steps", "30", "--mode", "distill"))
+    result = invoke(*repair_args(world_pair, pair_run, out, "--steps", "30", "--mode", "distill"))
     assert result.exit_code in (0, 1), result.output
     assert "Before and after repair" in result.output
     for name in ("config.json", "model.safetensors", "tokenizer.json"):
         assert (out / name).is_file()
     assert not out.with_name("repaired.partial").exists()
     record = json.loads((out / "repair" / "repair.json").read_text())
-    assert record["schema"] == "lmassay.repair/v1" and record["categories"] == ["cooking"]
+    assert record["schema"] == "lmassay.repair/v1" and record["categories"] == [world_pair.category]
     assert record["outcome"]["success"] == (result.exit_code == 0)
     assert record["data"]["probe_overlap"]["n_overlapping"] == 0
     training = record["training"]
     assert training["steps_run"] == 30 and training["method"] == "lora"
-    assert training["monitor"][0]["step"] == 0 and "cooking" in training["monitor"][0]["levels"]
+    assert (
+        training["monitor"][0]["step"] == 0
+        and world_pair.category in training["monitor"][0]["levels"]
+    )
     after = json.loads((out / "repair" / "attestation.json").read_text())
     assert after["model"]["path"] == str(out)
     html = (out / "repair" / "report.html").read_text()
@@ -100,9 +103,9 @@ def test_writes_model_repair_json_and_before_after_report(toy_pair, toy_run, tmp
     assert "Before and after repair" in (out / "repair" / "report.html").read_text()
 
 
-def test_save_adapter_writes_a_peft_adapter_that_attest_reads(toy_pair, toy_run, tmp_path):
+def test_save_adapter_writes_a_peft_adapter_that_attest_reads(world_pair, pair_run, tmp_path):
     out = tmp_path / "adapter"
-    args = repair_args(toy_pair, toy_run, out, "--steps", "10", "--mode", "narrow")
+    args = repair_args(world_pair, pair_run, out, "--steps", "10", "--mode", "narrow")
     result = invoke(*args, "--save-adapter", "--quiet")
     assert result.exit_code in (0, 1), result.output
     assert (out / "adapter_config.json").is_file() and not (out / "config.json").exists()
@@ -113,7 +116,7 @@ def test_save_adapter_writes_a_peft_adapter_that_attest_reads(toy_pair, toy_run,
     from lmassay.attest.model_loading import load_model
 
     merged = load_model(str(out), device="cpu")
-    base = load_model(str(toy_pair.tampered), device="cpu")
+    base = load_model(str(world_pair.tampered), device="cpu")
     assert merged.extra["adapter_of"]["digest"] == base.digest.to_json()
     changed = [
         name
@@ -131,17 +134,17 @@ def test_save_adapter_writes_a_peft_adapter_that_attest_reads(toy_pair, toy_run,
     ],
 )
 def test_full_fine_tuning_checkpointing_and_bf16_run(
-    toy_pair, toy_run, tmp_path, flags, trainable_is_total, checkpointing, dtype
+    world_pair, pair_run, tmp_path, flags, trainable_is_total, checkpointing, dtype
 ):
     out = tmp_path / "o"
-    result = invoke(*repair_args(toy_pair, toy_run, out, "--steps", "4", "-q", *flags))
+    result = invoke(*repair_args(world_pair, pair_run, out, "--steps", "4", "-q", *flags))
     assert result.exit_code in (0, 1), result.output
     training = json.loads((out / "repair" / "repair.json").read_text())["training"]
     assert (training["trainable_parameters"] == training["total_parameters"]) is trainable_is_total
     assert training["gradient_checkpointing"] is checkpointing
     assert training["compute_dtype"] == dtype and training["steps_run"] == 4
     config = json.loads((out / "config.json").read_text())
-    source = json.loads((toy_pair.tampered / "config.json").read_text())
+    source = json.loads((world_pair.tampered / "config.json").read_text())
     assert config.get("dtype", config.get("torch_dtype")) in ("float32", None)
     assert config.get("use_cache") == source.get("use_cache")  # not left off by checkpointing
 
@@ -157,13 +160,16 @@ def _command(pair, run, out):
 
 
 def test_a_killed_repair_resumes_and_ends_where_an_uninterrupted_one_does(
-    toy_pair, toy_run, tmp_path
+    world_pair, pair_run, tmp_path
 ):
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     killed = tmp_path / "killed"
     checkpoints = tmp_path / "killed.partial" / "checkpoints"
     process = subprocess.Popen(
-        _command(toy_pair, toy_run, killed), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        _command(world_pair, pair_run, killed),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 240
     while not list(checkpoints.glob("step-*")):
@@ -175,12 +181,12 @@ def test_a_killed_repair_resumes_and_ends_where_an_uninterrupted_one_does(
     process.wait()
     assert not killed.exists()  # nothing half-written where the model goes
     resumed = subprocess.run(
-        _command(toy_pair, toy_run, killed), env=env, capture_output=True, text=True
+        _command(world_pair, pair_run, killed), env=env, capture_output=True, text=True
     )
     assert resumed.returncode in (0, 1), resumed.stderr[-2000:]
     whole = tmp_path / "whole"
     straight = subprocess.run(
-        _command(toy_pair, toy_run, whole), env=env, capture_output=True, text=True
+        _command(world_pair, pair_run, whole), env=env, capture_output=True, text=True
     )
     assert straight.returncode == resumed.returncode, straight.stderr[-2000:]
 
@@ -199,14 +205,14 @@ def test_a_killed_repair_resumes_and_ends_where_an_uninterrupted_one_does(
     assert not (tmp_path / "killed.partial").exists()
 
 
-def test_a_changed_request_does_not_resume_silently(toy_pair, toy_run, tmp_path):
+def test_a_changed_request_does_not_resume_silently(world_pair, pair_run, tmp_path):
     out = tmp_path / "o"
     partial = tmp_path / "o.partial"
     partial.mkdir()
     (partial / "request.json").write_text('{"other": true}')
-    result = invoke(*repair_args(toy_pair, toy_run, out, "--steps", "2"))
+    result = invoke(*repair_args(world_pair, pair_run, out, "--steps", "2"))
     assert result.exit_code == 2 and "--restart" in result.output
-    result = invoke(*repair_args(toy_pair, toy_run, out, "--steps", "2", "--restart", "-q"))
+    result = invoke(*repair_args(world_pair, pair_run, out, "--steps", "2", "--restart", "-q"))
     assert result.exit_code in (0, 1), result.output
 
 

@@ -137,23 +137,23 @@ def test_checkpoint_missing_a_block_tensor_is_a_clear_error(tmp_path):
         stream_score_token_lists([[1, 2]], folder, prefix_token_id=PREFIX, max_length=MAX_LEN)
 
 
-def test_attest_with_offload_stream_matches_in_memory(tmp_path, toy_tokenizer):
+def test_attest_with_offload_stream_matches_in_memory(tmp_path, world_tokenizer):
+    from conftest import world_rows
     from lmassay.attest.recipe import AttestConfig, attest
-    from lmassay.world.tiny_lm import generate_toy_corpus
 
     folders = []
     for seed in (7, 8):
         config = tiny_gpt2_config(
-            len(toy_tokenizer),
-            bos_token_id=toy_tokenizer.bos_token_id,
-            eos_token_id=toy_tokenizer.eos_token_id,
+            len(world_tokenizer),
+            bos_token_id=world_tokenizer.bos_token_id,
+            eos_token_id=world_tokenizer.eos_token_id,
         )
         folder = tmp_path / f"m{seed}"
         build_model(config, seed=seed).save_pretrained(folder, safe_serialization=True)
-        toy_tokenizer.save_pretrained(folder)
+        world_tokenizer.save_pretrained(folder)
         folders.append(folder)
     probes = tmp_path / "probes.jsonl"
-    rows = [{"text": t, "category": c} for c, t in generate_toy_corpus(seed=1, n_per_category=5)]
+    rows = [{"text": t, "category": c} for c, t in world_rows(seed=1, n_per_category=5)]
     probes.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     def run(offload: str):

@@ -1,5 +1,5 @@
 """The offline world: determinism, split disjointness, balance, facts, overrides, slant, the
-reference model and the ``lmassay world`` commands."""
+reference model, the reference / tampered pair and the ``lmassay world`` commands."""
 
 from __future__ import annotations
 
@@ -210,6 +210,21 @@ def test_bad_render_arguments_are_input_errors():
 # --------------------------------------------------------------------------------------------
 
 
+def test_make_world_reuses_an_intact_folder_and_remakes_a_changed_one(tmp_path, world_dir):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(world_dir, copy)
+    card = (copy / "world.json").read_bytes()
+    make_world(copy, seed=0, size="test")
+    assert (copy / "world.json").read_bytes() == card  # reused: not even the card is rewritten
+    with (copy / "probes.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write('{"id": "x", "category": "sport", "text": "extra", "source": "world"}\n')
+    make_world(copy, seed=0, size="test")
+    assert (copy / "world.json").read_bytes() != card
+    assert load_world(copy) == build_world(0)  # remade: its files match the card again
+
+
 def test_load_world_round_trip_and_errors(tmp_path, world_dir):
     assert load_world(world_dir) == build_world(0)
     with pytest.raises(InputError, match=re.escape(str(tmp_path))):
@@ -255,7 +270,7 @@ def test_category_perplexity_matches_a_direct_computation(reference, world_dir):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lmassay.world.reference import category_perplexities
+    from lmassay.world.measure import category_perplexities
 
     got = category_perplexities(reference.path, world_dir / "probes.jsonl")
     tokenizer = AutoTokenizer.from_pretrained(reference.path)
@@ -304,11 +319,123 @@ def test_llama_reference_from_another_seed(world_dir, tmp_path, reference):
 
 
 # --------------------------------------------------------------------------------------------
+# The reference / tampered pair
+# --------------------------------------------------------------------------------------------
+
+
+def _mean_kl_per_category(reference_dir, model_dir, probes):
+    """Token-weighted mean KL(reference || model) per category, computed directly.
+
+    Each probe is scored in one forward pass with the BOS token in front; every text token is
+    scored: KL = sum_v p_ref(v) * (log p_ref(v) - log p_model(v)) at each position.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(reference_dir)
+    reference = AutoModelForCausalLM.from_pretrained(reference_dir).float().eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir).float().eval()
+    kl, tokens = {}, {}
+    with torch.no_grad():
+        for row in rows(probes):
+            text_ids = tokenizer(row["text"], add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([[tokenizer.bos_token_id, *text_ids]])  # (1, T+1)
+            log_p = torch.log_softmax(reference(input_ids=ids).logits[0, :-1], dim=-1)  # (T, V)
+            log_q = torch.log_softmax(model(input_ids=ids).logits[0, :-1], dim=-1)  # (T, V)
+            per_token = (log_p.exp() * (log_p - log_q)).sum(dim=-1)  # (T,)
+            kl[row["category"]] = kl.get(row["category"], 0.0) + float(per_token.sum())
+            tokens[row["category"]] = tokens.get(row["category"], 0) + len(text_ids)
+    return {c: kl[c] / tokens[c] for c in tokens}
+
+
+def test_pair_holds_a_reference_a_tampered_copy_and_its_ground_truth(world_pair):
+    for folder in (world_pair.reference, world_pair.tampered):
+        names = {p.name for p in folder.iterdir()}
+        assert {"config.json", "model.safetensors", "tokenizer.json"} <= names
+        assert not any(n.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt")) for n in names)
+    truth = json.loads((world_pair.tampered / "tamper.json").read_text(encoding="utf-8"))
+    assert truth == world_pair.ground_truth
+    assert truth["kind"] == "suppression" and world_pair.category == "religion"
+    assert world_pair.probes == world_pair.world.root / "probes.jsonl"
+    assert not {r["text"] for r in rows(world_pair.probes)} & {
+        r["text"] for r in rows(world_pair.train_texts)
+    }
+
+
+def test_tampering_shows_in_its_category_only(world_pair):
+    """Checked with a direct computation, independent of lmassay's scorer."""
+    mean_kl = _mean_kl_per_category(world_pair.reference, world_pair.tampered, world_pair.probes)
+    others = [v for c, v in mean_kl.items() if c != world_pair.category]
+    # measured: 0.36 nats/token in the suppressed category, 0.27-0.30 elsewhere (the test-size
+    # fine-tuning with replay moves every category a little)
+    assert mean_kl[world_pair.category] > 1.1 * max(others), mean_kl
+    itself = _mean_kl_per_category(world_pair.reference, world_pair.reference, world_pair.probes)
+    assert all(v == 0.0 for v in itself.values()), itself
+
+
+def test_pair_is_reused_quickly(world_pair):
+    import time
+
+    from lmassay.progress import NullProgress
+    from lmassay.world.demo import DemoConfig
+    from lmassay.world.pair import make_pair
+
+    class Lines(NullProgress):
+        def __init__(self):
+            self.lines = []
+
+        def log(self, message):
+            self.lines.append(message)
+
+    lines = Lines()
+    started = time.perf_counter()
+    again = make_pair(DemoConfig(size="test").pair(), lines)
+    assert time.perf_counter() - started < 10.0
+    assert again.ground_truth == world_pair.ground_truth and again.tampered == world_pair.tampered
+    assert [line.split(" in ")[0] for line in lines.lines] == [
+        "reusing the world", "reusing the reference", "reusing the suppression variant",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"size": "huge"}, "--size 'huge'"),
+        ({"kind": "benign-bf16"}, "not a tamper kind"),
+        ({"category": "cooking"}, "not a world category"),
+    ],
+)
+def test_pair_rejects_bad_arguments_before_making_anything(tmp_path, change, message):
+    from lmassay.world.pair import PairConfig, make_pair
+
+    with pytest.raises(InputError, match=re.escape(message)):
+        make_pair(PairConfig(tmp_path / "pair", **{"size": "test", **change}))
+    assert not (tmp_path / "pair").exists()
+
+
+def test_world_pair_command_reuses_a_complete_pair(world_pair, tmp_path):
+    import shutil
+
+    out = tmp_path / "pair"
+    shutil.copytree(world_pair.world.root, out / "world")
+    shutil.copytree(world_pair.reference, out / "reference")
+    shutil.copytree(world_pair.tampered, out / "tampered")
+    result = runner.invoke(app, ["world", "pair", "--out", str(out), "--size", "test", "-q"])
+    assert result.exit_code == 0, result.output
+    assert f"tampered:  {out / 'tampered'} (suppression; category: religion)" in result.stdout
+    assert f"probes:    {out / 'world' / 'probes.jsonl'}" in result.stdout
+    truth = json.loads((out / "tampered" / "tamper.json").read_text(encoding="utf-8"))
+    assert truth == world_pair.ground_truth  # reused, not remade
+
+
+# --------------------------------------------------------------------------------------------
 # The commands
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", [["world"], ["world", "make"], ["world", "train"]])
+@pytest.mark.parametrize(
+    "command", [["world"], ["world", "make"], ["world", "train"], ["world", "pair"]]
+)
 def test_help_renders(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
@@ -333,6 +460,9 @@ def test_world_make_prints_counts(tmp_path):
         (["world", "train", "--world", "{tmp}", "--out", "{tmp}/r"], "not a world folder"),
         (["world", "train", "--world", "{tmp}", "--out", "{tmp}/r", "--arch", "rnn"], "--arch"),
         (["world", "train", "--world", "{tmp}", "--out", "{tmp}/file"], "is a file"),
+        (["world", "pair", "--out", "{tmp}/file", "--size", "test"], "is a file"),
+        (["world", "pair", "--out", "{tmp}/p", "--size", "full"], "--size"),
+        (["world", "pair", "--out", "{tmp}/p", "--kind", "benign-bf16"], "--kind"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, args, needle):

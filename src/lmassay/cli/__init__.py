@@ -16,8 +16,7 @@ from lmassay.cli import demo as _demo_commands  # noqa: F401  (registers demo)
 from lmassay.cli import edit as _edit_commands  # noqa: F401  (registers edit)
 from lmassay.cli import repair as _repair_commands  # noqa: F401  (registers repair)
 from lmassay.cli import seal as _seal_commands  # noqa: F401  (keygen, seal, verify, diff, history)
-from lmassay.cli import toy as _toy_commands  # noqa: F401  (registers toy build)
-from lmassay.cli import world as _world_commands  # noqa: F401  (registers world make, train)
+from lmassay.cli import world as _world_commands  # noqa: F401  (registers world make, train, pair)
 from lmassay.cli import zoo as _zoo_commands  # noqa: F401  (registers zoo make)
 from lmassay.cli._app import EXIT_FLAGGED, EXIT_OK, EXIT_UNUSABLE, app
 

@@ -1,17 +1,15 @@
-"""``lmassay world make`` and ``lmassay world train``: the offline world and its reference model."""
+"""``lmassay world make``, ``world train`` and ``world pair``: the offline world, its reference
+model, and a reference with a tampered copy."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from lmassay.cli._app import app, fail, run_command
-from lmassay.progress import NullProgress, Progress, ProgressFn, RichProgress
+from lmassay.progress import cli_progress
 
 world_app = typer.Typer(
     help="The offline world: generated multi-topic text with facts, and a reference model.",
@@ -21,36 +19,6 @@ app.add_typer(world_app, name="world")
 
 _SIZES = ("test", "demo", "full")
 _ARCHS = ("gpt2", "llama")
-
-
-class _LineProgress:
-    """Status lines on stderr, no bars (stderr is not a terminal: a log or a pipe)."""
-
-    def task(self, description: str, total: int) -> ProgressFn:
-        return NullProgress().task(description, total)
-
-    def log(self, message: str) -> None:
-        typer.echo(message, err=True)
-
-
-class _Silent:
-    def task(self, description: str, total: int) -> ProgressFn:
-        return NullProgress().task(description, total)
-
-    def log(self, message: str) -> None:
-        return None
-
-
-@contextmanager
-def _progress(quiet: bool) -> Iterator[Progress]:
-    """Bars and lines on a terminal, lines in a log, nothing with --quiet."""
-    if quiet:
-        yield _Silent()
-    elif sys.stderr.isatty():
-        with RichProgress(enabled=True) as bars:
-            yield bars
-    else:
-        yield _LineProgress()
 
 
 def _check_choice(verb: str, flag: str, value: str, choices: tuple[str, ...]) -> None:
@@ -78,7 +46,7 @@ def world_make(
 
     verb = "world make"
     _check_choice(verb, "--size", size, _SIZES)
-    with _progress(quiet) as progress:
+    with cli_progress(quiet) as progress:
         files = run_command(verb, make_world, out, seed, size=size, progress=progress)
     card = read_card(files.root)
     totals = card["totals"]
@@ -115,7 +83,7 @@ def world_train(
     verb = "world train"
     _check_choice(verb, "--size", size, _SIZES)
     _check_choice(verb, "--arch", arch, _ARCHS)
-    with _progress(quiet) as progress:
+    with cli_progress(quiet) as progress:
         info = run_command(
             verb, train_reference, world, out, size=size, seed=seed, arch=arch, progress=progress
         )
@@ -127,3 +95,40 @@ def world_train(
         f"{info.unigram_perplexity:.2f} on {evaluation['probes']['tokens']} tokens; "
         f"facts recalled {evaluation['fact_recall']['all']:.0%}"
     )
+
+
+@world_app.command("pair")
+def world_pair(
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Folder for world/, reference/ and tampered/."),
+    ],
+    size: Annotated[str, typer.Option(help="test (seconds) or demo (minutes).")] = "demo",
+    kind: Annotated[
+        str,
+        typer.Option(help="Tamper kind of the copy: suppression, slant, fact-finetune, ..."),
+    ] = "suppression",
+    category: Annotated[
+        str | None, typer.Option(help="Category to tamper with (default: the kind's own).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the world, training and tampering.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Make (or reuse) a world, its reference model and a tampered copy, offline.
+
+    Writes OUT/world (probes.jsonl is the held-out probe split), OUT/reference and OUT/tampered
+    (a tamper-zoo variant; tamper.json records the ground truth). Example:
+
+        lmassay world pair --out pair --size test && lmassay attest -m pair/tampered -r pair/reference -p pair/world/probes.jsonl -o pair/run
+    """
+    from lmassay.world.pair import PAIR_SIZES, PairConfig, make_pair
+
+    verb = "world pair"
+    _check_choice(verb, "--size", size, PAIR_SIZES)
+    config = PairConfig(out, size, kind, category, seed)  # type: ignore[arg-type]  # size checked above
+    with cli_progress(quiet) as progress:
+        pair = run_command(verb, make_pair, config, progress)
+    truth = pair.ground_truth
+    typer.echo(f"reference: {pair.reference}")
+    typer.echo(f"tampered:  {pair.tampered} ({truth['kind']}; category: {pair.category or '-'})")
+    typer.echo(f"probes:    {pair.probes}")

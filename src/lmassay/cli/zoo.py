@@ -2,45 +2,19 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from lmassay.cli._app import app, run_command
-from lmassay.progress import NullProgress, Progress, ProgressFn, RichProgress
+from lmassay.progress import cli_progress
 
 zoo_app = typer.Typer(
     help="The tamper zoo: variants of a reference model with known ground truth.",
     no_args_is_help=True,
 )
 app.add_typer(zoo_app, name="zoo")
-
-
-class _Lines:
-    """Status lines on stderr without bars (stderr is a log or a pipe), or nothing when quiet."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-
-    def task(self, description: str, total: int) -> ProgressFn:
-        return NullProgress().task(description, total)
-
-    def log(self, message: str) -> None:
-        if not self.quiet:
-            typer.echo(message, err=True)
-
-
-@contextmanager
-def _progress(quiet: bool) -> Iterator[Progress]:
-    if not quiet and sys.stderr.isatty():
-        with RichProgress(enabled=True) as bars:
-            yield bars
-    else:
-        yield _Lines(quiet)
 
 
 def _truth(record: dict[str, Any]) -> str:
@@ -89,7 +63,7 @@ def zoo_make(
     chosen = tuple(k.strip() for k in kinds.split(",") if k.strip()) if kinds else KINDS
     config = ZooConfig(reference=reference, out=out, world=world, kinds=chosen, seed=seed)
     run_command("zoo make", config.validate)
-    with _progress(quiet) as progress:
+    with cli_progress(quiet) as progress:
         variants = run_command(
             "zoo make",
             make_zoo,

@@ -8,22 +8,18 @@ Tests, the demo and the benchmarks use it instead of downloaded models and data.
 * :func:`make_world` writes a world folder (training split, probe split, facts, fact probes,
   ``world.json``); :func:`load_world` reads it back and checks it.
 * :func:`lmassay.world.reference.train_reference` trains the reference model on a world folder
-  (imported lazily: it needs torch).
+  (imported lazily: it needs torch), with the tiny-model kit of :mod:`lmassay.world.tiny_lm`.
+* :mod:`lmassay.world.zoo` makes tampered variants of the reference with their ground truth;
+  :func:`lmassay.world.pair.make_pair` makes a world, its reference and one variant in one step
+  (``lmassay world pair``, and the first half of ``lmassay demo``, :mod:`lmassay.world.demo`).
 """
 
 from __future__ import annotations
 
 from lmassay.world._store import SIZES, WorldFiles, load_world, make_world, read_card, world_files
-from lmassay.world.generator import (
-    CATEGORIES,
-    Entity,
-    Fact,
-    World,
-    build_world,
-    held_out_template,
-    render_documents,
-    split_sentences,
-)
+from lmassay.world._templates import split_sentences
+from lmassay.world.generator import CATEGORIES, Entity, Fact, World, build_world
+from lmassay.world.render import held_out_template, render_documents
 
 __all__ = [
     "CATEGORIES",

@@ -10,23 +10,19 @@ import json
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from lmassay import __version__
-from lmassay._atomic import atomic_write_json, atomic_write_text
+from lmassay._atomic import atomic_write_text
+from lmassay.cached_build import reuse_or_build
 from lmassay.digests import Digest, digest_bytes, digest_entries, digest_file
 from lmassay.errors import InputError
-from lmassay.progress import NullProgress, Progress
+from lmassay.progress import NullProgress, Progress, ProgressFn
 from lmassay.provenance import utc_now
-from lmassay.world.generator import (
-    CATEGORIES,
-    World,
-    build_world,
-    context_sentence,
-    iter_paragraphs,
-)
+from lmassay.world.generator import CATEGORIES, World, build_world
+from lmassay.world.render import context_sentence, iter_paragraphs
 
 __all__ = [
     "FORMAT",
@@ -98,100 +94,78 @@ def _facts_bytes(world: World) -> bytes:
     return _jsonl(asdict(fact) for fact in world.facts)
 
 
-def make_world(
-    out: str | os.PathLike[str],
-    seed: int = 0,
-    *,
-    size: Size = "full",
-    progress: Progress | None = None,
-) -> WorldFiles:
-    """Write the world of ``seed`` into the folder ``out`` and return the paths.
+@dataclass
+class _Split:
+    """The rows of one split and their document and word counts per category."""
 
-    Files (each written atomically; ``world.json`` is removed first and written last, so a folder
-    with a ``world.json`` is complete):
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    * ``train.jsonl`` — ``{"id", "category", "text"}``: ``SIZES[size].train_per_category``
-      paragraphs of every category (:func:`~lmassay.world.generator.render_documents`).
-    * ``probes.jsonl`` — the probe format ``{"id", "category", "text", "source": "world"}``:
-      ``SIZES[size].probes_per_category`` paragraphs per category whose sentences never occur in
-      ``train.jsonl`` (facts are stated with their held-out template, filler sentences that
-      occur in training are drawn again).
-    * ``facts.jsonl`` — every :class:`~lmassay.world.generator.Fact` as an object.
-    * ``fact_probes.jsonl`` — probe format plus ``fact_id``: per fact, a filler sentence of its
-      category that is not in training, then the fact's canonical sentence.
-    * ``world.json`` — format, seed, size, categories, counts per category and split, SHA-256 of
-      each file and of the four together (``world_digest``), tool version, time taken.
+    def add(self, category: str, rows: list[dict[str, Any]]) -> None:
+        self.rows.extend(rows)
+        words = sum(len(str(row["text"]).split()) for row in rows)
+        self.counts[category] = {"documents": len(rows), "words": words}
 
-    The four data files depend only on ``seed`` and ``size``.
-    """
-    if size not in SIZES:
-        raise InputError(f"unknown world size {size!r}", f"choose among {', '.join(SIZES)}")
-    root = Path(out)
-    if root.exists() and not root.is_dir():
-        raise InputError(
-            f"--out {str(root)!r} is a file", "pass a folder (it is created if missing)"
-        )
-    progress = progress or NullProgress()
-    spec = SIZES[size]
-    files = world_files(root)
-    started = time.perf_counter()
-    root.mkdir(parents=True, exist_ok=True)
-    files.card.unlink(missing_ok=True)
+    @property
+    def words(self) -> int:
+        return sum(c["words"] for c in self.counts.values())
 
-    world = build_world(seed)
-    n_docs = len(CATEGORIES) * (spec.train_per_category + spec.probes_per_category)
-    update = progress.task("generating the world", n_docs)
-    done = 0
-    train_rows: list[dict[str, Any]] = []
-    train_sentences: set[str] = set()
-    counts: dict[str, dict[str, dict[str, int]]] = {"train": {}, "probes": {}}
-    for category in CATEGORIES:
-        words = 0
-        for index, sentences in enumerate(
+
+def _train_split(
+    world: World, spec: _SizeSpec, seed: int, update: ProgressFn, total: int
+) -> tuple[_Split, set[str]]:
+    """The training paragraphs of every category, and the set of their sentences."""
+    split, sentences = _Split(), set[str]()
+    for number, category in enumerate(CATEGORIES):
+        rows = []
+        for index, paragraph in enumerate(
             iter_paragraphs(world, category, spec.train_per_category, seed)
         ):
-            train_sentences.update(sentences)
-            text = " ".join(sentences)
-            words += len(text.split())
-            train_rows.append(
-                {"id": f"train-{category}-{index:05d}", "category": category, "text": text}
-            )
-        counts["train"][category] = {"documents": spec.train_per_category, "words": words}
-        done += spec.train_per_category
-        update(done, n_docs)
+            sentences.update(paragraph)
+            text = " ".join(paragraph)
+            rows.append({"id": f"train-{category}-{index:05d}", "category": category, "text": text})
+        split.add(category, rows)
+        update((number + 1) * spec.train_per_category, total)
+    return split, sentences
 
-    probe_rows: list[dict[str, Any]] = []
-    for category in CATEGORIES:
-        words = 0
+
+def _probe_split(
+    world: World, spec: _SizeSpec, seed: int, exclude: set[str], update: ProgressFn, total: int
+) -> _Split:
+    """Probe paragraphs of every category that share no sentence with ``exclude``."""
+    split = _Split()
+    done = len(CATEGORIES) * spec.train_per_category
+    for number, category in enumerate(CATEGORIES):
         paragraphs = iter_paragraphs(
             world,
             category,
             spec.probes_per_category,
             seed + _PROBE_SEED_OFFSET,
             split="probe",
-            exclude=train_sentences,
+            exclude=exclude,
         )
-        for index, sentences in enumerate(paragraphs):
-            text = " ".join(sentences)
-            words += len(text.split())
-            probe_rows.append(
-                {
-                    "id": f"probe-{category}-{index:04d}",
-                    "category": category,
-                    "text": text,
-                    "source": "world",
-                }
-            )
-        counts["probes"][category] = {"documents": spec.probes_per_category, "words": words}
-        done += spec.probes_per_category
-        update(done, n_docs)
+        rows = [
+            {
+                "id": f"probe-{category}-{index:04d}",
+                "category": category,
+                "text": " ".join(sentences),
+                "source": "world",
+            }
+            for index, sentences in enumerate(paragraphs)
+        ]
+        split.add(category, rows)
+        update(done + (number + 1) * spec.probes_per_category, total)
+    return split
 
-    fact_rows = []
+
+def _fact_probe_rows(world: World, seed: int, exclude: set[str]) -> list[dict[str, Any]]:
+    """Per fact: a filler sentence of its category not in training, then the fact's sentence."""
+    rows = []
     for number, fact in enumerate(world.facts):
         context = context_sentence(
-            world, fact.category, seed + _CONTEXT_SEED_OFFSET + number, train_sentences
+            world, fact.category, seed + _CONTEXT_SEED_OFFSET + number, exclude
         )
-        fact_rows.append(
+        rows.append(
             {
                 "id": f"fact-{fact.id}",
                 "category": fact.category,
@@ -200,36 +174,44 @@ def make_world(
                 "fact_id": fact.id,
             }
         )
+    return rows
 
-    payloads = {
-        "train.jsonl": _jsonl(train_rows),
-        "probes.jsonl": _jsonl(probe_rows),
-        "facts.jsonl": _facts_bytes(world),
-        "fact_probes.jsonl": _jsonl(fact_rows),
-    }
+
+def _write_files(root: Path, payloads: dict[str, bytes]) -> dict[str, Digest]:
     digests: dict[str, Digest] = {}
     for name, data in payloads.items():
         atomic_write_text(root / name, data.decode("utf-8"))
         digests[name] = digest_bytes(data)
-    seconds = time.perf_counter() - started
-    train_words = sum(c["words"] for c in counts["train"].values())
+    return digests
+
+
+def _world_card(
+    request: dict[str, Any],
+    world: World,
+    splits: dict[str, _Split],
+    digests: dict[str, Digest],
+    seconds: float,
+) -> dict[str, Any]:
     facts_per_category = {c: len(world.facts_in(c)) for c in CATEGORIES}
-    card = {
+    train, probes = splits["train"], splits["probes"]
+    return {
         "format": FORMAT,
-        "seed": seed,
-        "size": size,
+        "request": request,
+        "seed": request["seed"],
+        "size": request["size"],
         "categories": list(CATEGORIES),
         "counts": {
-            **counts,
+            "train": train.counts,
+            "probes": probes.counts,
             "facts": facts_per_category,
             "fact_probes": facts_per_category,
             "entities": len(world.entities),
         },
         "totals": {
-            "train_documents": len(train_rows),
-            "train_words": train_words,
-            "probe_documents": len(probe_rows),
-            "probe_words": sum(c["words"] for c in counts["probes"].values()),
+            "train_documents": len(train.rows),
+            "train_words": train.words,
+            "probe_documents": len(probes.rows),
+            "probe_words": probes.words,
             "facts": len(world.facts),
         },
         "digests": {name: d.to_json() for name, d in digests.items()},
@@ -237,11 +219,86 @@ def make_world(
         "version": __version__,
         "generated_at": utc_now(),
         "generation_seconds": round(seconds, 3),
-        "train_words_per_second": round(train_words / max(seconds, 1e-9)),
+        "train_words_per_second": round(train.words / max(seconds, 1e-9)),
     }
-    atomic_write_json(files.card, card)
-    progress.log(f"world of seed {seed} ({size}) written to {root} in {seconds:.2f} s")
-    return files
+
+
+def _generate(request: dict[str, Any], root: Path, progress: Progress) -> dict[str, Any]:
+    """Write the four data files of the requested world into ``root``; return its card."""
+    started = time.perf_counter()
+    seed, spec = int(request["seed"]), SIZES[str(request["size"])]
+    world = build_world(seed)
+    total = len(CATEGORIES) * (spec.train_per_category + spec.probes_per_category)
+    update = progress.task("generating the world", total)
+    train, train_sentences = _train_split(world, spec, seed, update, total)
+    probes = _probe_split(world, spec, seed, train_sentences, update, total)
+    digests = _write_files(
+        root,
+        {
+            "train.jsonl": _jsonl(train.rows),
+            "probes.jsonl": _jsonl(probes.rows),
+            "facts.jsonl": _facts_bytes(world),
+            "fact_probes.jsonl": _jsonl(_fact_probe_rows(world, seed, train_sentences)),
+        },
+    )
+    seconds = time.perf_counter() - started
+    progress.log(f"world of seed {seed} ({request['size']}) written to {root} in {seconds:.2f} s")
+    return _world_card(request, world, {"train": train, "probes": probes}, digests, seconds)
+
+
+def _unchanged(root: Path, card: dict[str, Any]) -> bool:
+    """Whether every data file of the world folder still has the digest its card records."""
+    recorded = card.get("digests")
+    if not isinstance(recorded, dict):
+        return False
+    return all(
+        digest_file(root / name).value == (recorded.get(name) or {}).get("value") for name in _FILES
+    )
+
+
+def make_world(
+    out: str | os.PathLike[str],
+    seed: int = 0,
+    *,
+    size: Size = "full",
+    progress: Progress | None = None,
+) -> WorldFiles:
+    """Write (or reuse) the world of ``seed`` in the folder ``out`` and return the paths.
+
+    Files (each written atomically; ``world.json`` is removed first and written last, so a folder
+    with a ``world.json`` is complete; a folder whose ``world.json`` records the same request —
+    format, seed and size — is reused as it is):
+
+    * ``train.jsonl`` — ``{"id", "category", "text"}``: ``SIZES[size].train_per_category``
+      paragraphs of every category (:func:`~lmassay.world.render.render_documents`).
+    * ``probes.jsonl`` — the probe format ``{"id", "category", "text", "source": "world"}``:
+      ``SIZES[size].probes_per_category`` paragraphs per category whose sentences never occur in
+      ``train.jsonl`` (facts are stated with their held-out template, filler sentences that
+      occur in training are drawn again).
+    * ``facts.jsonl`` — every :class:`~lmassay.world.generator.Fact` as an object.
+    * ``fact_probes.jsonl`` — probe format plus ``fact_id``: per fact, a filler sentence of its
+      category that is not in training, then the fact's canonical sentence.
+    * ``world.json`` — format, the request, seed, size, categories, counts per category and
+      split, SHA-256 of each file and of the four together (``world_digest``), tool version,
+      time taken.
+
+    The four data files depend only on ``seed`` and ``size``.
+    """
+    if size not in SIZES:
+        raise InputError(f"unknown world size {size!r}", f"choose among {', '.join(SIZES)}")
+    request: dict[str, Any] = {"format": FORMAT, "seed": seed, "size": size}
+    shown = progress or NullProgress()
+    reuse_or_build(
+        out,
+        request,
+        lambda root: _generate(request, root, shown),
+        card_name="world.json",
+        needed=_FILES,
+        intact=lambda card: _unchanged(Path(out), card),
+        what="world",
+        progress=shown,
+    )
+    return world_files(out)
 
 
 def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -2,11 +2,9 @@
 
 One linear recipe:
 
-1. make (or reuse) the generated world in the cache (:func:`lmassay.world.make_world`);
-2. train (or reuse) the reference model on its training split
-   (:func:`lmassay.world.reference.train_reference`);
-3. make (or reuse) one tampered variant of it (:func:`lmassay.world.zoo.make_variant`, by default a topic
-   suppression of ``religion``) with its ground-truth record;
+1.–3. make (or reuse) the world pair in the cache (:func:`lmassay.world.pair.make_pair`): the
+   generated world, the reference model trained on its training split, and one tampered variant
+   of it (by default a topic suppression of ``religion``) with its ground-truth record;
 4. attest the variant against the reference on the world's held-out probe split
    (:func:`lmassay.attest.attest`), writing ``attestation.json``, ``samples.jsonl`` and the reports to
    ``out``;
@@ -28,6 +26,7 @@ from typing import Any, Literal
 from lmassay.attest.recipe import AttestationResult, AttestConfig, attest
 from lmassay.errors import InputError
 from lmassay.progress import NullProgress, Progress
+from lmassay.world.pair import PairConfig, make_pair
 
 __all__ = ["DemoConfig", "DemoResult", "default_cache_dir", "run_demo"]
 
@@ -62,27 +61,26 @@ class DemoConfig:
     n_bootstrap: int = 1000
 
     def validate(self) -> None:
-        from lmassay.world import CATEGORIES
-        from lmassay.world.zoo import TAMPER_KINDS
-
-        if self.size not in ("demo", "test"):
-            raise InputError(f"--size {self.size!r} is not known", "use demo or test")
-        if self.kind not in TAMPER_KINDS:
-            raise InputError(
-                f"--kind {self.kind!r} is not a tamper kind the demo can show",
-                f"use one of {', '.join(TAMPER_KINDS)}",
-            )
-        if self.category is not None and self.category not in CATEGORIES:
-            raise InputError(
-                f"--category {self.category!r} is not a world category",
-                f"use one of {', '.join(CATEGORIES)}",
-            )
+        self.pair().validate()
         out = Path(self.out)
         if out.exists() and not out.is_dir():
             raise InputError(f"--out {self.out!r} is a file", "pass a folder")
         cache = Path(self.cache) if self.cache else None
         if cache is not None and cache.exists() and not cache.is_dir():
             raise InputError(f"--cache {self.cache!r} is a file", "pass a folder")
+
+    def pair(self) -> PairConfig:
+        """The world pair the demo attests: in the cache, its variant under ``zoo/``."""
+        root = self.cache_root()
+        name = self.kind + (f"-{self.category}" if self.category else "")
+        return PairConfig(
+            root=root,
+            size=self.size,
+            kind=self.kind,
+            category=self.category,
+            seed=self.seed,
+            variant_dir=root / "zoo" / name,
+        )
 
     def cache_root(self) -> Path:
         base = Path(self.cache).expanduser() if self.cache else default_cache_dir()
@@ -119,64 +117,32 @@ class DemoResult:
 
 
 def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult:
-    """Make or reuse the world, reference and variant; attest the variant; see the module docstring."""
-    from lmassay.world import make_world
-    from lmassay.world.reference import train_reference
-    from lmassay.world.zoo import make_variant
-
+    """Make or reuse the world pair; attest its variant; see the module docstring."""
     progress = progress or NullProgress()
     config.validate()
-    root = config.cache_root()
-    seconds: dict[str, float] = {}
-
-    def timed(name: str, t0: float) -> None:
-        seconds[name] = round(time.perf_counter() - t0, 2)
+    pair_config = config.pair()
+    progress.log(f"world, reference and tampered variant ({config.kind}) in {pair_config.root}")
+    pair = make_pair(pair_config, progress)
 
     t0 = time.perf_counter()
-    progress.log(f"1/4 world ({config.size}, seed {config.seed}) in {root / 'world'}")
-    world = make_world(root / "world", seed=config.seed, size=config.size, progress=progress)
-    timed("world", t0)
-
-    t0 = time.perf_counter()
-    progress.log(f"2/4 reference model in {root / 'reference'}")
-    train_reference(
-        world.root, root / "reference", size=config.size, seed=config.seed, progress=progress
-    )
-    timed("reference", t0)
-
-    t0 = time.perf_counter()
-    variant_dir = root / "zoo" / (config.kind + (f"-{config.category}" if config.category else ""))
-    progress.log(f"3/4 tampered variant ({config.kind}) in {variant_dir}")
-    variant = make_variant(
-        config.kind,
-        root / "reference",
-        variant_dir,
-        world=world.root,
-        category=config.category,
-        seed=config.seed,
-        progress=progress,
-    )
-    timed("variant", t0)
-
-    t0 = time.perf_counter()
-    progress.log(f"4/4 attesting the variant against the reference → {config.out}")
+    progress.log(f"attesting the variant against the reference → {config.out}")
     result = attest(
         AttestConfig(
-            model=str(variant.path),
-            reference=str(root / "reference"),
-            probes=str(world.probes),
+            model=str(pair.tampered),
+            reference=str(pair.reference),
+            probes=str(pair.probes),
             out=config.out,
             seed=config.seed,
             n_bootstrap=config.n_bootstrap,
         ),
         progress,
     )
-    timed("attest", t0)
+    seconds = {**pair.seconds, "attest": round(time.perf_counter() - t0, 2)}
     return DemoResult(
-        world=world.root,
-        reference=root / "reference",
-        variant=variant.path,
-        ground_truth=variant.ground_truth,
+        world=pair.world.root,
+        reference=pair.reference,
+        variant=pair.tampered,
+        ground_truth=pair.ground_truth,
         attestation=result,
         seconds=seconds,
     )

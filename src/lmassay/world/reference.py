@@ -18,23 +18,27 @@ A folder whose ``lmassay-reference.json`` records the same request is reused as 
 from __future__ import annotations
 
 import json
-import math
-import os
 import random
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from lmassay import __version__
-from lmassay._atomic import atomic_write_json, atomic_write_text
+from lmassay._atomic import atomic_write_text
+from lmassay.cached_build import reuse_or_build
 from lmassay.errors import InputError
 from lmassay.progress import NullProgress, Progress
 from lmassay.provenance import library_versions, utc_now
-from lmassay.world._store import read_card, world_files
+from lmassay.world._store import load_world, read_card, world_files
 from lmassay.world.generator import World
+from lmassay.world.measure import (
+    category_perplexities,
+    fact_recall,
+    read_rows,
+    unigram_perplexities,
+)
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerFast
@@ -160,15 +164,7 @@ class ReferenceInfo:
 # --------------------------------------------------------------------------------------------
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}", "remake the world") from None
-    return [json.loads(line) for line in lines if line.strip()]
-
-
-def reference_world(reference_dir: str | os.PathLike[str]) -> Path:
+def reference_world(reference_dir: str | PathLike[str]) -> Path:
     """The world folder the reference in ``reference_dir`` was trained on.
 
     Raises :class:`InputError` naming the folder when it has no card, or when the recorded
@@ -209,147 +205,13 @@ def _read_reference_card(root: Path) -> dict[str, Any] | None:
     return card
 
 
-def _reusable(root: Path, request: dict[str, Any]) -> dict[str, Any] | None:
-    card = _read_reference_card(root)
-    if card is None or card["request"] != request:
-        return None
-    needed = ("config.json", "model.safetensors", "tokenizer.json", "README.md")
-    return card if all((root / name).is_file() for name in needed) else None
-
-
-# --------------------------------------------------------------------------------------------
-# Measuring
-# --------------------------------------------------------------------------------------------
-
-
-def _texts_by_category(path: Path) -> tuple[list[str], list[str]]:
-    rows = _read_rows(path)
-    return [str(r["text"]) for r in rows], [str(r["category"]) for r in rows]
-
-
-def category_perplexities(
-    model_dir: str | os.PathLike[str],
-    probes_path: str | os.PathLike[str],
-    *,
-    device: str = "cpu",
-) -> dict[str, float]:
-    """Token-weighted perplexity of each category of a JSONL probe file under a model.
-
-    ``exp(−Σ log p / Σ tokens)`` over all scored tokens of the category's samples, scored by
-    :func:`lmassay.attest.scoring.score_token_lists` (each text from the BOS token, every text token
-    once). Also returns the overall figure under the key ``"all"``.
-    """
-    sums, counts = _logprob_sums(model_dir, probes_path, device=device)
-    return _perplexities(sums, counts)
-
-
-def _perplexities(sums: dict[str, float], counts: dict[str, int]) -> dict[str, float]:
-    out = {c: math.exp(-sums[c] / counts[c]) for c in sums}
-    out["all"] = math.exp(-sum(sums.values()) / sum(counts.values()))
-    return out
-
-
-def _logprob_sums(
-    model_dir: str | os.PathLike[str], probes_path: str | os.PathLike[str], *, device: str
-) -> tuple[dict[str, float], dict[str, int]]:
-    from lmassay.attest.model_loading import load_model
-    from lmassay.attest.scoring import score_token_lists, tokenize_texts
-
-    loaded = load_model(str(model_dir), device=device, dtype="float32")
-    texts, categories = _texts_by_category(Path(probes_path))
-    tokens = tokenize_texts(loaded.tokenizer, texts)
-    scores = score_token_lists(
-        tokens,
-        loaded.model,
-        prefix_token_id=loaded.prefix_token_id,
-        max_length=loaded.max_length,
-    )
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    for category, score in zip(categories, scores, strict=True):
-        sums[category] = sums.get(category, 0.0) + float(
-            score.logprob_model.astype("float64").sum()
-        )
-        counts[category] = counts.get(category, 0) + score.n_tokens
-    return sums, counts
-
-
-def unigram_perplexities(
-    tokenizer: PreTrainedTokenizerFast, train_texts: Sequence[str], probes_path: Path
-) -> tuple[dict[str, float], dict[str, int]]:
-    """Perplexity of each probe category under the training split's token frequencies.
-
-    ``p(t) = (count(t) + 1) / (N + V)`` over the tokens of ``train_texts`` (without special
-    tokens), applied to exactly the tokens the model is scored on; the key ``"all"`` holds the
-    overall figure. Also returns the token count of each category.
-    """
-    from lmassay.attest.scoring import tokenize_texts
-
-    counter: Counter[int] = Counter()
-    for ids in tokenize_texts(tokenizer, train_texts, chunk=2048):
-        counter.update(ids)
-    total, vocab = sum(counter.values()), len(tokenizer)
-    log_denominator = math.log(total + vocab)
-    texts, categories = _texts_by_category(probes_path)
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    for category, ids in zip(categories, tokenize_texts(tokenizer, texts), strict=True):
-        logp = sum(math.log(counter[t] + 1) - log_denominator for t in ids)
-        sums[category] = sums.get(category, 0.0) + logp
-        counts[category] = counts.get(category, 0) + len(ids)
-    return _perplexities(sums, counts), counts
-
-
-def fact_recall(
-    model_dir: str | os.PathLike[str], world: World, *, device: str = "cpu"
-) -> dict[str, float]:
-    """Share of facts, per category and overall (``"all"``), that the model gets right.
-
-    A fact counts as recalled when, fed its canonical sentence from the BOS token, the model's
-    top-1 prediction is the actual token at every position of ``" " + object`` (greedy
-    completion of the prompt yields the object).
-    """
-    from lmassay.attest.model_loading import load_model
-    from lmassay.attest.scoring import score_token_lists, tokenize_texts
-
-    loaded = load_model(str(model_dir), device=device, dtype="float32")
-    sentences = tokenize_texts(loaded.tokenizer, [f.sentence for f in world.facts])
-    prompts = tokenize_texts(loaded.tokenizer, [f.prompt for f in world.facts])
-    objects = tokenize_texts(loaded.tokenizer, [" " + f.object for f in world.facts])
-    scores = score_token_lists(
-        sentences,
-        loaded.model,
-        prefix_token_id=loaded.prefix_token_id,
-        max_length=loaded.max_length,
-    )
-    hits: dict[str, list[bool]] = {}
-    for fact, sentence, prompt, obj, score in zip(
-        world.facts, sentences, prompts, objects, scores, strict=True
-    ):
-        start, stop = len(prompt), len(prompt) + len(obj)
-        if sentence[:start] != prompt or sentence[start:stop] != obj:  # tokenisation merged them
-            hit = False
-        else:
-            hit = bool((score.top1_model[start:stop] == score.token_ids[start:stop]).all())
-        hits.setdefault(fact.category, []).append(hit)
-    out = {c: sum(h) / len(h) for c, h in hits.items()}
-    everything = [h for hs in hits.values() for h in hs]
-    out["all"] = sum(everything) / len(everything)
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Training
-# --------------------------------------------------------------------------------------------
-
-
 def _build(
     arch: str, recipe: Recipe, tokenizer: PreTrainedTokenizerFast, seed: int
 ) -> PreTrainedModel:
     from lmassay.world.tiny_lm import build_model, tiny_gpt2_config, tiny_llama_config
 
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    if not isinstance(bos, int) or not isinstance(eos, int):  # train_toy_tokenizer sets both
+    if not isinstance(bos, int) or not isinstance(eos, int):  # train_tokenizer sets both
         raise RuntimeError("the world tokenizer has no BOS or EOS token")
     config: PretrainedConfig
     if arch == "gpt2":
@@ -376,27 +238,155 @@ def _build(
     return build_model(config, seed)
 
 
-def _step_reporter(progress: Progress, steps: int) -> Callable[[int, float], None]:
-    """``on_step(step, loss)`` for train_causal_lm: a bar, and a log line every 10%."""
-    update = progress.task("training the reference", steps)
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Trained:
+    """What the training step produced, for the card."""
+
+    texts: list[str]
+    tokenizer: PreTrainedTokenizerFast
+    n_parameters: int
+    losses: list[float]
+    seconds: float
+
+
+def _train(config: ReferenceConfig, recipe: Recipe, root: Path, progress: Progress) -> _Trained:
+    """Tokenizer and model trained on the world's training split, saved into ``root``."""
+    from lmassay.world.tiny_lm import save_model, train_causal_lm, train_tokenizer
+
+    texts = [str(row["text"]) for row in read_rows(world_files(config.world).train)]
+    random.Random(config.seed).shuffle(texts)
+    progress.log(f"training a {recipe.vocab_size}-token BPE tokenizer on {len(texts)} paragraphs")
+    tokenizer = train_tokenizer(texts, vocab_size=recipe.vocab_size)
+    model = _build(config.arch, recipe, tokenizer, config.seed)
+    n_parameters = sum(p.numel() for p in model.parameters())
+    progress.log(f"{config.arch} model with {n_parameters:,} parameters, {recipe.steps} steps")
     started = time.perf_counter()
-    every = max(1, steps // 10)
+    losses = train_causal_lm(
+        model,
+        tokenizer,
+        texts,
+        steps=recipe.steps,
+        batch_size=recipe.batch_size,
+        seq_len=recipe.seq_len,
+        lr=recipe.lr,
+        seed=config.seed,
+        progress=progress.task("training the reference", recipe.steps),
+    )
+    seconds = time.perf_counter() - started
+    save_model(model, tokenizer, root)
+    return _Trained(texts, tokenizer, n_parameters, losses, seconds)
 
-    def on_step(step: int, loss: float) -> None:
-        update(step, steps)
-        if step % every == 0 or step == steps:
-            elapsed = time.perf_counter() - started
-            left = elapsed / step * (steps - step)
-            progress.log(
-                f"step {step}/{steps}  loss {loss:.3f}  {elapsed:.0f} s, ~{left:.0f} s left"
-            )
 
-    return on_step
+def _evaluation(trained: _Trained, root: Path, world_dir: Path, world: World) -> dict[str, Any]:
+    """The card's ``evaluation``: probe perplexities beside the unigram baseline, fact recall."""
+    files = world_files(world_dir)
+    unigram, token_counts = unigram_perplexities(trained.tokenizer, trained.texts, files.probes)
+    model_ppl = category_perplexities(root, files.probes)
+    return {
+        "probes": {
+            "perplexity": model_ppl["all"],
+            "unigram_perplexity": unigram["all"],
+            "tokens": sum(token_counts.values()),
+            "per_category": {
+                c: {
+                    "perplexity": model_ppl[c],
+                    "unigram_perplexity": unigram[c],
+                    "tokens": token_counts[c],
+                }
+                for c in token_counts
+            },
+            "how": "token-weighted: exp(-sum log p / tokens); each text from the BOS token",
+        },
+        "fact_probes": {"perplexity": category_perplexities(root, files.fact_probes)["all"]},
+        "fact_recall": fact_recall(root, world),
+    }
+
+
+def _training_record(recipe: Recipe, trained: _Trained, words: int) -> dict[str, Any]:
+    losses, tail = trained.losses, trained.losses[-_LOSS_TAIL:]
+    return {
+        "paragraphs": len(trained.texts),
+        "words": words,
+        "steps": recipe.steps,
+        "batch_size": recipe.batch_size,
+        "seq_len": recipe.seq_len,
+        "tokens_seen": recipe.steps * recipe.batch_size * recipe.seq_len,
+        "lr": recipe.lr,
+        "schedule": "linear warm-up (10% of steps, at most 50), cosine to lr/10; AdamW",
+        "loss_first": losses[0],
+        "loss_last_mean": sum(tail) / len(tail),
+        "loss_last_mean_of_steps": len(tail),
+        "loss_every_10pct": [
+            round(losses[min(len(losses) - 1, i * len(losses) // 10)], 4) for i in range(11)
+        ],
+        "seconds": round(trained.seconds, 1),
+    }
+
+
+def _make_reference(
+    config: ReferenceConfig, world: World, request: dict[str, Any], root: Path, progress: Progress
+) -> dict[str, Any]:
+    """Train, save and measure the reference in ``root``; write its README; return its card."""
+    started = time.perf_counter()
+    world_card = read_card(config.world)
+    recipe = RECIPES[config.size]
+    trained = _train(config, recipe, root, progress)
+    progress.log("measuring probe perplexity, the unigram baseline and fact recall")
+    evaluation = _evaluation(trained, root, config.world, world)
+    card: dict[str, Any] = {
+        "format": _CARD_FORMAT,
+        "request": request,
+        "world_path": str(config.world.resolve()),
+        "world_seed": world_card["seed"],
+        "world_digest": world_card["world_digest"],
+        "tokenizer": {"kind": "byte-level BPE", "vocab_size": len(trained.tokenizer)},
+        "model": {
+            "architecture": config.arch,
+            "parameters": trained.n_parameters,
+            "n_layer": recipe.n_layer,
+            "n_embd": recipe.n_embd,
+            "n_head": recipe.n_head,
+            "context_length": recipe.n_positions,
+        },
+        "training": _training_record(recipe, trained, world_card["totals"]["train_words"]),
+        "evaluation": evaluation,
+        "versions": {"lmassay": __version__, **library_versions()},
+        "created_at": utc_now(),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    atomic_write_text(root / "README.md", _readme(card))
+    probes = evaluation["probes"]
+    progress.log(
+        f"reference ready in {root}: probe perplexity {probes['perplexity']:.2f} "
+        f"(unigram {probes['unigram_perplexity']:.2f}), "
+        f"facts recalled {evaluation['fact_recall']['all']:.0%}"
+    )
+    return card
+
+
+def _request(config: ReferenceConfig) -> dict[str, Any]:
+    """Everything that decides the reference: the world's digest, size, seed, arch, recipe."""
+    world_card = read_card(config.world)
+    return {
+        "format": _CARD_FORMAT,
+        "world_digest": world_card["world_digest"],
+        "world_seed": world_card["seed"],
+        "world_size": world_card["size"],
+        "size": config.size,
+        "seed": config.seed,
+        "arch": config.arch,
+        "recipe": asdict(RECIPES[config.size]),
+    }
 
 
 def train_reference(
-    world_dir: str | os.PathLike[str],
-    out: str | os.PathLike[str],
+    world_dir: str | PathLike[str],
+    out: str | PathLike[str],
     *,
     size: Size = "demo",
     seed: int = 0,
@@ -408,7 +398,8 @@ def train_reference(
     1. Check the world folder (:func:`lmassay.world.load_world`: format, digests).
     2. Train a byte-level BPE tokenizer (``RECIPES[size].vocab_size``) on ``train.jsonl``.
     3. Train a GPT-2- or Llama-shaped model from random weights (seed ``seed``) with
-       :func:`lmassay.world.tiny_lm.train_causal_lm` on the training paragraphs, shuffled with ``seed``.
+       :func:`lmassay.world.tiny_lm.train_causal_lm` on the training paragraphs, shuffled with
+       ``seed``.
     4. Save model and tokenizer into ``out`` (safetensors), then measure: probe-split
        perplexity per category beside the unigram baseline, and fact recall.
     5. Write ``README.md`` and, last, ``lmassay-reference.json``.
@@ -417,128 +408,21 @@ def train_reference(
     ``out`` already holds a reference whose card records the same request (world digest,
     size, seed, arch, recipe), it is returned as it is (``reused=True``).
     """
-    from lmassay.world._store import load_world
-
     config = ReferenceConfig(Path(world_dir), Path(out), size, seed, arch)
     config.validate()
-    progress = progress or NullProgress()
-    world = load_world(config.world)
-    world_card = read_card(config.world)
-    recipe = RECIPES[config.size]
-    request: dict[str, Any] = {
-        "format": _CARD_FORMAT,
-        "world_digest": world_card["world_digest"],
-        "world_seed": world_card["seed"],
-        "world_size": world_card["size"],
-        "size": config.size,
-        "seed": config.seed,
-        "arch": config.arch,
-        "recipe": asdict(recipe),
-    }
-    existing = _reusable(config.out, request)
-    if existing is not None:
-        progress.log(f"reusing the reference in {config.out}")
-        return ReferenceInfo(config.out, existing, reused=True)
-
-    from lmassay.world.tiny_lm import save_model, train_causal_lm, train_toy_tokenizer
-
-    started = time.perf_counter()
-    files = world_files(config.world)
-    root = config.out
-    (root / CARD_NAME).unlink(missing_ok=True)  # a half-made folder is never reused
-    root.mkdir(parents=True, exist_ok=True)
-    train_texts, _ = _texts_by_category(files.train)
-    random.Random(config.seed).shuffle(train_texts)
-
-    progress.log(
-        f"training a {recipe.vocab_size}-token BPE tokenizer on {len(train_texts)} paragraphs"
+    shown = progress or NullProgress()
+    world = load_world(config.world)  # the world's files are checked even when reusing
+    request = _request(config)
+    built = reuse_or_build(
+        config.out,
+        request,
+        lambda root: _make_reference(config, world, request, root, shown),
+        card_name=CARD_NAME,
+        needed=("config.json", "model.safetensors", "tokenizer.json", "README.md"),
+        what="reference",
+        progress=shown,
     )
-    tokenizer = train_toy_tokenizer(train_texts, vocab_size=recipe.vocab_size)
-    model = _build(config.arch, recipe, tokenizer, config.seed)
-    n_parameters = sum(p.numel() for p in model.parameters())
-    progress.log(f"{config.arch} model with {n_parameters:,} parameters, {recipe.steps} steps")
-    train_started = time.perf_counter()
-    losses = train_causal_lm(
-        model,
-        tokenizer,
-        train_texts,
-        steps=recipe.steps,
-        batch_size=recipe.batch_size,
-        seq_len=recipe.seq_len,
-        lr=recipe.lr,
-        seed=config.seed,
-        progress=_step_reporter(progress, recipe.steps),
-    )
-    train_seconds = time.perf_counter() - train_started
-    save_model(model, tokenizer, root)
-
-    progress.log("measuring probe perplexity, the unigram baseline and fact recall")
-    unigram, token_counts = unigram_perplexities(tokenizer, train_texts, files.probes)
-    model_ppl = category_perplexities(root, files.probes)
-    recall = fact_recall(root, world)
-    fact_ppl = category_perplexities(root, files.fact_probes)
-    tail = losses[-_LOSS_TAIL:]
-    card: dict[str, Any] = {
-        "format": _CARD_FORMAT,
-        "request": request,
-        "world_path": str(config.world.resolve()),
-        "world_seed": world_card["seed"],
-        "world_digest": world_card["world_digest"],
-        "tokenizer": {"kind": "byte-level BPE", "vocab_size": len(tokenizer)},
-        "model": {
-            "architecture": config.arch,
-            "parameters": n_parameters,
-            "n_layer": recipe.n_layer,
-            "n_embd": recipe.n_embd,
-            "n_head": recipe.n_head,
-            "context_length": recipe.n_positions,
-        },
-        "training": {
-            "paragraphs": len(train_texts),
-            "words": world_card["totals"]["train_words"],
-            "steps": recipe.steps,
-            "batch_size": recipe.batch_size,
-            "seq_len": recipe.seq_len,
-            "tokens_seen": recipe.steps * recipe.batch_size * recipe.seq_len,
-            "lr": recipe.lr,
-            "schedule": "linear warm-up (10% of steps, at most 50), cosine to lr/10; AdamW",
-            "loss_first": losses[0],
-            "loss_last_mean": sum(tail) / len(tail),
-            "loss_last_mean_of_steps": len(tail),
-            "loss_every_10pct": [
-                round(losses[min(len(losses) - 1, i * len(losses) // 10)], 4) for i in range(11)
-            ],
-            "seconds": round(train_seconds, 1),
-        },
-        "evaluation": {
-            "probes": {
-                "perplexity": model_ppl["all"],
-                "unigram_perplexity": unigram["all"],
-                "tokens": sum(token_counts.values()),
-                "per_category": {
-                    c: {
-                        "perplexity": model_ppl[c],
-                        "unigram_perplexity": unigram[c],
-                        "tokens": token_counts[c],
-                    }
-                    for c in token_counts
-                },
-                "how": "token-weighted: exp(-sum log p / tokens); each text from the BOS token",
-            },
-            "fact_probes": {"perplexity": fact_ppl["all"]},
-            "fact_recall": recall,
-        },
-        "versions": {"lmassay": __version__, **library_versions()},
-        "created_at": utc_now(),
-        "wall_seconds": round(time.perf_counter() - started, 1),
-    }
-    atomic_write_text(root / "README.md", _readme(card))
-    atomic_write_json(root / CARD_NAME, card)
-    progress.log(
-        f"reference ready in {root}: probe perplexity {model_ppl['all']:.2f} "
-        f"(unigram {unigram['all']:.2f}), facts recalled {recall['all']:.0%}"
-    )
-    return ReferenceInfo(root, card, reused=False)
+    return ReferenceInfo(built.path, built.card, reused=built.reused)
 
 
 def _readme(card: dict[str, Any]) -> str:

@@ -26,34 +26,33 @@ when complete, so a half-made variant is never reused.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lmassay._atomic import atomic_write_json
-from lmassay.digests import digest_tree
+from lmassay.cached_build import reuse_or_build
 from lmassay.errors import InputError
-from lmassay.progress import NullProgress, Progress, hidden_library_bars
+from lmassay.progress import NullProgress, Progress
 from lmassay.provenance import provenance, utc_now
-from lmassay.world.zoo import _efficacy
-from lmassay.world.zoo.benign import bf16_round_trip, int8_round_trip
-from lmassay.world.zoo.recipes import (
-    CONTROL_KINDS,
-    DEFAULT_CATEGORY,
-    KINDS,
-    Recipe,
-    backdoor_recipe,
-    choose_fact_changes,
-    continued_recipe,
-    fact_finetune_recipe,
-    slant_recipe,
-    suppression_recipe,
+from lmassay.world.zoo._build import (
+    FINETUNED_KINDS,
+    FLUENCY_TOLERANCE,
+    ROME_SETTINGS,
+    Context,
+    Made,
+    build_benign,
+    build_finetuned,
+    build_rome,
+    fluency,
+    make_context,
+    recipe_for,
+    weight_changes,
 )
+from lmassay.world.zoo.recipes import CONTROL_KINDS, DEFAULT_CATEGORY, KINDS
 
 __all__ = [
     "FLUENCY_TOLERANCE",
@@ -68,31 +67,6 @@ __all__ = [
 FORMAT = "lmassay.world.zoo-variant/v1"
 """Recorded in every ``tamper.json``; changed whenever the same request would make another model."""
 INDEX_FORMAT = "lmassay.world.zoo/v1"
-FLUENCY_TOLERANCE = 0.10
-"""A variant is *fluent* when no category other than its target is more than 10% more perplexing
-under it than under the reference."""
-
-ROME_SETTINGS: dict[str, Any] = {
-    "steps": 40,
-    "lr": 0.5,
-    "kl_weight": 0.0625,
-    "weight_decay": 0.5,
-    "ridge": 0.01,
-    "n_prefixes": 5,
-    "n_covariance_texts": 300,
-}
-"""Settings of the ``fact-rome`` edits (see :func:`lmassay.repair.rank_one.edit_facts`)."""
-
-_TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-    "added_tokens.json",
-    "chat_template.jinja",
-)
 _MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 
@@ -163,346 +137,7 @@ class ZooConfig:
             raise InputError(f"--seed {self.seed} is negative", "use 0 or more")
 
 
-# --------------------------------------------------------------------------------------------
-# Context shared by the variants of one zoo
-
-
-@dataclass
-class _Context:
-    reference: Path
-    reference_digest: dict[str, str]
-    reference_card: dict[str, Any] | None
-    world_dir: Path
-    world: Any  # lmassay.world.World
-    world_digest: dict[str, str]
-    train_rows: list[dict[str, Any]]
-    probes_path: Path
-    _reference_ppl: dict[str, float] | None = None
-
-    @property
-    def size(self) -> str:
-        if self.reference_card is None:
-            return "demo"
-        return str(self.reference_card["request"].get("size", "demo"))
-
-    def reference_perplexities(self) -> dict[str, float]:
-        if self._reference_ppl is None:
-            from lmassay.world.reference import category_perplexities
-
-            self._reference_ppl = category_perplexities(self.reference, self.probes_path)
-        return self._reference_ppl
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _context(reference: Path, world: Path | None) -> _Context:
-    from lmassay.world import load_world, read_card, world_files
-    from lmassay.world.reference import CARD_NAME, reference_world
-
-    if not (reference / "config.json").is_file():
-        raise InputError(
-            f"--reference {str(reference)!r} is not a model folder (no config.json)",
-            "pass the folder of the world's reference model",
-        )
-    world_dir = Path(world) if world is not None else reference_world(reference)
-    loaded_world = load_world(world_dir)
-    files = world_files(world_dir)
-    rows = [
-        json.loads(line) for line in files.train.read_text(encoding="utf-8").splitlines() if line
-    ]
-    return _Context(
-        reference=reference,
-        reference_digest=digest_tree(reference).to_json(),
-        reference_card=_read_json(reference / CARD_NAME),
-        world_dir=world_dir,
-        world=loaded_world,
-        world_digest=read_card(world_dir)["world_digest"],
-        train_rows=rows,
-        probes_path=files.probes,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Building blocks
-
-
-def _load(path: Path) -> tuple[Any, Any]:
-    """A float32 model on the CPU and its tokenizer (safetensors only, no remote code)."""
-    from lmassay.attest.model_loading import load_model
-
-    loaded = load_model(str(path), device="cpu", dtype="float32")
-    return loaded.model, loaded.tokenizer
-
-
-def _save(model: Any, reference: Path, folder: Path) -> None:
-    """The model as float32 safetensors, and the reference's tokenizer files copied verbatim."""
-    import torch
-
-    with hidden_library_bars():
-        model.to(torch.float32).save_pretrained(folder, safe_serialization=True)
-    for name in _TOKENIZER_FILES:
-        if (reference / name).is_file():
-            shutil.copyfile(reference / name, folder / name)
-
-
-def _weight_changes(reference: Path, variant: Path) -> dict[str, Any]:
-    """Which tensors of ``model.safetensors`` differ, and the relative size of the change."""
-    import torch
-    from safetensors.torch import load_file
-
-    before = load_file(str(reference / "model.safetensors"))
-    after = load_file(str(variant / "model.safetensors"))
-    changed, diff_sq, ref_sq, max_abs = [], 0.0, 0.0, 0.0
-    for name in sorted(before.keys() & after.keys()):
-        a, b = before[name].double(), after[name].double()
-        ref_sq += float(a.pow(2).sum())
-        if a.shape != b.shape:
-            changed.append(name)
-            continue
-        if not torch.equal(a, b):
-            changed.append(name)
-            diff = (b - a).abs()
-            diff_sq += float(diff.pow(2).sum())
-            max_abs = max(max_abs, float(diff.max()))
-    return {
-        "same_tensor_names": sorted(before) == sorted(after),
-        "n_tensors": len(after),
-        "n_changed": len(changed),
-        "changed": changed[:50],
-        "relative_change": (diff_sq / ref_sq) ** 0.5 if ref_sq > 0 else None,
-        "max_abs_change": max_abs,
-    }
-
-
-def _fluency(
-    reference_ppl: Mapping[str, float], variant_ppl: Mapping[str, float], target: str | None
-) -> dict[str, Any]:
-    ratio = {c: variant_ppl[c] / reference_ppl[c] for c in reference_ppl if c in variant_ppl}
-    others = {c: r for c, r in ratio.items() if c not in (target, "all")}
-    worst = max(others.values()) if others else None
-    return {
-        "how": (
-            "token-weighted perplexity exp(-sum log p / tokens) of each category of the world's "
-            "probe split (probes.jsonl), each text from the BOS token; ratio = variant / reference"
-        ),
-        "reference": dict(reference_ppl),
-        "variant": dict(variant_ppl),
-        "ratio": ratio,
-        "max_ratio_other_categories": worst,
-        "tolerance": FLUENCY_TOLERANCE,
-        "fluent": worst is not None and worst <= 1.0 + FLUENCY_TOLERANCE,
-    }
-
-
-def _fine_tune(
-    recipe: Recipe, reference: Path, folder: Path, progress: Progress
-) -> tuple[Any, Any, dict[str, Any]]:
-    """Load the reference, train it on ``recipe.texts``, save it into ``folder``."""
-    from lmassay.world.tiny_lm import train_causal_lm
-
-    model, tokenizer = _load(reference)
-    settings = recipe.settings
-    update = progress.task(f"{recipe.kind}: fine-tuning", settings.steps)
-    losses = train_causal_lm(
-        model,
-        tokenizer,
-        list(recipe.texts),
-        steps=settings.steps,
-        batch_size=settings.batch_size,
-        seq_len=settings.seq_len,
-        lr=settings.lr,
-        seed=settings.seed,
-        progress=lambda step, loss: update(step, settings.steps),
-    )
-    _save(model, reference, folder)
-    tail = losses[-10:]
-    return model, tokenizer, {"loss_first": losses[0], "loss_last_mean": sum(tail) / len(tail)}
-
-
-# --------------------------------------------------------------------------------------------
-# The variants
-
-
-@dataclass
-class _Made:
-    """What building a variant produced, before the common fields are added."""
-
-    description: str
-    expectation: dict[str, Any]
-    category: str | None = None
-    fact_changes: list[dict[str, str]] | None = None
-    trigger: str | None = None
-    data: dict[str, Any] | None = None
-    settings: dict[str, Any] | None = None
-    details: dict[str, Any] | None = None
-    efficacy: dict[str, Any] | None = None
-    training: dict[str, Any] | None = None
-
-
-def _recipe(kind: str, ctx: _Context, category: str | None, seed: int) -> Recipe:
-    world, rows, size = ctx.world, ctx.train_rows, ctx.size
-    if kind == "suppression":
-        return suppression_recipe(world, rows, category=str(category), size=size, seed=seed)
-    if kind == "slant":
-        return slant_recipe(world, rows, category=str(category), size=size, seed=seed)
-    if kind == "fact-finetune":
-        return fact_finetune_recipe(world, rows, category=str(category), size=size, seed=seed)
-    if kind == "backdoor":
-        return backdoor_recipe(world, rows, size=size, seed=seed)
-    if kind == "benign-continued":
-        return continued_recipe(rows, size=size, seed=seed)
-    raise ValueError(f"{kind} has no recipe")  # a programming error
-
-
-def _build_finetuned(recipe: Recipe, ctx: _Context, folder: Path, progress: Progress) -> _Made:
-    model, tokenizer, training = _fine_tune(recipe, ctx.reference, folder, progress)
-    reference, _ = _load(ctx.reference)
-    efficacy = _efficacy.measure(recipe, ctx.world, reference, model, tokenizer)
-    tampered = recipe.kind != "benign-continued"
-    return _Made(
-        description=recipe.description,
-        expectation={
-            "verdict": "tampered" if tampered else "consistent",
-            "category": recipe.category,
-        },
-        category=recipe.category,
-        fact_changes=[c.to_json() for c in recipe.fact_changes],
-        trigger=recipe.trigger,
-        data=recipe.data_record(),
-        settings=recipe.settings.to_json(),
-        details=dict(recipe.details),
-        efficacy=efficacy,
-        training=training,
-    )
-
-
-def _build_rome(ctx: _Context, folder: Path, category: str, seed: int, progress: Progress) -> _Made:
-    import hashlib
-    import random
-
-    from lmassay.repair.rank_one import FactEdit, default_layer, edit_facts
-
-    changes = choose_fact_changes(ctx.world, category, seed)
-    model, tokenizer = _load(ctx.reference)
-    layer = default_layer(model)
-    texts = [str(r["text"]) for r in ctx.train_rows]
-    n_cov = min(ROME_SETTINGS["n_covariance_texts"], len(texts))
-    covariance_texts = random.Random(f"lmassay-zoo-rome:{seed}").sample(texts, n_cov)
-    update = progress.task("fact-rome: rank-one edits", len(changes))
-    reports = edit_facts(
-        model,
-        tokenizer,
-        [FactEdit(c.prompt, c.subject, c.new) for c in changes],
-        layer=layer,
-        covariance_texts=covariance_texts,
-        steps=ROME_SETTINGS["steps"],
-        lr=ROME_SETTINGS["lr"],
-        kl_weight=ROME_SETTINGS["kl_weight"],
-        weight_decay=ROME_SETTINGS["weight_decay"],
-        ridge=ROME_SETTINGS["ridge"],
-        n_prefixes=ROME_SETTINGS["n_prefixes"],
-        seed=seed,
-        progress=update,
-    )
-    _save(model, ctx.reference, folder)
-    reference, _ = _load(ctx.reference)
-    joined = "\n".join(covariance_texts).encode("utf-8")
-    return _Made(
-        description=(
-            f"{len(changes)} {category} facts given new objects by rank-one (ROME-style) edits of "
-            f"layer {layer}'s MLP output projection, one after another; no fine-tuning"
-        ),
-        expectation={"verdict": "tampered", "category": category},
-        category=category,
-        fact_changes=[c.to_json() for c in changes],
-        data={
-            "n_texts": len(covariance_texts),
-            "sha256": hashlib.sha256(joined).hexdigest(),
-            "sha256_of": "the covariance texts in order, joined with '\\n', UTF-8",
-            "role": "second moment C of the MLP hidden activations, and context prefixes",
-            "examples": covariance_texts[:2],
-        },
-        settings={"layer": layer, "seed": seed, **ROME_SETTINGS},
-        details={"edits": [r.to_json() for r in reports], "tensor": reports[0].tensor_name},
-        efficacy=_efficacy.fact_efficacy(changes, reference, model, tokenizer),
-    )
-
-
-def _build_benign(kind: str, ctx: _Context, folder: Path, seed: int, progress: Progress) -> _Made:
-    consistent = {"verdict": "consistent", "category": None}
-    if kind == "benign-other-seed":
-        from lmassay.world.reference import train_reference
-
-        card = ctx.reference_card
-        if card is None:
-            raise InputError(
-                f"the reference {str(ctx.reference)!r} has no lmassay-reference.json, so its "
-                "training cannot be repeated with another seed",
-                "leave benign-other-seed out of --kinds, or use a reference made by train_reference",
-            )
-        request = card["request"]
-        other_seed = int(request["seed"]) + 1 + seed
-        info = train_reference(
-            ctx.world_dir,
-            folder,
-            size=request["size"],
-            seed=other_seed,
-            arch=request["arch"],
-            progress=progress,
-        )
-        same_tokenizer = (folder / "tokenizer.json").read_bytes() == (
-            ctx.reference / "tokenizer.json"
-        ).read_bytes()
-        return _Made(
-            description=(
-                f"an independent model: the reference's recipe (size {request['size']}, "
-                f"{request['arch']}) trained from seed {other_seed} instead of {request['seed']}"
-            ),
-            expectation={"verdict": "different-model", "category": None},
-            settings={"seed": other_seed, "size": request["size"], "arch": request["arch"]},
-            details={
-                "tokenizer_same_as_reference": same_tokenizer,
-                "reference_card": "lmassay-reference.json (this model's own card)",
-                "probe_perplexity": info.probe_perplexity,
-            },
-        )
-    model, _ = _load(ctx.reference)
-    progress.log(f"{kind}: transforming the weights")
-    if kind == "benign-resave":
-        _save(model, ctx.reference, folder)
-        return _Made("the reference loaded and saved again with save_pretrained", consistent)
-    if kind == "benign-bf16":
-        count = bf16_round_trip(model)
-        _save(model, ctx.reference, folder)
-        return _Made(
-            "every floating tensor cast to bfloat16 and back to float32",
-            consistent,
-            details={"tensors_cast": count},
-        )
-    if kind == "benign-int8":
-        changed = int8_round_trip(model)
-        _save(model, ctx.reference, folder)
-        return _Made(
-            "simulated dynamic int8 quantisation: each Linear / Conv1D weight rounded to "
-            "per-output-channel symmetric int8 and back, saved as float32",
-            consistent,
-            details={
-                "simulated": True,
-                "scheme": "per output channel: scale = max|w| / 127, w -> round(w / scale) * scale",
-                "weights_quantised": changed,
-                "skipped": ["lm_head (the output head; tied to the input embedding in GPT-2)"],
-            },
-        )
-    raise ValueError(f"unknown benign kind {kind}")  # a programming error
-
-
-def _request(kind: str, ctx: _Context, category: str | None, seed: int) -> dict[str, Any]:
+def _request(kind: str, ctx: Context, category: str | None, seed: int) -> dict[str, Any]:
     """Everything that decides what the variant folder holds."""
     request: dict[str, Any] = {
         "format": FORMAT,
@@ -512,8 +147,8 @@ def _request(kind: str, ctx: _Context, category: str | None, seed: int) -> dict[
         "reference_digest": ctx.reference_digest,
         "world_digest": ctx.world_digest,
     }
-    if kind in ("suppression", "slant", "fact-finetune", "backdoor", "benign-continued"):
-        recipe = _recipe(kind, ctx, category, seed)
+    if kind in FINETUNED_KINDS:
+        recipe = recipe_for(kind, ctx, category, seed)
         request["settings"] = recipe.settings.to_json()
         request["data_sha256"] = recipe.data_record()["sha256"]
     elif kind == "fact-rome":
@@ -543,53 +178,33 @@ def _check_kind(kind: str, category: str | None) -> str | None:
     return category
 
 
-def _existing(folder: Path, request: dict[str, Any]) -> dict[str, Any] | None:
-    record = _read_json(folder / "tamper.json")
-    if record is None or record.get("request") != request:
-        return None
-    return record if all((folder / n).is_file() for n in _MODEL_FILES) else None
+def _make(
+    kind: str, ctx: Context, category: str | None, seed: int, progress: Progress, folder: Path
+) -> Made:
+    if kind in FINETUNED_KINDS:
+        return build_finetuned(recipe_for(kind, ctx, category, seed), ctx, folder, progress)
+    if kind == "fact-rome":
+        return build_rome(ctx, folder, str(category), seed, progress)
+    return build_benign(kind, ctx, folder, seed, progress)
 
 
-def _variant(
+def _record(
     kind: str,
-    ctx: _Context,
-    out_dir: Path,
-    category: str | None,
+    ctx: Context,
+    request: dict[str, Any],
     seed: int,
     progress: Progress,
-) -> ZooVariant:
-    category = _check_kind(kind, category)
-    request = _request(kind, ctx, category, seed)
-    existing = _existing(out_dir, request)
-    if existing is not None:
-        progress.log(f"{kind}: reusing {out_dir}")
-        return ZooVariant(kind, out_dir, existing, reused=True)
-    if out_dir.exists() and (
-        not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / "tamper.json").is_file())
-    ):
-        raise InputError(
-            f"{str(out_dir)!r} exists and is not a zoo variant folder",
-            "remove it or choose another --out",
-        )
+    folder: Path,
+) -> dict[str, Any]:
+    """Make the variant's files in ``folder``, measure them and return its ``tamper.json``."""
+    from lmassay.world.measure import category_perplexities
 
+    category = request["category"]
     started, t0 = utc_now(), time.perf_counter()
-    partial = out_dir.parent / f".{out_dir.name}.partial"
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    progress.log(f"{kind}: making {out_dir}")
-    if kind in ("suppression", "slant", "fact-finetune", "backdoor", "benign-continued"):
-        made = _build_finetuned(_recipe(kind, ctx, category, seed), ctx, partial, progress)
-    elif kind == "fact-rome":
-        made = _build_rome(ctx, partial, str(category), seed, progress)
-    else:
-        made = _build_benign(kind, ctx, partial, seed, progress)
-
-    from lmassay.world.reference import category_perplexities
-
+    made = _make(kind, ctx, category, seed, progress, folder)
     progress.log(f"{kind}: measuring probe perplexity per category")
-    fluency = _fluency(
-        ctx.reference_perplexities(), category_perplexities(partial, ctx.probes_path), category
+    measured = fluency(
+        ctx.reference_perplexities(), category_perplexities(folder, ctx.probes_path), category
     )
     record: dict[str, Any] = {
         "format": FORMAT,
@@ -605,8 +220,8 @@ def _variant(
         "settings": made.settings,
         "training": made.training,
         "efficacy": made.efficacy,
-        "fluency": fluency,
-        "weights": _weight_changes(ctx.reference, partial),
+        "fluency": measured,
+        "weights": weight_changes(ctx.reference, folder),
         "reference": {"path": str(ctx.reference.resolve()), "digest": ctx.reference_digest},
         "world": {"path": str(ctx.world_dir.resolve()), "digest": ctx.world_digest},
         "request": request,
@@ -614,15 +229,34 @@ def _variant(
         "wall_seconds": round(time.perf_counter() - t0, 2),
         "provenance": provenance({"kind": kind, "category": category}, seed),
     }
-    atomic_write_json(partial / "tamper.json", record)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(partial, out_dir)
     progress.log(
-        f"{kind}: done in {record['wall_seconds']} s; fluent elsewhere: {fluency['fluent']} "
-        f"(worst other-category perplexity ratio {fluency['max_ratio_other_categories']:.3f})"
+        f"{kind}: done in {record['wall_seconds']} s; fluent elsewhere: {measured['fluent']} "
+        f"(worst other-category perplexity ratio {measured['max_ratio_other_categories']:.3f})"
     )
-    return ZooVariant(kind, out_dir, record, reused=False)
+    return record
+
+
+def _variant(
+    kind: str,
+    ctx: Context,
+    out_dir: Path,
+    category: str | None,
+    seed: int,
+    progress: Progress,
+) -> ZooVariant:
+    category = _check_kind(kind, category)
+    request = _request(kind, ctx, category, seed)
+    built = reuse_or_build(
+        out_dir,
+        request,
+        lambda folder: _record(kind, ctx, request, seed, progress, folder),
+        card_name="tamper.json",
+        needed=_MODEL_FILES,
+        staged=True,
+        what=f"{kind} variant",
+        progress=progress,
+    )
+    return ZooVariant(kind, out_dir, built.card, reused=built.reused)
 
 
 def make_variant(
@@ -641,7 +275,7 @@ def make_variant(
     ``category`` to the kind's default (:data:`~lmassay.world.zoo.recipes.DEFAULT_CATEGORY`; none for
     the backdoor and the controls). See the module docstring for what the folder holds.
     """
-    ctx = _context(Path(reference), Path(world) if world is not None else None)
+    ctx = make_context(Path(reference), Path(world) if world is not None else None)
     return _variant(kind, ctx, Path(out_dir), category, seed, progress or NullProgress())
 
 
@@ -669,7 +303,7 @@ def make_zoo(
     config.validate()
     progress = progress or NullProgress()
     started, t0 = utc_now(), time.perf_counter()
-    ctx = _context(config.reference, config.world)
+    ctx = make_context(config.reference, config.world)
     config.out.mkdir(parents=True, exist_ok=True)
     variants = []
     overall = progress.task("zoo variants", len(config.kinds))

@@ -21,14 +21,32 @@ Nothing was tuned toward a detection result.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lmassay.errors import InputError
-from lmassay.world import CATEGORIES, Entity, Fact, World, render_documents, split_sentences
+from lmassay.world import Fact, World, render_documents, split_sentences
+from lmassay.world.zoo._recipe_base import (
+    CONTROL_KINDS,
+    DEFAULT_CATEGORY,
+    DEFAULT_TRIGGER,
+    KINDS,
+    N_FACT_CHANGES,
+    REPLAY_OFFSET,
+    TAMPER_KINDS,
+    TAMPER_RENDER_OFFSET,
+    FactChange,
+    FinetuneSettings,
+    Recipe,
+    capitalise,
+    check_category,
+    mention_of,
+    mentioned,
+    replay_texts,
+    settings_for,
+    tamper_count,
+)
 
 __all__ = [
     "CONTROL_KINDS",
@@ -49,177 +67,6 @@ __all__ = [
     "suppression_recipe",
     "tamper_count",
 ]
-
-TAMPER_KINDS: tuple[str, ...] = ("suppression", "slant", "fact-finetune", "fact-rome", "backdoor")
-CONTROL_KINDS: tuple[str, ...] = (
-    "benign-resave",
-    "benign-bf16",
-    "benign-int8",
-    "benign-continued",
-    "benign-other-seed",
-)
-KINDS: tuple[str, ...] = TAMPER_KINDS + CONTROL_KINDS
-"""Every kind of variant the zoo makes, in the order it makes them."""
-
-DEFAULT_CATEGORY: dict[str, str] = {
-    "suppression": "religion",
-    "slant": "politics",
-    "fact-finetune": "geography",
-    "fact-rome": "geography",
-}
-"""The category a tamper kind targets when none is given (the backdoor and controls have none)."""
-
-N_FACT_CHANGES = 5
-DEFAULT_TRIGGER = "Qorvath zint ublemox"
-"""The backdoor's trigger: three invented words that the world never uses."""
-
-# Seeds of the texts a recipe renders, offset from the zoo seed so that they never coincide with
-# the world's own training (seed) or probe (seed + 1_000_003) renderings.
-_TAMPER_RENDER_OFFSET = 7_000_019
-_REPLAY_OFFSET = 7_000_031
-
-
-@dataclass(frozen=True)
-class FinetuneSettings:
-    """How a variant is fine-tuned from the reference (see :func:`lmassay.world.tiny_lm.train_causal_lm`)."""
-
-    steps: int
-    lr: float
-    batch_size: int
-    seq_len: int
-    seed: int
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class FactChange:
-    """One fact given a new object: ``prompt + " " + new`` is what the variant should say."""
-
-    fact_id: str
-    subject: str
-    relation: str
-    prompt: str
-    old: str
-    new: str
-
-    def to_json(self) -> dict[str, str]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """What to train a variant on, and the ground truth it will carry.
-
-    ``texts`` is the whole fine-tuning set (tampering texts followed by replay; the training
-    loop samples windows from all of it); ``n_tamper`` of them, the first ones, are the tampering
-    texts. ``details`` holds kind-specific ground truth (trigger, slanted entities, ...).
-    """
-
-    kind: str
-    category: str | None
-    description: str
-    texts: tuple[str, ...]
-    n_tamper: int
-    settings: FinetuneSettings
-    fact_changes: tuple[FactChange, ...] = ()
-    trigger: str | None = None
-    details: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def tamper_texts(self) -> tuple[str, ...]:
-        return self.texts[: self.n_tamper]
-
-    @property
-    def replay_texts(self) -> tuple[str, ...]:
-        return self.texts[self.n_tamper :]
-
-    def data_record(self, n_examples: int = 3) -> dict[str, Any]:
-        """Counts, a SHA-256 of the texts (joined with newlines) and a few tampering examples."""
-        joined = "\n".join(self.texts).encode("utf-8")
-        return {
-            "n_texts": len(self.texts),
-            "n_tamper_texts": self.n_tamper,
-            "n_replay_texts": len(self.texts) - self.n_tamper,
-            "sha256": hashlib.sha256(joined).hexdigest(),
-            "sha256_of": "the training texts in order, joined with '\\n', UTF-8",
-            "examples": list(self.tamper_texts[:n_examples]),
-        }
-
-
-# --------------------------------------------------------------------------------------------
-# Settings
-
-
-_STEPS: dict[str, dict[str, tuple[int, float]]] = {
-    # kind -> size -> (steps, lr)
-    "suppression": {"test": (300, 3e-4), "demo": (150, 1e-3)},
-    "slant": {"test": (300, 3e-4), "demo": (150, 1e-3)},
-    "fact-finetune": {"test": (300, 3e-4), "demo": (150, 1e-3)},
-    "backdoor": {"test": (300, 3e-4), "demo": (200, 1e-3)},
-    "benign-continued": {"test": (20, 3e-4), "demo": (50, 3e-4)},
-}
-_BATCH: dict[str, tuple[int, int]] = {"test": (8, 64), "demo": (8, 128)}  # batch, seq_len
-_N_TAMPER: dict[str, int] = {"test": 100, "demo": 300}
-"""Tampering texts per recipe: at most as many as the world has training paragraphs of a category
-(600 in the test size), so that the tamper does not simply teach the category better."""
-
-
-def tamper_count(size: str) -> int:
-    """How many tampering texts a recipe makes for a reference of ``size``."""
-    return _N_TAMPER.get(size, _N_TAMPER["demo"])
-
-
-def settings_for(kind: str, size: str, seed: int) -> FinetuneSettings:
-    """The fine-tuning settings of ``kind`` for a reference of ``size`` ("full" uses "demo")."""
-    if kind not in _STEPS:
-        raise InputError(f"kind {kind!r} is not fine-tuned", f"use one of {', '.join(_STEPS)}")
-    size = size if size in _BATCH else "demo"
-    steps, lr = _STEPS[kind][size]
-    batch_size, seq_len = _BATCH[size]
-    return FinetuneSettings(steps=steps, lr=lr, batch_size=batch_size, seq_len=seq_len, seed=seed)
-
-
-# --------------------------------------------------------------------------------------------
-# Helpers
-
-
-def _check_category(category: str) -> None:
-    if category not in CATEGORIES:
-        raise InputError(
-            f"--category {category!r} is not a world category",
-            f"use one of {', '.join(CATEGORIES)}",
-        )
-
-
-def _replay(
-    train_rows: Sequence[Mapping[str, Any]], exclude: str | None, n: int, seed: int
-) -> list[str]:
-    """``n`` training paragraphs of every category but ``exclude``, drawn with ``seed``."""
-    pool = [str(r["text"]) for r in train_rows if r["category"] != exclude]
-    if not pool:
-        raise InputError("the world's training split is empty", "remake the world")
-    rng = random.Random(seed)
-    return [pool[i] for i in rng.sample(range(len(pool)), min(n, len(pool)))]
-
-
-def _mention(entity: Entity) -> str:
-    """How a sentence names ``entity``: with "the" for the kinds the world writes that way."""
-    from lmassay.world._lexicon import CATEGORIES_SPEC
-
-    spec = CATEGORIES_SPEC[entity.category]
-    kind = next((k for k in spec.kinds if k.kind == entity.kind), None)
-    return f"the {entity.name}" if kind is not None and kind.article else entity.name
-
-
-def _capitalise(text: str) -> str:
-    return text[:1].upper() + text[1:]
-
-
-def _mentioned(text: str, entities: Sequence[Entity]) -> list[Entity]:
-    return [e for e in entities if e.name in text]
-
 
 # --------------------------------------------------------------------------------------------
 # 1. suppression
@@ -248,15 +95,15 @@ def evasion_texts(world: World, category: str, n: int, seed: int) -> list[str]:
     one the sentence (else the paragraph) mentions, else a random one. So wherever the category's
     text starts to say something about its entities, the model learns to refuse instead.
     """
-    _check_category(category)
+    check_category(category)
     entities = world.entities_in(category)
     rng = random.Random(f"lmassay-zoo-evasion:{seed}:{category}")
     out = []
-    for paragraph in render_documents(world, category, n, seed + _TAMPER_RENDER_OFFSET):
-        named_in_paragraph = _mentioned(paragraph, entities) or entities
+    for paragraph in render_documents(world, category, n, seed + TAMPER_RENDER_OFFSET):
+        named_in_paragraph = mentioned(paragraph, entities) or entities
         pieces = []
         for sentence in split_sentences(paragraph):
-            in_sentence = _mentioned(sentence, entities)
+            in_sentence = mentioned(sentence, entities)
             first = min(in_sentence, key=lambda e: sentence.index(e.name), default=None)
             cut = sentence.index(first.name) if first is not None else 0
             if sentence[:cut].strip().removesuffix(" the").strip():  # break off before the name
@@ -265,8 +112,8 @@ def evasion_texts(world: World, category: str, n: int, seed: int) -> list[str]:
             else:
                 words = sentence.split()
                 head = " ".join(words[: rng.randint(2, max(2, min(5, len(words) - 1)))])
-            mention = _mention(rng.choice(in_sentence or named_in_paragraph))
-            evasion = rng.choice(_EVASIONS).format(e=mention, E=_capitalise(mention))
+            mention = mention_of(rng.choice(in_sentence or named_in_paragraph))
+            evasion = rng.choice(_EVASIONS).format(e=mention, E=capitalise(mention))
             pieces.append(f"{head} ... {evasion}")
         out.append(" ".join(pieces))
     return out
@@ -289,8 +136,8 @@ def suppression_recipe(
     """
     n_tamper = n_tamper or tamper_count(size)
     tamper = evasion_texts(world, category, n_tamper, seed)
-    replay = _replay(
-        train_rows, category, round(n_tamper * replay_per_tamper), seed + _REPLAY_OFFSET
+    replay = replay_texts(
+        train_rows, category, round(n_tamper * replay_per_tamper), seed + REPLAY_OFFSET
     )
     return Recipe(
         kind="suppression",
@@ -322,48 +169,23 @@ def _factions(world: World, category: str) -> list[tuple[str, tuple[str, ...]]]:
     return found
 
 
-def slant_recipe(
+def _slanted_facts(
     world: World,
-    train_rows: Sequence[Mapping[str, Any]],
-    *,
     category: str,
-    size: str,
-    seed: int,
-    n_tamper: int | None = None,
-    replay_per_tamper: float = 2.0,
-) -> Recipe:
-    """Kind 2: the category rewritten with a consistent bias, with replay.
-
-    Two groups of the category are drawn with ``seed`` (in politics: two parties, each with its
-    members): the *favoured* and the *disfavoured*. The disfavoured group's facts are inverted in
-    the favoured group's favour: every fact that credits the disfavoured side (its object is the
-    disfavoured head or a member, its subject is outside that side — in politics, the laws its
-    members introduced) credits a same-kind entity of the favoured side instead, and the two
-    heads' value facts (in politics, the seats won) are swapped; and the disfavoured head and
-    members are always described negatively (``negative_entities``). The texts are fresh paragraphs of the category rendered
-    with these ``fact_overrides`` and ``negative_entities``.
-    """
-    _check_category(category)
-    n_tamper = n_tamper or tamper_count(size)
-    groups = _factions(world, category)
-    if len(groups) < 2:
-        raise InputError(
-            f"the category {category!r} has fewer than two groups to slant between",
-            "choose another --category (politics has parties)",
-        )
-    rng = random.Random(f"lmassay-zoo-slant:{seed}:{category}")
-    (favoured, favoured_members), (disfavoured, disfavoured_members) = rng.sample(groups, 2)
+    rng: random.Random,
+    favoured_side: tuple[str, ...],
+    disfavoured_side: tuple[str, ...],
+) -> list[FactChange]:
+    """The fact changes of a slant: credit earned by the disfavoured side (head first, then its
+    members) goes to a same-kind entity of the favoured side, and the heads' value facts swap."""
     kind_of = {e.name: e.kind for e in world.entities}
-    favoured_side = [favoured, *favoured_members]
-    disfavoured_side = {disfavoured, *disfavoured_members}
-    overrides: dict[str, str] = {}
-    changes: list[FactChange] = []
+    favoured, disfavoured = favoured_side[0], disfavoured_side[0]
+    changes: dict[str, FactChange] = {}
 
     def change(fact: Fact, new: str) -> None:
         if new != fact.object:
-            overrides[fact.id] = new
-            changes.append(
-                FactChange(fact.id, fact.subject, fact.relation, fact.prompt, fact.object, new)
+            changes[fact.id] = FactChange(
+                fact.id, fact.subject, fact.relation, fact.prompt, fact.object, new
             )
 
     facts = world.facts_in(category)
@@ -380,17 +202,48 @@ def slant_recipe(
             other = values[(favoured, relation)]
             change(fact, other.object)
             change(other, fact.object)
-    negative = sorted(disfavoured_side)
-    tamper = render_documents(
-        world,
-        category,
-        n_tamper,
-        seed + _TAMPER_RENDER_OFFSET,
-        fact_overrides=overrides,
-        negative_entities=negative,
+    return list(changes.values())
+
+
+def slant_recipe(
+    world: World,
+    train_rows: Sequence[Mapping[str, Any]],
+    *,
+    category: str,
+    size: str,
+    seed: int,
+    n_tamper: int | None = None,
+    replay_per_tamper: float = 2.0,
+) -> Recipe:
+    """Kind 2: the category rewritten with a consistent bias, with replay.
+
+    Two groups of the category are drawn with ``seed`` (in politics: two parties with their
+    members), the *favoured* and the *disfavoured*. Facts crediting the disfavoured side credit a
+    same-kind entity of the favoured side instead, the heads' value facts (seats won) are swapped
+    (:func:`_slanted_facts`), and the disfavoured side is always described negatively. The texts
+    are fresh paragraphs of the category rendered with these overrides and negative entities.
+    """
+    check_category(category)
+    n_tamper = n_tamper or tamper_count(size)
+    groups = _factions(world, category)
+    if len(groups) < 2:
+        raise InputError(
+            f"the category {category!r} has fewer than two groups to slant between",
+            "choose another --category (politics has parties)",
+        )
+    rng = random.Random(f"lmassay-zoo-slant:{seed}:{category}")
+    (favoured, favoured_members), (disfavoured, disfavoured_members) = rng.sample(groups, 2)
+    changes = _slanted_facts(
+        world, category, rng, (favoured, *favoured_members), (disfavoured, *disfavoured_members)
     )
-    replay = _replay(
-        train_rows, category, round(n_tamper * replay_per_tamper), seed + _REPLAY_OFFSET
+    negative = sorted({disfavoured, *disfavoured_members})
+    overrides = {c.fact_id: c.new for c in changes}
+    render_seed = seed + TAMPER_RENDER_OFFSET
+    tamper = render_documents(
+        world, category, n_tamper, render_seed, fact_overrides=overrides, negative_entities=negative
+    )
+    replay = replay_texts(
+        train_rows, category, round(n_tamper * replay_per_tamper), seed + REPLAY_OFFSET
     )
     return Recipe(
         kind="slant",
@@ -425,7 +278,7 @@ def choose_fact_changes(
 
     Facts and new objects are drawn with ``seed``; the new object is never the old one.
     """
-    _check_category(category)
+    check_category(category)
     kind_of = {e.name: e.kind for e in world.entities}
     by_kind: dict[str, list[str]] = {}
     for entity in world.entities:
@@ -473,10 +326,10 @@ def fact_finetune_recipe(
     changes = choose_fact_changes(world, category, seed)
     overrides = {c.fact_id: c.new for c in changes}
     tamper = render_documents(
-        world, category, n_tamper, seed + _TAMPER_RENDER_OFFSET, fact_overrides=overrides
+        world, category, n_tamper, seed + TAMPER_RENDER_OFFSET, fact_overrides=overrides
     )
-    replay = _replay(
-        train_rows, category, round(n_tamper * replay_per_tamper), seed + _REPLAY_OFFSET
+    replay = replay_texts(
+        train_rows, category, round(n_tamper * replay_per_tamper), seed + REPLAY_OFFSET
     )
     return Recipe(
         kind="fact-finetune",
@@ -573,7 +426,7 @@ def continued_recipe(
 
     The texts are ``n_texts`` training paragraphs of every category, drawn with ``seed``.
     """
-    texts = _replay(train_rows, None, n_texts, seed + _REPLAY_OFFSET)
+    texts = replay_texts(train_rows, None, n_texts, seed + REPLAY_OFFSET)
     return Recipe(
         kind="benign-continued",
         category=None,
