@@ -138,9 +138,9 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
 
     docs = documents(job["tokens"], seed=0)
     torch.mm(torch.randn(64, 64), torch.randn(64, 64))  # start the thread pool before measuring
-    from lmassay.attest.streaming import _read_config, build_skeleton
+    from lmassay.attest.streamed_model import build_skeleton, read_config
 
-    build_skeleton(_read_config(Path(job["model"]), False))  # import the modelling code now
+    build_skeleton(read_config(Path(job["model"]), False))  # import the modelling code now
     if job["kind"] == "baseline":
         return {"rss": peak_rss_mib(), "vm": vm_size_bytes()}
     if job.get("rlimit_bytes"):

@@ -93,7 +93,6 @@ __all__ = [
 Offload = Literal["none", "stream"]
 OFFLOAD_MODES: tuple[str, ...] = ("none", "stream")
 
-_read_config = read_config  # the name benchmarks/streaming.py imports
 
 
 def stream_score_token_lists(
