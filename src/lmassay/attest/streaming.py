@@ -59,7 +59,6 @@ from lmassay.attest.streamed_model import (
     StreamStats,
     build_skeleton,
     family_of,
-    read_config,
 )
 from lmassay.attest.windows import (
     BatchInputs,
@@ -92,7 +91,6 @@ __all__ = [
 
 Offload = Literal["none", "stream"]
 OFFLOAD_MODES: tuple[str, ...] = ("none", "stream")
-
 
 
 def stream_score_token_lists(
