@@ -6,10 +6,21 @@ import json
 import os
 import subprocess
 import sys
+import typing
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
+from lmassay.choices import (
+    CHECKPOINTING,
+    COMPARISONS,
+    DTYPES,
+    FACT_TOKENS,
+    METHODS,
+    MODES,
+    TRAIN_DTYPES,
+)
 from lmassay.cli import app
 
 runner = CliRunner()
@@ -19,13 +30,86 @@ def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-@pytest.mark.parametrize("command", [[], ["attest"], ["report"], ["world", "pair"]])
-def test_help_renders(command):
-    result = invoke(*command, "--help")
+def _commands(command, path=()):
+    """Every command path of the app: (), ("attest",), ..., ("world", "make"), ..."""
+    yield path
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _commands(sub, (*path, name))
+
+
+COMMANDS = list(_commands(typer.main.get_command(app)))
+
+
+def _choices(param):
+    """The values of a ``Literal`` (or ``Literal | None``) typed option; () for any other."""
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if typing.get_origin(candidate) is typing.Literal:
+            return typing.get_args(candidate)
+    return ()
+
+
+@pytest.mark.parametrize("help_flag", ["-h", "--help"])
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "lmassay")
+def test_help_renders_at_80_columns_with_every_option_and_choice(path, help_flag):
+    result = runner.invoke(app, [*path, help_flag], env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
     assert result.exit_code == 0, result.output
-    assert "Usage" in result.output
-    if command == ["attest"]:
-        assert "--reference" in result.output and "Example" in result.output
+    lines = result.output.splitlines()
+    assert "Usage" in result.output and max(map(len, lines)) == 80
+    assert "…" not in result.output, "\n".join(line for line in lines if "…" in line)
+    command = typer.main.get_command(app)
+    for name in path:
+        command = command.commands[name]
+    for param in command.params:
+        for flag in (*param.opts, *param.secondary_opts):
+            if flag.startswith("-"):
+                assert flag in result.output, f"{flag} cut or missing in {' '.join(path)} help"
+        for choice in _choices(param):
+            assert choice in result.output, f"{param.name}: choice {choice} not shown"
+
+
+@pytest.mark.parametrize(
+    ("path", "typed"),
+    [
+        (["attest"], {"comparison": COMPARISONS, "offload": ("none", "stream"), "dtype": DTYPES}),
+        (["edit"], {"fact_token": FACT_TOKENS, "dtype": DTYPES}),
+        (
+            ["repair"],
+            {"mode": MODES, "method": METHODS, "dtype": TRAIN_DTYPES,
+             "gradient_checkpointing": CHECKPOINTING},
+        ),
+    ],
+)  # fmt: skip
+def test_closed_options_are_typed_as_their_choices(path, typed):
+    command = typer.main.get_command(app).commands[path[0]]
+    params = {param.name: param for param in command.params}
+    assert {name: _choices(params[name]) for name in typed} == typed
+    result = runner.invoke(app, [*path, "-h"])
+    assert "cuda:N" in result.output  # --device takes any GPU by index, and says so
+
+
+def test_a_value_outside_the_choices_is_refused_before_running(tmp_path):
+    result = invoke("attest", "-m", tmp_path, "-p", tmp_path / "p.jsonl", "-o", tmp_path / "o",
+                    "--dtype", "int3")  # fmt: skip
+    assert result.exit_code == 2
+    assert "--dtype" in result.stderr and "float32" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command", ["repair", "edit", "attest"])
+def test_cuda_n_device_is_checked_before_any_input_is_read(tmp_path, command):
+    """--device cuda:N is accepted as a name, and a GPU that is not there fails first, one line."""
+    missing = tmp_path / "missing"
+    args = {
+        "repair": ["--attestation", missing, "--data", missing],
+        "edit": ["--facts", missing],
+        "attest": ["--probes", missing],
+    }[command]
+    result = invoke(command, "--model", missing, "--out", tmp_path / "out", *args,
+                    "--device", "cuda:99", "-q")  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"{command} failed: --device cuda:99 was asked for but ")
+    assert "GPU" in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_version():
@@ -67,7 +151,7 @@ def test_attest_self_exit_0_and_prints_summary(tmp_path, world_pair):
         ),
         (lambda a, p: a.__setitem__(a.index("--model") + 1, str(p / "no-model")), "no-model"),
         (lambda a, p: a.extend(["--alpha", "3"]), "--alpha"),
-        (lambda a, p: a.extend(["--dtype", "int3"]), "--dtype"),
+        (lambda a, p: a.extend(["--n-bootstrap", "0"]), "--n-bootstrap"),
     ],
 )
 def test_bad_input_exit_2_with_one_line(tmp_path, world_pair, mutate, needle):

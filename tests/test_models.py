@@ -9,9 +9,16 @@ import pytest
 import torch
 
 from conftest import save_tiny_model, world_rows
-from lmassay.attest.model_loading import load_model, resolve_device, resolve_dtype, same_tokenizer
+from lmassay.attest.model_loading import (
+    ModelOptions,
+    is_device_name,
+    load_model,
+    resolve_device,
+    resolve_dtype,
+    same_tokenizer,
+)
 from lmassay.digests import digest_tree
-from lmassay.errors import ModelLoadError
+from lmassay.errors import InputError, LmassayError, ModelLoadError
 
 
 def test_loads_local_folder_and_records_digest(tiny_model_dir):
@@ -98,3 +105,54 @@ def test_same_tokenizer(tiny_model_dir, tmp_path, world_tokenizer):
     a = load_model(str(tiny_model_dir), device="cpu")
     assert same_tokenizer(a, load_model(str(twin), device="cpu"))
     assert not same_tokenizer(a, load_model(str(other), device="cpu"))
+
+
+def test_cuda_n_is_a_device_name_and_an_absent_gpu_fails_naming_the_flag():
+    assert all(map(is_device_name, ["auto", "cpu", "cuda", "cuda:0", "cuda:12", "mps"]))
+    assert not any(map(is_device_name, ["tpu", "cuda:", "cuda:x", "cuda0", "gpu:0"]))
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(ModelLoadError, match=r"--device cuda:99 was asked for but .*GPU"):
+        resolve_device("cuda:99")
+    if visible:
+        assert resolve_device("cuda:0") == "cuda:0"
+        assert resolve_dtype("auto", "cuda:0") in (torch.bfloat16, torch.float16)
+
+
+@pytest.mark.parametrize(
+    ("options", "flag"),
+    [
+        (ModelOptions(device="tpu"), "--device 'tpu'"),
+        (ModelOptions(dtype="int4"), "--dtype 'int4'"),
+        (ModelOptions(revision=" main"), "--revision"),
+        (ModelOptions(device="cuda:99"), "--device cuda:99"),
+    ],
+)
+def test_model_options_validate_names_the_flag(options, flag):
+    with pytest.raises(LmassayError) as caught:
+        options.validate()
+    assert caught.value.what.startswith(flag)
+
+
+def test_commands_share_one_model_options():
+    """attest, repair and edit take the same loading fields, checked by the same validate()."""
+    from lmassay.attest.recipe import AttestConfig
+    from lmassay.repair.config import RepairConfig
+    from lmassay.repair.edit import EditConfig
+
+    configs = [
+        AttestConfig("m", "p", "o", device="tpu"),
+        RepairConfig("m", "a", "d", "o", device="tpu"),
+        EditConfig("m", "f", "o", device="tpu"),
+    ]
+    for config in configs:
+        assert isinstance(config, ModelOptions)
+        with pytest.raises(InputError, match=r"--device 'tpu' is not known.*cuda:N"):
+            config.validate()
+    assert EditConfig("m", "f", "o").model_options == ModelOptions(dtype="float32")
+    with pytest.raises(InputError, match="--dtype 'float16' cannot train"):
+        RepairConfig("m", "a", "d", "o", dtype="float16").validate()
+
+
+def test_model_options_load(tiny_model_dir):
+    loaded = ModelOptions(device="cpu", dtype="bfloat16").load(str(tiny_model_dir))
+    assert loaded.device == "cpu" and loaded.dtype == "bfloat16"

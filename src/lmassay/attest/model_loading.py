@@ -9,21 +9,26 @@ Rules (the same for the model under test and the reference):
   (``*.bin``, ``*.pt``, ``*.pth``, ``*.ckpt``) is refused unless ``allow_pickle`` is set, because
   unpickling can run arbitrary code.
 * ``trust_remote_code`` is off unless asked for.
-* The checkpoint's content digest is SHA-256 over the sorted relative paths and file digests of the
-  files in the (resolved) folder; see :mod:`lmassay.digests`.
+* How to load (device, dtype, pickles, remote code, hub revision) is one :class:`ModelOptions`,
+  shared by the attest, repair and edit configurations and validated before any heavy work.
+* The checkpoint's content digest is its one identity: the model_signing manifest root of the
+  (resolved) folder, links followed, as ``lmassay seal`` signs it (see
+  :func:`lmassay.digests.model_identity`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from lmassay.digests import Digest, digest_entries, digest_file, list_files
-from lmassay.errors import ModelLoadError
+from lmassay.choices import DTYPES, Dtype
+from lmassay.digests import Digest, digest_entries, digest_file, list_files, model_identity
+from lmassay.errors import InputError, ModelLoadError
 from lmassay.progress import hidden_library_bars
 
 if TYPE_CHECKING:
@@ -31,7 +36,9 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+"""Device names; ``cuda:N`` (the N-th visible GPU) is accepted as well."""
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+_CUDA_INDEX = re.compile(r"cuda:(\d+)")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 ADAPTER_CONFIG = "adapter_config.json"
 """A folder with this file and no config.json is a peft adapter over the base model it names."""
@@ -85,21 +92,94 @@ class LoadedModel:
         }
 
 
+def is_device_name(device: str) -> bool:
+    """Whether ``device`` is one of :data:`DEVICES` or ``cuda:N`` (says nothing of availability)."""
+    return device in DEVICES or _CUDA_INDEX.fullmatch(device) is not None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelOptions:
+    """How models are loaded: the same flags, defaults and checks for attest, repair and edit.
+
+    The command configurations (``AttestConfig``, ``RepairConfig``, ``EditConfig``) inherit these
+    fields, so a configuration is also its model options and its resolved form (``provenance.config``
+    in ``attestation.json``) stays one flat record.
+    """
+
+    device: str = "auto"
+    """``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` (the N-th GPU) or ``mps``."""
+    dtype: Dtype = "auto"
+    """``auto``: float32 on CPU, bfloat16 on GPUs that support it (float16 otherwise and on MPS)."""
+    allow_pickle: bool = False
+    """Allow pickled weights (``*.bin``): unpickling can run code."""
+    trust_remote_code: bool = False
+    """Allow the model's own Python code to run."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) of the hub ids loaded; a local folder ignores it."""
+
+    def validate(self) -> None:
+        """Raise :class:`InputError` naming the offending flag; check the device is present."""
+        if not is_device_name(self.device):
+            raise InputError(f"--device {self.device!r} is not known", f"use {DEVICE_CHOICES}")
+        if self.dtype not in DTYPES:
+            raise InputError(
+                f"--dtype {self.dtype!r} is not known", f"use one of {', '.join(DTYPES)}"
+            )
+        if self.revision is not None and (
+            not self.revision or self.revision != self.revision.strip()
+        ):
+            raise InputError(
+                f"--revision {self.revision!r} is not a revision", "pass a branch, tag or commit"
+            )
+        resolve_device(self.device)
+
+    @property
+    def model_options(self) -> ModelOptions:
+        """These options alone (without the fields of a configuration that inherits them)."""
+        return ModelOptions(
+            device=self.device,
+            dtype=self.dtype,
+            allow_pickle=self.allow_pickle,
+            trust_remote_code=self.trust_remote_code,
+            revision=self.revision,
+        )
+
+    def load(self, spec: str, *, materialise: bool = True) -> LoadedModel:
+        """:func:`load_model` with these options."""
+        return load_model(
+            spec,
+            device=self.device,
+            dtype=self.dtype,
+            allow_pickle=self.allow_pickle,
+            trust_remote_code=self.trust_remote_code,
+            revision=self.revision,
+            materialise=materialise,
+        )
+
+
 def resolve_device(device: str) -> str:
-    """Turn ``auto`` into the best available device; check an explicit one exists."""
+    """Turn ``auto`` into the best available device; check an explicit one (``cuda:N`` too) exists."""
     import torch
 
-    if device not in DEVICES:
-        raise ModelLoadError(f"unknown device {device!r}", f"use one of {', '.join(DEVICES)}")
+    if not is_device_name(device):
+        raise ModelLoadError(f"unknown device {device!r}", f"use {DEVICE_CHOICES}")
     if device == "auto":
         if torch.cuda.is_available():
             return "cuda"
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return "mps"
         return "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
+    if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelLoadError(
-            "--device cuda was asked for but no CUDA GPU is visible", "use --device cpu or auto"
+            f"--device {device} was asked for but no CUDA GPU is visible",
+            "use --device cpu or auto",
+        )
+    index = _CUDA_INDEX.fullmatch(device)
+    if index is not None and int(index.group(1)) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ModelLoadError(
+            f"--device {device} was asked for but {count} CUDA GPU(s) are visible",
+            f"use --device cuda:0 to cuda:{count - 1}, cuda or auto",
         )
     if device == "mps" and not torch.backends.mps.is_available():
         raise ModelLoadError(
@@ -115,7 +195,7 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     if dtype not in DTYPES:
         raise ModelLoadError(f"unknown dtype {dtype!r}", f"use one of {', '.join(DTYPES)}")
     if dtype == "auto":
-        if device == "cuda":
+        if device.startswith("cuda"):
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         if device == "mps":
             return torch.float16
@@ -266,12 +346,11 @@ def load_model(
             trust_remote_code=trust_remote_code,
             materialise=materialise,
         )
-    files = list_files(path)
-    has_safetensors = _check_weights(path, files, allow_pickle)
-    file_digests = [(rel, digest_file(path / rel)) for rel in files]
-    digest = digest_entries(file_digests)
+    has_safetensors = _check_weights(path, list_files(path), allow_pickle)
+    identity = model_identity(path)  # one hashing pass: the digest and the tokenizer's
+    files, digest = identity.names, identity.root
     tokenizer_digest = digest_entries(
-        [(r, d) for r, d in file_digests if Path(r).name in _TOKENIZER_FILES]
+        [(r, d) for r, d in identity.files if Path(r).name in _TOKENIZER_FILES]
     )
 
     try:

@@ -21,6 +21,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every subcommand
 )
 
 EXIT_OK, EXIT_FLAGGED, EXIT_UNUSABLE = 0, 1, 2

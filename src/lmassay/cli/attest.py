@@ -7,113 +7,42 @@ from typing import Annotated
 
 import typer
 
+from lmassay.cli import options as opt
 from lmassay.cli._app import app, run_command
+from lmassay.cli.options import config_from
+from lmassay.progress import cli_progress
 
 
 @app.command()
 def attest(
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="Model under test: local folder or hub id.")
-    ],
-    probes: Annotated[
-        str,
-        typer.Option(
-            "--probes",
-            "-p",
-            help="Probe corpus: .jsonl, folder of category/*.txt, saved HF dataset or .parquet.",
-        ),
-    ],
-    out: Annotated[str, typer.Option("--out", "-o", help="Output folder (created if missing).")],
-    reference: Annotated[
-        str | None,
-        typer.Option("--reference", "-r", help="Known-good reference: local folder or hub id."),
-    ] = None,
-    baseline: Annotated[
-        str | None,
-        typer.Option(
-            help="Without --reference: the --out folder of an earlier attestation of a trusted model on the same probes."
-        ),
-    ] = None,
-    text_field: Annotated[
-        str, typer.Option(help="Field holding the text (JSONL / dataset / parquet).")
-    ] = "text",
-    category_field: Annotated[str, typer.Option(help="Field holding the category.")] = "category",
-    id_field: Annotated[
-        str, typer.Option(help="Field holding a sample id (optional in the data).")
-    ] = "id",
-    split: Annotated[str | None, typer.Option(help="Split of a saved HF DatasetDict.")] = None,
-    per_category: Annotated[
-        int | None, typer.Option(help="Subsample N texts per category.")
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for subsampling and the bootstrap.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
-    dtype: Annotated[
-        str,
-        typer.Option(
-            help="auto, float32, bfloat16 or float16 (auto: float32 on CPU, bfloat16 on GPU)."
-        ),
-    ] = "auto",
-    allow_pickle: Annotated[
-        bool, typer.Option(help="Allow pickled weights (*.bin); unpickling can run code.")
-    ] = False,
-    trust_remote_code: Annotated[
-        bool, typer.Option(help="Allow the model's own Python code to run.")
-    ] = False,
-    max_length: Annotated[
-        int | None, typer.Option(help="Context window for scoring (default: the model's).")
-    ] = None,
-    token_budget: Annotated[
-        int | None, typer.Option(help="Tokens per batch (default: from the vocabulary size).")
-    ] = None,
-    offload: Annotated[
-        str,
-        typer.Option(
-            help="none: load the whole model; stream: one transformer block at a time from the "
-            "safetensors files, for models larger than memory (GPT-2, Llama/Mistral/Qwen, GPT-NeoX)."
-        ),
-    ] = "none",
-    comparison: Annotated[
-        str, typer.Option(help="auto (KL if the tokenizers match, else bits/byte), kl or bpb.")
-    ] = "auto",
-    alpha: Annotated[
-        float, typer.Option(help="False-discovery level for Benjamini–Hochberg.")
-    ] = 0.05,
-    noise_floor: Annotated[
-        float | None,
-        typer.Option(
-            help="Smallest effect that can flag a category (nats/token for KL, bits/byte for bpb)."
-        ),
-    ] = None,
-    different_model_threshold: Annotated[
-        float | None,
-        typer.Option(
-            help="Median category level above which the model is called a different model."
-        ),
-    ] = None,
-    n_bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for intervals.")] = 1000,
-    min_samples: Annotated[
-        int, typer.Option(help="Fewest samples for a category to be tested.")
-    ] = 5,
-    no_report: Annotated[
-        bool, typer.Option("--no-report", help="Skip report.html / report.md.")
-    ] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress bars and no markdown summary.")
-    ] = False,
-    sign: Annotated[
-        Path | None,
-        typer.Option(
-            "--sign",
-            help="Private key: also write OUT/attestation.sig, a signed statement that this "
-            "attestation is about exactly the --model folder's weights (see lmassay verify).",
-        ),
-    ] = None,
-    registry: Annotated[
-        Path | None,
-        typer.Option(
-            help="Registry database (default: $LMASSAY_REGISTRY or the user data folder)."
-        ),
-    ] = None,
+    model: opt.Model,
+    probes: opt.Probes,
+    out: opt.Out,
+    reference: opt.Reference = None,
+    baseline: opt.Baseline = None,
+    text_field: opt.TextField = "text",
+    category_field: opt.CategoryField = "category",
+    id_field: opt.IdField = "id",
+    split: opt.Split = None,
+    per_category: opt.PerCategory = None,
+    seed: opt.Seed = 0,
+    device: opt.Device = "auto",
+    dtype: opt.Dtype = "auto",
+    allow_pickle: opt.AllowPickle = False,
+    trust_remote_code: opt.TrustRemoteCode = False,
+    max_length: opt.MaxLength = None,
+    token_budget: opt.TokenBudget = None,
+    offload: opt.Offload = "none",
+    comparison: opt.Comparison = "auto",
+    alpha: opt.Alpha = 0.05,
+    noise_floor: opt.NoiseFloor = None,
+    different_model_threshold: opt.DifferentModelThreshold = None,
+    n_bootstrap: opt.NBootstrap = 1000,
+    min_samples: opt.MinSamples = 5,
+    no_report: opt.NoReport = False,
+    quiet: opt.Quiet = False,
+    sign: opt.Sign = None,
+    registry: opt.Registry = None,
 ) -> None:
     """Score a probe corpus with a model and a reference; flag the categories where it was tampered with.
 
@@ -128,39 +57,17 @@ def attest(
     Writes OUT/attestation.json, OUT/samples.jsonl, OUT/report.html and OUT/report.md, and prints the
     markdown summary. Exit 0: consistent; 1: tampered or a different model; 2: could not run.
     """
+    params = dict(locals())  # the flags, before any other local name exists
     from lmassay.attest.recipe import AttestConfig
     from lmassay.attest.recipe import attest as run_attest
-    from lmassay.progress import cli_progress
-
-    config = AttestConfig(
-        model=model,
-        probes=probes,
-        out=out,
-        reference=reference,
-        baseline=baseline,
-        text_field=text_field,
-        category_field=category_field,
-        id_field=id_field,
-        split=split,
-        per_category=per_category,
-        seed=seed,
-        device=device,
-        dtype=dtype,
-        allow_pickle=allow_pickle,
-        trust_remote_code=trust_remote_code,
-        max_length=max_length,
-        token_budget=token_budget,
-        offload=offload,  # type: ignore[arg-type]  # validated by AttestConfig.validate
-        comparison=comparison,  # type: ignore[arg-type]  # validated by AttestConfig.validate
-        alpha=alpha,
-        noise_floor=noise_floor,
-        different_model_threshold=different_model_threshold,
-        n_bootstrap=n_bootstrap,
-        min_samples=min_samples,
-        write_report=not no_report,
-    )
     from lmassay.cli.seal import check_attest_signing, finish_attest
 
+    config = config_from(
+        AttestConfig,
+        params,
+        cli_only=("no_report", "quiet", "sign", "registry"),
+        write_report=not no_report,
+    )
     check_attest_signing(model, sign)
     with cli_progress(quiet) as progress:
         result = run_command("attest", run_attest, config, progress)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import typer
 
+from lmassay.cli import options as opt
 from lmassay.cli._app import app, run_command
+from lmassay.cli.options import config_from
+from lmassay.progress import cli_progress
 
 if TYPE_CHECKING:
     from lmassay.repair.edit import EditResult
@@ -52,85 +55,31 @@ def _print_table(result: EditResult) -> None:
 
 @app.command()
 def edit(
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="Model to edit: local folder or hub id.")
-    ],
-    facts: Annotated[
-        str,
-        typer.Option(
-            "--facts",
-            "-f",
-            help='JSONL, one fact a line: {"prompt": ..., "subject": ..., "target": ...} '
-            '(optional "id").',
-        ),
-    ],
-    out: Annotated[
-        str,
-        typer.Option(
-            "--out", "-o", help="Folder for the edited model: new or empty (see --overwrite)."
-        ),
-    ],
-    reference: Annotated[
-        str | None,
-        typer.Option(
-            "--reference", "-r", help="Attest the edited model against this known-good model."
-        ),
-    ] = None,
-    probes: Annotated[
-        str | None,
-        typer.Option("--probes", "-p", help="Probe corpus for the attestation (with --reference)."),
-    ] = None,
-    covariance_texts: Annotated[
-        str | None,
-        typer.Option(
-            help='Texts for the key statistics: .jsonl with "text" per line, a folder of '
-            "category/*.txt, or parquet (default: the probes; without them C = I)."
-        ),
-    ] = None,
-    layer: Annotated[
-        int | None,
-        typer.Option(help="Layer whose MLP output projection is edited (default: middle)."),
-    ] = None,
-    fact_token: Annotated[
-        str | None,
-        typer.Option(help="Where the key is read: subject_last or last (default: subject_last)."),
-    ] = None,
-    min_probability: Annotated[
-        float, typer.Option(help="A fact is verified when P(target | prompt) is at least this.")
-    ] = 0.5,
-    steps: Annotated[int, typer.Option(help="Optimisation steps of each value vector.")] = 40,
-    lr: Annotated[float, typer.Option(help="Adam learning rate of the value vector.")] = 0.5,
-    kl_weight: Annotated[
-        float, typer.Option(help='Weight of the KL term that keeps "{subject} is a" unchanged.')
-    ] = 0.0625,
-    weight_decay: Annotated[float, typer.Option(help="Weight of the ‖δ‖ penalty.")] = 0.5,
-    clamp: Annotated[float, typer.Option(help="‖δ‖ is kept at most clamp · ‖W k*‖.")] = 4.0,
-    ridge: Annotated[float, typer.Option(help="Ridge added to the second moment C.")] = 0.01,
-    n_prefixes: Annotated[
-        int, typer.Option(help="Contexts the value is optimised over (the bare prompt + N-1).")
-    ] = 5,
-    n_covariance_texts: Annotated[
-        int, typer.Option(help="At most this many covariance texts (sampled with --seed).")
-    ] = 300,
-    n_bootstrap: Annotated[
-        int, typer.Option(help="Bootstrap resamples of the attestation.")
-    ] = 1000,
-    seed: Annotated[int, typer.Option(help="Seed of the sampling and the optimisation.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
-    dtype: Annotated[
-        str,
-        typer.Option(help="Dtype the edits are computed in; the model is saved in its own dtype."),
-    ] = "float32",
-    allow_pickle: Annotated[
-        bool, typer.Option(help="Allow pickled weights (*.bin); unpickling can run code.")
-    ] = False,
-    trust_remote_code: Annotated[
-        bool, typer.Option(help="Allow the model's own Python code to run.")
-    ] = False,
-    overwrite: Annotated[
-        bool, typer.Option(help="Replace an existing --out folder once the new one is complete.")
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    model: opt.EditModel,
+    facts: opt.Facts,
+    out: opt.EditOut,
+    reference: opt.EditReference = None,
+    probes: opt.EditProbes = None,
+    covariance_texts: opt.CovarianceTexts = None,
+    layer: opt.Layer = None,
+    fact_token: opt.FactToken = None,
+    min_probability: opt.MinProbability = 0.5,
+    steps: opt.EditSteps = 40,
+    lr: opt.EditLr = 0.5,
+    kl_weight: opt.EditKlWeight = 0.0625,
+    weight_decay: opt.WeightDecay = 0.5,
+    clamp: opt.Clamp = 4.0,
+    ridge: opt.Ridge = 0.01,
+    n_prefixes: opt.NPrefixes = 5,
+    n_covariance_texts: opt.NCovarianceTexts = 300,
+    n_bootstrap: opt.NBootstrap = 1000,
+    seed: opt.Seed = 0,
+    device: opt.Device = "auto",
+    dtype: opt.EditDtype = "float32",
+    allow_pickle: opt.AllowPickle = False,
+    trust_remote_code: opt.TrustRemoteCode = False,
+    overwrite: opt.Overwrite = False,
+    quiet: opt.Quiet = False,
 ) -> None:
     """Write facts into a model by rank-one (ROME-style) edits; verify, save, attest.
 
@@ -151,35 +100,10 @@ def edit(
     Exit 0: every fact verified (and the attestation consistent); 1: a fact
     not verified, or the attestation flags; 2: could not run.
     """
-    from lmassay.progress import cli_progress
+    params = dict(locals())  # the flags, before any other local name exists
     from lmassay.repair.edit import EditConfig, edit_model
 
-    config = EditConfig(
-        model=model,
-        facts=facts,
-        out=out,
-        reference=reference,
-        probes=probes,
-        covariance_texts=covariance_texts,
-        layer=layer,
-        fact_token=fact_token,
-        min_probability=min_probability,
-        seed=seed,
-        device=device,
-        dtype=dtype,
-        allow_pickle=allow_pickle,
-        trust_remote_code=trust_remote_code,
-        steps=steps,
-        lr=lr,
-        kl_weight=kl_weight,
-        weight_decay=weight_decay,
-        clamp=clamp,
-        ridge=ridge,
-        n_prefixes=n_prefixes,
-        n_covariance_texts=n_covariance_texts,
-        n_bootstrap=n_bootstrap,
-        overwrite=overwrite,
-    )
+    config = config_from(EditConfig, params, cli_only=("quiet",))
     with cli_progress(quiet) as progress:
         result = run_command("edit", edit_model, config, progress)
     _print_table(result)

@@ -4,20 +4,30 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from lmassay.attest.model_loading import ModelOptions
+from lmassay.choices import (
+    CHECKPOINTING,
+    METHODS,
+    MODES,
+    TRAIN_DTYPES,
+    Checkpointing,
+    Method,
+    Mode,
+)
 from lmassay.errors import InputError
 
-Mode = Literal["wide", "narrow", "distill"]
-Method = Literal["lora", "full"]
-MODES: tuple[str, ...] = ("wide", "narrow", "distill")
-METHODS: tuple[str, ...] = ("lora", "full")
 DEFAULT_LR = {"lora": 1e-3, "full": 1e-4}
 
 
-@dataclass
-class RepairConfig:
-    """The settings of one repair (the CLI flags, one field each)."""
+@dataclass(frozen=True)
+class RepairConfig(ModelOptions):
+    """The settings of one repair (the CLI flags, one field each).
+
+    The model-loading fields are :class:`~lmassay.attest.model_loading.ModelOptions`'
+    (keyword-only); ``dtype`` must be one of :data:`TRAIN_DTYPES`.
+    """
 
     model: str
     """The model to repair: a local folder or hub id (the model the attestation judged)."""
@@ -58,12 +68,8 @@ class RepairConfig:
     """False: run all steps whatever the held-out gap."""
     checkpoint_every: int = 50
     save_adapter: bool = False
-    gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
-    device: str = "auto"
-    dtype: str = "auto"
+    gradient_checkpointing: Checkpointing = "auto"
     seed: int = 0
-    allow_pickle: bool = False
-    trust_remote_code: bool = False
     restart: bool = False
     """Discard the checkpoints of an interrupted run instead of resuming it."""
     force: bool = False
@@ -85,6 +91,11 @@ class RepairConfig:
 
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first offending flag."""
+        if self.dtype not in TRAIN_DTYPES:
+            raise InputError(
+                f"--dtype {self.dtype!r} cannot train", f"use {', '.join(TRAIN_DTYPES)}"
+            )
+        super().validate()
         if self.mode not in MODES:
             raise InputError(
                 f"--mode {self.mode!r} is not a repair mode", f"use one of {', '.join(MODES)}"
@@ -121,11 +132,7 @@ class RepairConfig:
             raise InputError(
                 "--save-adapter needs --method lora", "drop --save-adapter or use LoRA"
             )
-        if self.dtype not in ("auto", "float32", "bfloat16"):
-            raise InputError(
-                f"--dtype {self.dtype!r} cannot train", "use auto, float32 or bfloat16"
-            )
-        if self.gradient_checkpointing not in ("auto", "on", "off"):
+        if self.gradient_checkpointing not in CHECKPOINTING:
             raise InputError(
                 f"--gradient-checkpointing {self.gradient_checkpointing!r} is unknown",
                 "use auto, on or off",
