@@ -11,30 +11,49 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from lmassay._atomic import atomic_write_json, atomic_write_jsonl
+from lmassay._atomic import atomic_write_jsonl
+from lmassay.attest.document import (
+    KL_DIRECTION,
+    SCHEMA,
+    Attestation,
+    BaselineInfo,
+    CategoryRow,
+    Evidence,
+    EvidenceSample,
+    EvidenceToken,
+    ModelInfo,
+    ProbesInfo,
+    Provenance,
+    Summary,
+    Verdict,
+    from_json,
+)
+from lmassay.attest.document import Comparison as Compared
 from lmassay.attest.evidence import excerpt, rank_samples, token_evidence
-from lmassay.attest.model_loading import DEVICES, DTYPES, LoadedModel, load_model, same_tokenizer
+from lmassay.attest.model_loading import LoadedModel, ModelOptions, load_model, same_tokenizer
 from lmassay.attest.probes import ProbeSample, ProbeSet, load_probes
 from lmassay.attest.scoring import TokenScores, bits_per_byte, tokenize_texts
 from lmassay.attest.statistics import Analysis, SampleStatistic, StatsConfig, analyse
 from lmassay.attest.streaming import OFFLOAD_MODES, Offload, score_models
+from lmassay.choices import COMPARISONS, Comparison
 from lmassay.errors import InputError
 from lmassay.progress import NullProgress, Progress
 from lmassay.provenance import provenance, utc_now
 
-SCHEMA = "lmassay.attestation/v1"
-KL_DIRECTION = "KL(reference || model), nats/token"
-Comparison = Literal["auto", "kl", "bpb"]
 
+@dataclass(frozen=True)
+class AttestConfig(ModelOptions):
+    """Everything ``lmassay attest`` needs; :meth:`validate` names the offending flag.
 
-@dataclass
-class AttestConfig:
-    """Everything ``lmassay attest`` needs; :meth:`validate` names the offending flag."""
+    The model-loading fields (device, dtype, allow_pickle, trust_remote_code, revision) are
+    :class:`~lmassay.attest.model_loading.ModelOptions`' and keyword-only.
+    """
 
     model: str
     """Model under test: a local folder or a Hugging Face hub id."""
@@ -52,10 +71,6 @@ class AttestConfig:
     split: str | None = None
     per_category: int | None = None
     seed: int = 0
-    device: str = "auto"
-    dtype: str = "auto"
-    allow_pickle: bool = False
-    trust_remote_code: bool = False
     max_length: int | None = None
     token_budget: int | None = None
     offload: Offload = "none"
@@ -73,24 +88,15 @@ class AttestConfig:
     write_report: bool = True
 
     def validate(self) -> None:
+        super().validate()
         checks: list[tuple[bool, str, str]] = [
-            (
-                self.device in DEVICES,
-                f"--device {self.device!r} is not known",
-                f"use one of {', '.join(DEVICES)}",
-            ),
-            (
-                self.dtype in DTYPES,
-                f"--dtype {self.dtype!r} is not known",
-                f"use one of {', '.join(DTYPES)}",
-            ),
             (
                 self.offload in OFFLOAD_MODES,
                 f"--offload {self.offload!r} is not known",
                 "use none or stream",
             ),
             (
-                self.comparison in ("auto", "kl", "bpb"),
+                self.comparison in COMPARISONS,
                 f"--comparison {self.comparison!r} is not known",
                 "use auto, kl or bpb",
             ),
@@ -156,18 +162,23 @@ class AttestConfig:
 class AttestationResult:
     """What :func:`attest` produced: the attestation, the per-sample rows and the files written."""
 
-    attestation: dict[str, Any]
+    document: Attestation
     samples: list[dict[str, Any]]
     paths: dict[str, Path] = field(default_factory=dict)
 
+    @cached_property
+    def attestation(self) -> dict[str, Any]:
+        """The document as its JSON object (made once), for code that still reads the dict."""
+        return self.document.to_json()
+
     @property
     def verdict(self) -> str:
-        return str(self.attestation["verdict"])
+        return self.document.verdict.value
 
     @property
     def exit_code(self) -> int:
         """0 when nothing is wrong (consistent, or scored alone), 1 when tampered or a different model."""
-        return 0 if self.verdict in ("consistent", "scored-only") else 1
+        return self.document.exit_code
 
 
 @dataclass
@@ -261,23 +272,46 @@ def attest(config: AttestConfig, progress: Progress | None = None) -> Attestatio
         duration_s=round(duration, 3),
         throughput_tokens_per_s=round(n_tokens / duration, 1) if duration > 0 else None,
     )
-    attestation = {
-        "schema": SCHEMA,
-        "created": prov["finished"],
-        **analysis.to_json(),
-        "kl_direction": KL_DIRECTION,
-        "evidence": evidence,
-        "warnings": [*probes.warnings, *analysis.warnings],
-        "model": model.describe(),
-        "reference": reference.describe() if reference else None,
-        "baseline": baseline.describe() if baseline else None,
-        "probes": probes.to_json(),
-        "provenance": prov,
-    }
-    result = AttestationResult(attestation=attestation, samples=rows)
+    document = _document(analysis, evidence, probes, model, reference, baseline, prov)
+    result = AttestationResult(document=document, samples=rows)
     progress.log(f"writing {config.out}")
     result.paths = write_outputs(Path(config.out), result, render=config.write_report)
     return result
+
+
+def _document(
+    analysis: Analysis,
+    evidence: list[Evidence],
+    probes: ProbeSet,
+    model: LoadedModel,
+    reference: LoadedModel | None,
+    baseline: _Baseline | None,
+    prov: dict[str, Any],
+) -> Attestation:
+    """The attestation document; its fields in the order attestation.json has always had them."""
+    summary, where = analysis.summary_json(), "attestation being written"
+    return Attestation(
+        schema=SCHEMA,
+        created=prov["finished"],
+        verdict=Verdict(analysis.verdict),
+        flagged=tuple(analysis.flagged),
+        comparison=Compared(analysis.comparison),
+        summary=from_json(Summary, summary, f"{where}: summary"),
+        categories=tuple(
+            from_json(CategoryRow, c.to_json(), f"{where}: category {c.name!r}")
+            for c in analysis.categories
+        ),
+        warnings=(*probes.warnings, *analysis.warnings),
+        kl_direction=KL_DIRECTION,
+        evidence=tuple(evidence),
+        model=from_json(ModelInfo, model.describe(), f"{where}: model"),
+        reference=from_json(ModelInfo, reference.describe(), f"{where}: reference")
+        if reference
+        else None,
+        baseline=baseline.describe() if baseline else None,
+        probes=from_json(ProbesInfo, probes.to_json(), f"{where}: probes"),
+        provenance=from_json(Provenance, prov, f"{where}: provenance"),
+    )
 
 
 def write_outputs(out: Path, result: AttestationResult, *, render: bool = True) -> dict[str, Path]:
@@ -285,12 +319,12 @@ def write_outputs(out: Path, result: AttestationResult, *, render: bool = True) 
     out.mkdir(parents=True, exist_ok=True)
     paths = {
         "samples": atomic_write_jsonl(out / "samples.jsonl", result.samples),
-        "attestation": atomic_write_json(out / "attestation.json", result.attestation),
+        "attestation": result.document.write(out / "attestation.json"),
     }
     if render:
         from lmassay.report import write_report
 
-        paths.update(write_report(out, result.attestation))
+        paths.update(write_report(out, result.document))
     return paths
 
 
@@ -448,48 +482,72 @@ def _evidence(
     model: LoadedModel,
     reference: LoadedModel | None,
     config: AttestConfig,
-) -> list[dict[str, Any]]:
+) -> list[Evidence]:
     if config.evidence_samples == 0:
         return []
     out = []
     for category in _evidence_categories(analysis):
         members = [i for i, s in enumerate(samples) if s.category == category]
         if scored.comparison == "kl" and reference is not None:
-            values = [r["mean_kl"] if r["mean_kl"] is not None else -math.inf for r in rows]
-            chosen = rank_samples(members, values, config.evidence_samples)
-            rescored = _rescore_with_topk(chosen, scored, model, reference, config)
-            entries = [
-                {
-                    "id": rows[i]["id"],
-                    "mean_kl": rows[i]["mean_kl"],
-                    "max_kl": rows[i]["max_kl"],
-                    "n_tokens": rows[i]["n_tokens"],
-                    "tokens": token_evidence(
-                        s, model.tokenizer, config.evidence_tokens, config.context_tokens
-                    ),
-                }
-                for i, s in zip(chosen, rescored, strict=True)
-            ]
+            entries = _kl_evidence(members, rows, scored, model, reference, config)
         else:
-            deltas = [
-                r["bpb_model"] - r["bpb_reference"] if r["bpb_reference"] is not None else -math.inf
-                for r in rows
-            ]
-            chosen = rank_samples(members, deltas, config.evidence_samples)
-            entries = [
-                {
-                    "id": rows[i]["id"],
-                    "delta_bpb": deltas[i],
-                    "bpb_model": rows[i]["bpb_model"],
-                    "bpb_reference": rows[i]["bpb_reference"],
-                    "n_tokens": rows[i]["n_tokens"],
-                    "excerpt": excerpt(samples[i].text),
-                    "tokens": [],
-                }
-                for i in chosen
-            ]
-        out.append({"category": category, "samples": entries})
+            entries = _bpb_evidence(members, samples, rows, config)
+        out.append(Evidence(category=category, samples=tuple(entries)))
     return out
+
+
+def _kl_evidence(
+    members: list[int],
+    rows: Sequence[dict[str, Any]],
+    scored: _Scored,
+    model: LoadedModel,
+    reference: LoadedModel,
+    config: AttestConfig,
+) -> list[EvidenceSample]:
+    """The samples of largest mean KL, each with its largest-KL tokens (re-scored with top-k)."""
+    values = [r["mean_kl"] if r["mean_kl"] is not None else -math.inf for r in rows]
+    chosen = rank_samples(members, values, config.evidence_samples)
+    rescored = _rescore_with_topk(chosen, scored, model, reference, config)
+    return [
+        EvidenceSample.for_kl(
+            id=rows[i]["id"],
+            mean_kl=rows[i]["mean_kl"],
+            max_kl=rows[i]["max_kl"],
+            n_tokens=rows[i]["n_tokens"],
+            tokens=tuple(
+                from_json(EvidenceToken, token, f"evidence token of sample {rows[i]['id']!r}")
+                for token in token_evidence(
+                    s, model.tokenizer, config.evidence_tokens, config.context_tokens
+                )
+            ),
+        )
+        for i, s in zip(chosen, rescored, strict=True)
+    ]
+
+
+def _bpb_evidence(
+    members: list[int],
+    samples: Sequence[ProbeSample],
+    rows: Sequence[dict[str, Any]],
+    config: AttestConfig,
+) -> list[EvidenceSample]:
+    """The samples of largest Δ bits per byte, with an excerpt of their text."""
+    deltas = [
+        r["bpb_model"] - r["bpb_reference"] if r["bpb_reference"] is not None else -math.inf
+        for r in rows
+    ]
+    chosen = rank_samples(members, deltas, config.evidence_samples)
+    return [
+        EvidenceSample.for_bpb(
+            id=rows[i]["id"],
+            delta_bpb=deltas[i],
+            bpb_model=rows[i]["bpb_model"],
+            bpb_reference=rows[i]["bpb_reference"],
+            n_tokens=rows[i]["n_tokens"],
+            excerpt=excerpt(samples[i].text),
+        )
+        for i in chosen
+    ]
 
 
 def _rescore_with_topk(
@@ -521,11 +579,15 @@ class _Baseline:
     path: Path
     logprobs: list[float]
     n_tokens: list[int]
-    attestation: dict[str, Any]
+    attestation: Attestation
 
-    def describe(self) -> dict[str, Any]:
-        model = self.attestation.get("model") or {}
-        return {"path": str(self.path), "model": model.get("name"), "digest": model.get("digest")}
+    def describe(self) -> BaselineInfo:
+        model = self.attestation.model
+        return BaselineInfo(
+            path=str(self.path),
+            model=model.name if model else None,
+            digest=model.digest if model else None,
+        )
 
 
 def _load_baseline(path_text: str, probes: ProbeSet) -> _Baseline:
@@ -537,8 +599,8 @@ def _load_baseline(path_text: str, probes: ProbeSet) -> _Baseline:
             f"--baseline {path_text!r} is not an attestation folder (needs samples.jsonl and attestation.json)",
             "pass the --out folder of an earlier `lmassay attest` run of a trusted model on the same probes",
         )
+    attestation = Attestation.read(att_path)
     try:
-        attestation = json.loads(att_path.read_text(encoding="utf-8"))
         by_id = {}
         for line_no, line in enumerate(samples_path.read_text(encoding="utf-8").splitlines(), 1):
             if line.strip():

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from lmassay.attest.document import Verdict
 from lmassay.attest.recipe import AttestationResult, AttestConfig, attest
 from lmassay.errors import InputError
 from lmassay.progress import NullProgress, Progress
@@ -105,14 +106,14 @@ class DemoResult:
 
     @property
     def flagged(self) -> list[str]:
-        return [str(name) for name in self.attestation.attestation["flagged"]]
+        return list(self.attestation.document.flagged)
 
     @property
     def found(self) -> bool:
         """Whether the attestation flagged exactly the tampered category (or, for a control, nothing)."""
         expected = self.expected_category
         if expected is None:
-            return self.attestation.verdict == "consistent"
+            return self.attestation.document.verdict is Verdict.CONSISTENT
         return self.flagged == [expected]
 
 
