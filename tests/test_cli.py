@@ -92,8 +92,27 @@ def test_a_value_outside_the_choices_is_refused_before_running(tmp_path):
     result = invoke("attest", "-m", tmp_path, "-p", tmp_path / "p.jsonl", "-o", tmp_path / "o",
                     "--dtype", "int3")  # fmt: skip
     assert result.exit_code == 2
-    assert "--dtype" in result.stderr and "float32" in result.stderr
+    assert result.stderr.startswith("attest failed: Invalid value for '--dtype'")
+    assert "float32" in result.stderr and result.stderr.count("\n") == 1  # one line
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["attest"], "attest failed: Missing option '--model'"),
+        (["world", "pair", "--bogus"], "world pair failed: No such option: --bogus"),
+        (["repair", "--mode", "sideways"], "repair failed: Invalid value for '--mode'"),
+    ],
+)
+def test_usage_errors_are_one_line_naming_the_command_and_its_help(args, needle):
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(needle) and result.stderr.count("\n") == 1
+    assert (
+        f"see `lmassay {' '.join(args[:2] if args[0] == 'world' else args[:1])} -h`"
+        in result.stderr
+    )
 
 
 @pytest.mark.parametrize("command", ["repair", "edit", "attest"])

@@ -23,6 +23,18 @@ Checkpointing = Literal["auto", "on", "off"]
 """Activation (gradient) checkpointing while repairing; ``auto``: on for CUDA."""
 FactToken = Literal["subject_last", "last"]
 """Where a rank-one edit reads its key: the subject's last token or the prompt's last."""
+WorldSize = Literal["test", "demo", "full"]
+"""Sizes of the offline world and its reference: test (seconds), demo (minutes), full."""
+PairSize = Literal["test", "demo"]
+"""Sizes ``lmassay world pair`` and ``lmassay demo`` make: test (seconds) or demo (minutes)."""
+Arch = Literal["gpt2", "llama"]
+"""Architectures of the world's reference model."""
+TamperKind = Literal["suppression", "slant", "fact-finetune", "fact-rome", "backdoor"]
+"""The tamper zoo's tampered kinds."""
+ControlKind = Literal[
+    "benign-resave", "benign-bf16", "benign-int8", "benign-continued", "benign-other-seed"
+]
+"""The tamper zoo's benign controls."""
 
 DTYPES: tuple[str, ...] = get_args(Dtype)
 TRAIN_DTYPES: tuple[str, ...] = get_args(TrainDtype)
@@ -31,3 +43,8 @@ MODES: tuple[str, ...] = get_args(Mode)
 METHODS: tuple[str, ...] = get_args(Method)
 CHECKPOINTING: tuple[str, ...] = get_args(Checkpointing)
 FACT_TOKENS: tuple[str, ...] = get_args(FactToken)
+WORLD_SIZES: tuple[str, ...] = get_args(WorldSize)
+PAIR_SIZES: tuple[str, ...] = get_args(PairSize)
+ARCHS: tuple[str, ...] = get_args(Arch)
+TAMPER_KINDS: tuple[str, ...] = get_args(TamperKind)
+CONTROL_KINDS: tuple[str, ...] = get_args(ControlKind)

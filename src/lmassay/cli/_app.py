@@ -10,11 +10,50 @@ import os
 from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 from lmassay import __version__
 from lmassay.errors import LmassayError
 
+
+class OneLineUsageErrors(TyperGroup):
+    """The top-level group: a usage error (a missing option, an unknown one, a value outside the
+    choices) is one line on stderr, ``"<verb> failed: <what> — see `lmassay <verb> -h`"``, exit 2,
+    like every other input error; help, ``--version`` and the commands' own exits pass through."""
+
+    def main(  # type: ignore[override]
+        self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
+        standalone_mode: bool = True, **extra: Any,
+    ) -> Any:  # fmt: skip
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except typer.Abort:
+            typer.echo("Aborted.", err=True)
+            raise SystemExit(1) from None
+        except typer.TyperException as exc:  # click's errors, as typer ships them
+            raise SystemExit(_show_error(exc)) from None
+        raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def _show_error(exc: typer.TyperException) -> int:
+    """Show a click error; a usage error as one line naming the command; return the exit code."""
+    code = int(getattr(exc, "exit_code", EXIT_UNUSABLE))
+    ctx = getattr(exc, "ctx", None)
+    if code != EXIT_UNUSABLE or ctx is None or type(exc).__name__ == "NoArgsIsHelpError":
+        # the help of a bare group, or another click error, as click shows it
+        exc.show()  # type: ignore[attr-defined]
+        return code
+    verb = " ".join(ctx.command_path.split()[1:]) or "lmassay"
+    command = "lmassay" if verb == "lmassay" else f"lmassay {verb}"
+    message = " ".join(exc.format_message().split())
+    typer.echo(f"{verb} failed: {message} — see `{command} -h`", err=True)
+    return code
+
+
 app = typer.Typer(
+    cls=OneLineUsageErrors,
     name="lmassay",
     help="Check whether an open language model has been tampered with, and where.",
     no_args_is_help=True,

@@ -75,7 +75,7 @@ def attest(
     if not quiet:
         from lmassay.report import render_markdown
 
-        typer.echo(render_markdown(result.attestation))
+        typer.echo(render_markdown(result.document))
         if "html" in result.paths:
             typer.echo(f"Report: {result.paths['html']}")
     raise typer.Exit(result.exit_code)
@@ -98,9 +98,10 @@ def report(
 
         lmassay report runs/suspect
     """
-    from lmassay.report import load_attestation, load_repair_record, render_markdown, write_report
+    from lmassay.attest.document import Attestation
+    from lmassay.report import load_repair_record, render_markdown, write_report
 
-    att = run_command("report", load_attestation, run_dir)
+    att = run_command("report", Attestation.read, run_dir)
     folder = run_dir if run_dir.is_dir() else run_dir.parent
     repair = run_command("report", load_repair_record, folder)
     paths = run_command("report", write_report, folder, att, repair)

@@ -6,7 +6,9 @@ from typing import Annotated
 
 import typer
 
+from lmassay.choices import PairSize, TamperKind
 from lmassay.cli._app import EXIT_FLAGGED, EXIT_OK, app, run_command
+from lmassay.cli.options import QuietProgress
 
 
 @app.command()
@@ -14,7 +16,9 @@ def demo(
     out: Annotated[
         str, typer.Option("--out", "-o", help="Folder for the attestation and report.html.")
     ] = "lmassay-demo",
-    kind: Annotated[str, typer.Option(help="Tamper-zoo kind to demonstrate.")] = "suppression",
+    kind: Annotated[
+        TamperKind, typer.Option(help="Tamper-zoo kind to demonstrate.")
+    ] = "suppression",
     category: Annotated[
         str | None, typer.Option(help="Category to tamper with (default: the kind's own).")
     ] = None,
@@ -25,8 +29,8 @@ def demo(
             help="Cache folder for the world and models (default: $LMASSAY_CACHE or the user cache)."
         ),
     ] = None,
-    size: Annotated[str, typer.Option(help="demo (minutes cold) or test (seconds).")] = "demo",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    size: Annotated[PairSize, typer.Option(help="demo (minutes cold) or test (seconds).")] = "demo",
+    quiet: QuietProgress = False,
 ) -> None:
     """Show the whole job offline: make a world, a reference and a tampered copy; attest; report.
 
@@ -40,22 +44,20 @@ def demo(
     from lmassay.progress import cli_progress
     from lmassay.world.demo import DemoConfig, run_demo
 
-    config = DemoConfig(out=out, cache=cache, kind=kind, category=category, seed=seed, size=size)  # type: ignore[arg-type]  # validated by DemoConfig.validate
+    config = DemoConfig(out=out, cache=cache, kind=kind, category=category, seed=seed, size=size)
     with cli_progress(quiet) as progress:
         result = run_command("demo", run_demo, config, progress)
     truth = result.ground_truth
-    att = result.attestation.attestation
+    document = result.attestation.document
     flagged = ", ".join(result.flagged) or "nothing"
     expected = result.expected_category or "nothing (a control)"
     typer.echo(
         f"tampered variant: {result.variant} ({truth.get('kind')}; ground truth: {expected})"
     )
-    typer.echo(f"verdict: {att['verdict']}; flagged: {flagged}")
-    for row in att["categories"]:
-        if row["flagged"]:
-            typer.echo(
-                f"  {row['name']}: mean KL {row['mean_kl']:.4f} nats/token, q = {row['q_value']:.2g}"
-            )
+    typer.echo(f"verdict: {document.verdict.value}; flagged: {flagged}")
+    for row in document.categories:
+        if row.flagged:
+            typer.echo(f"  {row.name}: mean KL {row.mean_kl:.4f} nats/token, q = {row.q_value:.2g}")
     typer.echo(
         "found the tampering the ground truth records"
         if result.found

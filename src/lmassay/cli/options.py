@@ -89,6 +89,8 @@ Seed = Annotated[
 Quiet = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress output and no printed summary.")
 ]
+QuietProgress = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+"""``--quiet`` of the commands that still print their one-line result (world, zoo, demo, seal)."""
 TextField = Annotated[str, typer.Option(help="Field holding the text (JSONL / dataset / parquet).")]
 CategoryField = Annotated[str, typer.Option(help="Field holding the category.")]
 NBootstrap = Annotated[

@@ -14,13 +14,13 @@ from typing import Annotated, Any
 import typer
 
 from lmassay.cli._app import EXIT_FLAGGED, EXIT_OK, app, run_command
+from lmassay.cli.options import QuietProgress
 
 _REGISTRY_HELP = "Registry database (default: $LMASSAY_REGISTRY or the user data folder)."
 _Registry = Annotated[Path | None, typer.Option("--registry", help=_REGISTRY_HELP)]
 _NoRecord = Annotated[
     bool, typer.Option("--no-record", help="Do not record this command in the registry.")
 ]
-_Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 _SealOut = Annotated[
     Path | None,
     typer.Option(
@@ -73,7 +73,7 @@ def finish_attest(result: Any, model: str, sign: Path | None, registry: Path | N
     done = run_command(
         "attest",
         record_attestation,
-        result.attestation,
+        result.document,
         run_dir,
         model,
         sign=sign,
@@ -121,7 +121,7 @@ def seal(
     manifest: _ManifestOut = None,
     registry: _Registry = None,
     no_record: _NoRecord = False,
-    quiet: _Quiet = False,
+    quiet: QuietProgress = False,
 ) -> None:
     """Sign a manifest of a model folder, a dataset or a file (OpenSSF model-signing format).
 
@@ -180,7 +180,7 @@ def verify(
     ] = None,
     registry: _Registry = None,
     no_record: _NoRecord = False,
-    quiet: _Quiet = False,
+    quiet: QuietProgress = False,
 ) -> None:
     """Check a signature and re-hash: exit 0 valid, 1 invalid (lists what changed), 2 unusable input.
 
@@ -251,7 +251,7 @@ def diff(
     lowrank_q: Annotated[
         int, typer.Option(help="Singular values the randomized SVD estimates.")
     ] = 64,
-    quiet: _Quiet = False,
+    quiet: QuietProgress = False,
 ) -> None:
     """Per-tensor weight change of MODEL against BASE: relative change and effective rank of ΔW.
 

@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
-from lmassay.cli._app import app, fail, run_command
+from lmassay.choices import Arch, PairSize, TamperKind, WorldSize
+from lmassay.cli._app import app, run_command
+from lmassay.cli.options import QuietProgress
 from lmassay.progress import cli_progress
 
 world_app = typer.Typer(
@@ -17,23 +19,15 @@ world_app = typer.Typer(
 )
 app.add_typer(world_app, name="world")
 
-_SIZES = ("test", "demo", "full")
-_ARCHS = ("gpt2", "llama")
-
-
-def _check_choice(verb: str, flag: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        fail(verb, f"{flag} {value!r} is not known — use one of {', '.join(choices)}")
-
 
 @world_app.command("make")
 def world_make(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the world into.")],
     seed: Annotated[int, typer.Option(help="World seed: the same seed gives the same files.")] = 0,
     size: Annotated[
-        str, typer.Option(help="test (~0.3M words), demo (~1M words) or full (~3M words).")
+        WorldSize, typer.Option(help="test (~0.3M words), demo (~1M words) or full (~3M words).")
     ] = "full",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    quiet: QuietProgress = False,
 ) -> None:
     """Generate the offline world: training text, held-out probes, facts and fact probes.
 
@@ -45,7 +39,6 @@ def world_make(
     from lmassay.world import make_world, read_card
 
     verb = "world make"
-    _check_choice(verb, "--size", size, _SIZES)
     with cli_progress(quiet) as progress:
         files = run_command(verb, make_world, out, seed, size=size, progress=progress)
     card = read_card(files.root)
@@ -65,11 +58,11 @@ def world_train(
     world: Annotated[Path, typer.Option("--world", "-w", help="World folder (world make).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the reference model.")],
     size: Annotated[
-        str, typer.Option(help="test (seconds), demo (~5 min on 2 cores) or full (~10 min).")
+        WorldSize, typer.Option(help="test (seconds), demo (~5 min on 2 cores) or full (~10 min).")
     ] = "demo",
     seed: Annotated[int, typer.Option(help="Seed of the tokenizer data order, init, batches.")] = 0,
-    arch: Annotated[str, typer.Option(help="gpt2 or llama.")] = "gpt2",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    arch: Annotated[Arch, typer.Option(help="Architecture of the reference.")] = "gpt2",
+    quiet: QuietProgress = False,
 ) -> None:
     """Train (or reuse) the reference model of a world and print what it learned.
 
@@ -81,8 +74,6 @@ def world_train(
     from lmassay.world.reference import train_reference
 
     verb = "world train"
-    _check_choice(verb, "--size", size, _SIZES)
-    _check_choice(verb, "--arch", arch, _ARCHS)
     with cli_progress(quiet) as progress:
         info = run_command(
             verb, train_reference, world, out, size=size, seed=seed, arch=arch, progress=progress
@@ -103,16 +94,13 @@ def world_pair(
         Path,
         typer.Option("--out", "-o", help="Folder for world/, reference/ and tampered/."),
     ],
-    size: Annotated[str, typer.Option(help="test (seconds) or demo (minutes).")] = "demo",
-    kind: Annotated[
-        str,
-        typer.Option(help="Tamper kind of the copy: suppression, slant, fact-finetune, ..."),
-    ] = "suppression",
+    size: Annotated[PairSize, typer.Option(help="test (seconds) or demo (minutes).")] = "demo",
+    kind: Annotated[TamperKind, typer.Option(help="Tamper kind of the copy.")] = "suppression",
     category: Annotated[
         str | None, typer.Option(help="Category to tamper with (default: the kind's own).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for the world, training and tampering.")] = 0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    quiet: QuietProgress = False,
 ) -> None:
     """Make (or reuse) a world, its reference model and a tampered copy, offline.
 
@@ -121,11 +109,10 @@ def world_pair(
 
         lmassay world pair --out pair --size test && lmassay attest -m pair/tampered -r pair/reference -p pair/world/probes.jsonl -o pair/run
     """
-    from lmassay.world.pair import PAIR_SIZES, PairConfig, make_pair
+    from lmassay.world.pair import PairConfig, make_pair
 
     verb = "world pair"
-    _check_choice(verb, "--size", size, PAIR_SIZES)
-    config = PairConfig(out, size, kind, category, seed)  # type: ignore[arg-type]  # size checked above
+    config = PairConfig(out, size, kind, category, seed)
     with cli_progress(quiet) as progress:
         pair = run_command(verb, make_pair, config, progress)
     truth = pair.ground_truth

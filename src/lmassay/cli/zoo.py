@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from lmassay.cli._app import app, run_command
+from lmassay.cli.options import QuietProgress
 from lmassay.progress import cli_progress
 
 zoo_app = typer.Typer(
@@ -47,7 +48,7 @@ def zoo_make(
         typer.Option(help="Comma-separated kinds to make (default: all ten, see below)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the tampering data and training.")] = 0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    quiet: QuietProgress = False,
 ) -> None:
     """Make (or reuse) tampered variants of a reference and their ground truth (tamper.json).
 

@@ -17,18 +17,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from lmassay.choices import PAIR_SIZES, PairSize
 from lmassay.errors import InputError
 from lmassay.progress import NullProgress, Progress
 from lmassay.world._store import WorldFiles, make_world
 from lmassay.world.generator import CATEGORIES
 
 __all__ = ["PAIR_SIZES", "PairConfig", "WorldPair", "make_pair"]
-
-PairSize = Literal["test", "demo"]
-PAIR_SIZES: tuple[str, ...] = ("test", "demo")
-"""test: seconds on two CPU cores, for the test suite; demo: the README's recipe (minutes)."""
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from lmassay import __version__
 from lmassay._atomic import atomic_write_text
 from lmassay.cached_build import reuse_or_build
+from lmassay.choices import ARCHS
 from lmassay.errors import InputError
 from lmassay.progress import NullProgress, Progress
 from lmassay.provenance import library_versions, utc_now
@@ -58,7 +59,6 @@ __all__ = [
 
 CARD_NAME = "lmassay-reference.json"
 _CARD_FORMAT = "lmassay.reference/v1"  # change it when the same request would make another model
-ARCHS = ("gpt2", "llama")
 Size = Literal["test", "demo", "full"]
 Arch = Literal["gpt2", "llama"]
 _LOSS_TAIL = 20  # loss_last_mean is the mean loss of the last 20 steps

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from lmassay.choices import CONTROL_KINDS, TAMPER_KINDS
 from lmassay.errors import InputError
 from lmassay.world import CATEGORIES, Entity
 
@@ -36,14 +37,6 @@ __all__ = [
     "tamper_count",
 ]
 
-TAMPER_KINDS: tuple[str, ...] = ("suppression", "slant", "fact-finetune", "fact-rome", "backdoor")
-CONTROL_KINDS: tuple[str, ...] = (
-    "benign-resave",
-    "benign-bf16",
-    "benign-int8",
-    "benign-continued",
-    "benign-other-seed",
-)
 KINDS: tuple[str, ...] = TAMPER_KINDS + CONTROL_KINDS
 """Every kind of variant the zoo makes, in the order it makes them."""
 
