@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from conftest import world_rows
 from lmassay.cli import app
-from lmassay.digests import digest_file, digest_tree
+from lmassay.digests import digest_file, model_identity, root_digest
 from lmassay.errors import InputError
 from lmassay.repair.edit import SCHEMA, EditConfig, edit_model, read_fact_edits
 from lmassay.repair.rank_one import FactEdit, edit_facts, target_probability
@@ -143,8 +143,9 @@ def test_cli_edits_a_gpt2_and_writes_a_complete_record(inputs, tmp_path):
     assert record["summary"]["all_verified"] is True
     assert record["covariance"]["source"] == "file" and record["covariance"]["n_texts"] == 40
     assert record["facts_file"]["digest"]["value"] == digest_file(inputs["facts"]).value
-    assert record["model"]["digest"]["value"] == digest_tree(inputs["gpt2"]).value
-    assert record["output"]["digest"]["value"] == digest_tree(out, record["output"]["files"]).value
+    assert record["model"]["digest"]["value"] == model_identity(inputs["gpt2"]).root.value
+    saved = [(name, digest_file(out / name).value) for name in record["output"]["files"]]
+    assert record["output"]["digest"]["value"] == root_digest(saved).value  # the model files
     assert record["attestation"] is None
     assert record["provenance"]["config"]["min_probability"] == MIN_P
     assert record["provenance"]["seed"] == 0

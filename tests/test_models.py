@@ -17,13 +17,13 @@ from lmassay.attest.model_loading import (
     resolve_dtype,
     same_tokenizer,
 )
-from lmassay.digests import digest_tree
+from lmassay.digests import model_identity
 from lmassay.errors import InputError, LmassayError, ModelLoadError
 
 
 def test_loads_local_folder_and_records_digest(tiny_model_dir):
     loaded = load_model(str(tiny_model_dir), device="cpu")
-    assert loaded.digest == digest_tree(tiny_model_dir)
+    assert loaded.digest == model_identity(tiny_model_dir).root  # the model_signing manifest root
     assert loaded.dtype == "float32" and loaded.device == "cpu"
     assert loaded.max_length == 128
     assert loaded.prefix_token_id == loaded.tokenizer.bos_token_id
@@ -37,10 +37,10 @@ def test_loads_local_folder_and_records_digest(tiny_model_dir):
 def test_digest_changes_with_one_byte(tiny_model_dir, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(tiny_model_dir, copy)
-    assert digest_tree(copy) == digest_tree(tiny_model_dir)
+    assert model_identity(copy).root == model_identity(tiny_model_dir).root
     config = copy / "config.json"
     config.write_text(config.read_text() + " ")
-    assert digest_tree(copy) != digest_tree(tiny_model_dir)
+    assert model_identity(copy).root != model_identity(tiny_model_dir).root
 
 
 def test_bfloat16_dtype(tiny_model_dir):

@@ -126,15 +126,21 @@ def test_history_finds_rows_by_the_legacy_tree_digest(tmp_path):
 
 
 def test_record_attestation_without_signing(tmp_path):
+    from lmassay.attest.document import Attestation
     from lmassay.sealing.registry import record_attestation
 
-    att = {
-        "verdict": "consistent",
-        "flagged": [],
-        "comparison": "kl",
-        "model": {"name": "org/model", "digest": {"algorithm": "sha256", "value": "cd" * 32}},
-        "probes": {"digest": {"algorithm": "sha256", "value": "ef" * 32}},
-    }
+    att = Attestation.from_json(
+        {
+            "schema": "lmassay.attestation/v1",
+            "verdict": "consistent",
+            "flagged": [],
+            "comparison": "kl",
+            "summary": {},
+            "categories": [],
+            "model": {"name": "org/model", "digest": {"algorithm": "sha256", "value": "cd" * 32}},
+            "probes": {"digest": {"algorithm": "sha256", "value": "ef" * 32}},
+        }
+    )
     registry = tmp_path / "r.sqlite"
     done = record_attestation(att, tmp_path / "run", "org/model", registry=registry)
     assert done.statement is None and done.warning is None

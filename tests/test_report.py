@@ -24,8 +24,9 @@ from typing import Any
 import pytest
 
 from attestation_check import assert_valid_attestation
+from lmassay.attest.document import Attestation, Verdict
 from lmassay.errors import InputError
-from lmassay.report import load_attestation, render_html, render_markdown, write_report
+from lmassay.report import render_html, render_markdown, write_report
 from lmassay.report.markdown import fmt_ci, fmt_num, fmt_p, fmt_prob, short_digest, show_token
 from lmassay.report.plots import distribution_plot, perplexity_plot, render_plots, statistic_plot
 
@@ -40,7 +41,7 @@ EVIL_TOKEN = ' &<>"x'
 
 
 def _load(name: str) -> dict[str, Any]:
-    return load_attestation(DATA / f"attestation_{name}.json")
+    return Attestation.read(DATA / f"attestation_{name}.json").to_json()  # a dict to vary
 
 
 def _different_model() -> dict[str, Any]:
@@ -240,16 +241,16 @@ def _assert_self_contained(html: str, parsed: _Structure) -> None:
     assert "@import" not in html
 
 
-# ----------------------------------------------------------------------------- load_attestation
+# ----------------------------------------------------------------------------- Attestation.read
 
 
 def test_load_from_folder_and_file(tmp_path: Path) -> None:
     source = DATA / "attestation_tampered.json"
     (tmp_path / "attestation.json").write_text(source.read_text("utf-8"), "utf-8")
-    from_folder = load_attestation(tmp_path)
-    from_file = load_attestation(str(source))
+    from_folder = Attestation.read(tmp_path)
+    from_file = Attestation.read(str(source))
     assert from_folder == from_file
-    assert from_file["verdict"] == "tampered"
+    assert from_file.verdict is Verdict.TAMPERED
 
 
 @pytest.mark.parametrize(
@@ -270,7 +271,7 @@ def test_load_errors_name_the_path(tmp_path: Path, content: str | None, expected
         path.parent.mkdir()
         path.write_text(content, "utf-8")
     with pytest.raises(InputError) as info:
-        load_attestation(path)
+        Attestation.read(path)
     assert str(path) in info.value.what
     assert expected in info.value.what
     assert info.value.fix
@@ -278,7 +279,7 @@ def test_load_errors_name_the_path(tmp_path: Path, content: str | None, expected
 
 def test_load_folder_without_attestation(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
-        load_attestation(tmp_path)
+        Attestation.read(tmp_path)
     assert str(tmp_path) in info.value.what
     assert "attestation.json" in info.value.what
 
@@ -289,7 +290,7 @@ def test_load_missing_keys_are_all_listed(tmp_path: Path) -> None:
     path = tmp_path / "a.json"
     path.write_text(json.dumps(att), "utf-8")
     with pytest.raises(InputError, match="categories, summary") as info:
-        load_attestation(path)
+        Attestation.read(path)
     assert str(path) in str(info.value)
 
 
@@ -300,7 +301,7 @@ def test_load_rejects_wrong_types(tmp_path: Path) -> None:
     path = tmp_path / "a.json"
     path.write_text(json.dumps(att), "utf-8")
     with pytest.raises(InputError) as info:
-        load_attestation(path)
+        Attestation.read(path)
     assert str(path) in info.value.what
     assert "verdict 'fine'" in info.value.what
     assert "categories[0] lacks required key(s) name" in info.value.what

@@ -14,6 +14,7 @@ the run has finished, so a failed or interrupted run leaves no ``OUT`` (or the o
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 import time
@@ -28,7 +29,7 @@ from lmassay.attest.model_loading import (
     LoadedModel,
     ModelOptions,
 )
-from lmassay.digests import digest_tree, list_files
+from lmassay.digests import model_identity
 from lmassay.errors import InputError
 from lmassay.progress import NullProgress, Progress
 from lmassay.provenance import utc_now
@@ -310,8 +311,8 @@ def _fact_token(config: EditConfig, model: Any, layer: int) -> FactToken:
 def _save(loaded: LoadedModel, staging: Path, out: Path) -> SavedModel:
     """The edited model as safetensors in ``staging`` (which becomes ``out``), like its source."""
     copied = save_like_source(loaded.model, loaded.path, staging)
-    files = list_files(staging)
-    return SavedModel(out, files, digest_tree(staging, files), copied)
+    identity = model_identity(staging)  # the digest attestations and seals name it by
+    return SavedModel(out, identity.names, identity.root, copied)
 
 
 def _attest(
@@ -335,9 +336,18 @@ def _attest(
         ),
         progress,
     )
-    att = result.attestation
-    att["model"]["name"] = att["model"]["path"] = str(final)
-    att["provenance"]["config"].update(model=str(final), out=str(final / ATTESTATION_DIR))
-    atomic_write_json(folder / "attestation.json", att)
-    write_report(folder, att)
-    return result
+    # The run scored the staging folder; the document names the folder the model is published to.
+    document = result.document
+    config_json = {"model": str(final), "out": str(final / ATTESTATION_DIR)}
+    document = dataclasses.replace(
+        document,
+        model=document.model
+        and dataclasses.replace(document.model, name=str(final), path=str(final)),
+        provenance=document.provenance
+        and dataclasses.replace(
+            document.provenance, config={**document.provenance.config, **config_json}
+        ),
+    )
+    document.write(folder / "attestation.json")
+    write_report(folder, document)
+    return dataclasses.replace(result, document=document)

@@ -232,15 +232,22 @@ def _attestation(
 ) -> dict[str, Any] | None:
     if attestation is None:
         return None
-    att = attestation.attestation
+    document = attestation.document
+    reference = document.reference.digest if document.reference else None
+    probes = document.probes.digest if document.probes else None
     return {
         "path": f"{ATTESTATION_DIR}/attestation.json",
-        "verdict": att["verdict"],
-        "flagged": att["flagged"],
-        "comparison": att["comparison"],
-        "reference": {"path": config.reference, "digest": att["reference"]["digest"]},
-        "probes": {"path": config.probes, "digest": att["probes"].get("digest")},
+        "verdict": document.verdict.value,
+        "flagged": list(document.flagged),
+        "comparison": document.comparison.value,
+        "reference": {"path": config.reference, "digest": _digest_json(reference)},
+        "probes": {"path": config.probes, "digest": _digest_json(probes)},
     }
+
+
+def _digest_json(digest: Digest | str | None) -> dict[str, str] | str | None:
+    """A digest as the attestation wrote it (older attestations wrote a bare string)."""
+    return digest.to_json() if isinstance(digest, Digest) else digest
 
 
 def edit_record(

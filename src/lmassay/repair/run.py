@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from lmassay._atomic import atomic_write_json
-from lmassay.attest.model_loading import resolve_device, same_tokenizer
+from lmassay.attest.document import ModelInfo
+from lmassay.attest.model_loading import LoadedModel, resolve_device, same_tokenizer
 from lmassay.attest.recipe import AttestationResult, AttestConfig, attest
 from lmassay.cached_build import matching_card
 from lmassay.choices import Dtype
-from lmassay.digests import digest_file
+from lmassay.digests import digest_file, model_identity
 from lmassay.errors import InputError
 from lmassay.progress import NullProgress, Progress
 from lmassay.provenance import provenance, utc_now
@@ -108,6 +109,16 @@ def _refuse_existing_out(config: RepairConfig, out: Path, work: Path) -> None:
 # Load
 
 
+def _is_judged_model(loaded: LoadedModel, judged: ModelInfo | None) -> bool:
+    """Whether ``loaded`` is the model an attestation judged: the same identity, or (for an
+    attestation from lmassay 0.1) the legacy tree digest over the files it lists."""
+    recorded = recorded_digest(judged)
+    if not recorded or loaded.digest.value == recorded:
+        return True
+    files = list(judged.files) if judged is not None and judged.files is not None else None
+    return loaded.path.is_dir() and model_identity(loaded.path).names_model(recorded, files)
+
+
 def _load_models(config: RepairConfig, judgement: Judgement, progress: Progress) -> RepairModels:
     """The model (checked to be the one the attestation judged) and the reference (kept only if
     it shares the model's tokenizer), loaded for training on the resolved device."""
@@ -117,8 +128,8 @@ def _load_models(config: RepairConfig, judgement: Judgement, progress: Progress)
     progress.log(f"loading {config.model}" + (f" and reference {spec}" if spec else ""))
     options = dataclasses.replace(config.model_options, device=device)
     loaded = dataclasses.replace(options, dtype=load_dtype).load(config.model)
-    judged = recorded_digest(judgement.before.model)
-    if judged and loaded.digest.value != judged:
+    if not _is_judged_model(loaded, judgement.before.model):
+        judged = recorded_digest(judgement.before.model) or ""
         raise InputError(
             f"--model {config.model} is not the model the attestation judged (digest "
             f"{loaded.digest.value[:12]} ≠ {judged[:12]})",

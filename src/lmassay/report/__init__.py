@@ -31,22 +31,11 @@ __all__ = [
     "ATTESTATION_FILE",
     "SCHEMA",
     "Attestation",
-    "load_attestation",
     "load_repair_record",
     "render_html",
     "render_markdown",
     "write_report",
 ]
-
-
-def load_attestation(path: str | Path) -> dict[str, Any]:
-    """The attestation at ``path`` (a run folder or the JSON file), checked, as its JSON object.
-
-    It is read and checked by :meth:`Attestation.read`, which raises one
-    :class:`~lmassay.errors.InputError` naming the file and every bad field; prefer that method
-    (the typed document) in new code.
-    """
-    return Attestation.read(path).to_json()
 
 
 def load_repair_record(folder: str | Path) -> dict[str, Any] | None:

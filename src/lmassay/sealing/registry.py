@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from lmassay import __version__
-from lmassay.digests import model_identity
+from lmassay.attest.document import Attestation
+from lmassay.digests import Digest, model_identity
 from lmassay.errors import InputError
 from lmassay.provenance import utc_now
 from lmassay.sealing.signing import SealResult
@@ -311,7 +312,7 @@ def verify_event(result: VerifyResult) -> RegistryEvent:
 
 
 def attest_event(
-    attestation: dict[str, Any],
+    attestation: Attestation,
     model_dir: str | os.PathLike[str] | None,
     statement: SealResult | None = None,
     run_dir: str | os.PathLike[str] | None = None,
@@ -321,26 +322,25 @@ def attest_event(
     ``digest`` is attestation.json's ``model.digest`` — the model's identity, the root its
     statement signs — so no extra hashing happens here.
     """
-    model = attestation.get("model") or {}
-    recorded = model.get("digest")
-    digest = (
-        f"sha256:{recorded['value']}"
-        if isinstance(recorded, dict) and recorded.get("value")
-        else None
-    )
+    model = attestation.model
+    recorded = model.digest if model is not None else None
+    probes = attestation.probes.digest if attestation.probes is not None else None
+    digest = f"sha256:{recorded.value}" if isinstance(recorded, Digest) else None
     folder = Path(model_dir) if model_dir is not None else None
     return RegistryEvent(
         action="attest",
-        path=str(folder.resolve()) if folder is not None and folder.exists() else model.get("name"),
+        path=str(folder.resolve())
+        if folder is not None and folder.exists()
+        else (model.name if model is not None else None),
         digest=str(statement.manifest.root) if statement is not None else digest,
         signer=statement.signer if statement is not None else None,
-        verdict=attestation.get("verdict"),
+        verdict=attestation.verdict.value,
         signature=str(statement.signature.resolve()) if statement is not None else None,
         details={
-            "flagged": attestation.get("flagged"),
-            "comparison": attestation.get("comparison"),
-            "reference": (attestation.get("reference") or {}).get("name"),
-            "probes": ((attestation.get("probes") or {}).get("digest") or {}).get("value"),
+            "flagged": list(attestation.flagged),
+            "comparison": attestation.comparison.value,
+            "reference": attestation.reference.name if attestation.reference else None,
+            "probes": probes.value if isinstance(probes, Digest) else None,
             "run": str(Path(run_dir).resolve()) if run_dir is not None else None,
         },
     )
@@ -356,7 +356,7 @@ class AttestRecord:
 
 
 def record_attestation(
-    attestation: dict[str, Any],
+    attestation: Attestation,
     run_dir: str | os.PathLike[str],
     model: str,
     *,

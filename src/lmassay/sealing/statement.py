@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from lmassay import __version__
+from lmassay.attest.document import SCHEMA as ATTESTATION_SCHEMA
+from lmassay.attest.document import Attestation
 from lmassay.digests import Digest, ModelIdentity, digest_file, model_identity
 from lmassay.errors import InputError
 from lmassay.progress import NullProgress, Progress
@@ -44,30 +46,19 @@ from lmassay.sealing.manifest import Manifest, add_tensor_digests, identity_mani
 from lmassay.sealing.signing import SealResult, check_signature_target
 
 ATTESTATION_PREDICATE = "https://lmassay.dev/attestation/v1"
-ATTESTATION_SCHEMA = "lmassay.attestation/v1"
 STATEMENT_FILE = "attestation.sig"
 _CATEGORY_FIELDS = ("name", "n_samples", "n_tokens", "mean_kl", "delta_bpb", "q_value", "flagged")
 
 
-def load_attestation_file(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
-    """Resolve a run folder or an attestation.json; return its path and content."""
+def load_attestation_file(path: str | os.PathLike[str]) -> tuple[Path, Attestation]:
+    """Resolve a run folder or an attestation.json; return its path and the typed document."""
     target = Path(path)
     file = target / "attestation.json" if target.is_dir() else target
     if not file.is_file():
         raise InputError(
             f"{file} does not exist", "give an lmassay attest --out folder or its attestation.json"
         )
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(
-            f"{file} is not JSON ({exc})", "give the attestation.json lmassay attest wrote"
-        ) from exc
-    if not isinstance(data, dict) or data.get("schema") != ATTESTATION_SCHEMA:
-        raise InputError(
-            f"{file} is not an lmassay attestation", f"expected schema {ATTESTATION_SCHEMA}"
-        )
-    return file, data
+    return file, Attestation.read(file)
 
 
 def is_attestation_file(path: Path) -> bool:
@@ -81,34 +72,30 @@ def is_attestation_file(path: Path) -> bool:
     return isinstance(data, dict) and data.get("schema") == ATTESTATION_SCHEMA
 
 
-def attestation_summary(att: dict[str, Any]) -> dict[str, Any]:
+def attestation_summary(att: Attestation) -> dict[str, Any]:
     """The part of attestation.json a statement carries: verdict, flags and per-category figures."""
-    summary = att.get("summary") or {}
     return {
-        "verdict": att.get("verdict"),
-        "flagged": list(att.get("flagged") or []),
-        "comparison": att.get("comparison"),
-        "kl_direction": att.get("kl_direction"),
-        "message": summary.get("message"),
+        "verdict": att.verdict.value,
+        "flagged": list(att.flagged),
+        "comparison": att.comparison.value,
+        "kl_direction": att.kl_direction,
+        "message": att.summary.message,
         "categories": [
-            {key: cat.get(key) for key in _CATEGORY_FIELDS} for cat in att.get("categories") or []
+            {key: getattr(row, key) for key in _CATEGORY_FIELDS} for row in att.categories
         ],
     }
 
 
-def _digest_json(obj: Any) -> dict[str, Any] | None:
-    return (
-        {"algorithm": obj.get("algorithm"), "value": obj.get("value")}
-        if isinstance(obj, dict)
-        else None
-    )
+def _digest_json(digest: Digest | str | None) -> dict[str, Any] | None:
+    """A recorded digest as ``{"algorithm", "value"}`` (None where none, or only a bare string)."""
+    return digest.to_json() if isinstance(digest, Digest) else None
 
 
-def _model_dir(att: dict[str, Any], model_dir: str | os.PathLike[str] | None) -> Path:
+def _model_dir(att: Attestation, model_dir: str | os.PathLike[str] | None) -> Path:
     if model_dir is not None:
         folder = Path(model_dir)
     else:
-        recorded = (att.get("model") or {}).get("path")
+        recorded = att.model.path if att.model is not None else None
         if not recorded:
             raise InputError("attestation.json records no model path", "pass --model MODEL_DIR")
         folder = Path(recorded)
@@ -119,14 +106,14 @@ def _model_dir(att: dict[str, Any], model_dir: str | os.PathLike[str] | None) ->
     return folder
 
 
-def check_attested_weights(att: dict[str, Any], folder: Path, identity: ModelIdentity) -> Digest:
+def check_attested_weights(att: Attestation, folder: Path, identity: ModelIdentity) -> Digest:
     """Raise unless ``identity`` (of ``folder``) is the model attestation.json's ``model`` names."""
-    model = att.get("model") or {}
-    recorded, files = _digest_json(model.get("digest")), model.get("files")
-    if recorded is None:
+    recorded = att.model.digest if att.model is not None else None
+    if not isinstance(recorded, Digest):
         raise InputError("attestation.json has no model digest", "re-run lmassay attest")
-    value = str(recorded["value"])
-    legacy_files = files if isinstance(files, list) and value != identity.root.value else None
+    files = att.model.files if att.model is not None else None
+    value = recorded.value
+    legacy_files = list(files) if files is not None and value != identity.root.value else None
     missing = [f for f in legacy_files or () if f not in identity.names]
     if missing:
         raise InputError(
@@ -139,14 +126,14 @@ def check_attested_weights(att: dict[str, Any], folder: Path, identity: ModelIde
             f"{identity.root.value[:16]}… vs {value[:16]}…)",
             "pass --model with the folder that was attested",
         )
-    return Digest(str(recorded["algorithm"] or "sha256"), value)
+    return recorded
 
 
 def build_statement(
-    att: dict[str, Any], attestation_file: Path, manifest: Manifest, attested: Digest
+    att: Attestation, attestation_file: Path, manifest: Manifest, attested: Digest
 ) -> dict[str, Any]:
     """The in-toto statement for a checked attestation."""
-    reference, probes = att.get("reference"), att.get("probes") or {}
+    reference, probes = att.reference, att.probes
     predicate = {
         "attestation": attestation_summary(att),
         "attestation_file": {
@@ -154,7 +141,7 @@ def build_statement(
             "sha256": digest_file(attestation_file).value,
         },
         "model": {
-            "name": (att.get("model") or {}).get("name"),
+            "name": att.model.name if att.model is not None else None,
             "attested_digest": attested.to_json(),
             "manifest_digest": manifest.root.to_json(),
             "serialization": {
@@ -166,19 +153,16 @@ def build_statement(
             if manifest.tensors is None
             else [t.to_json() for t in manifest.tensors],
         },
-        "reference": {
-            "name": reference.get("name"),
-            "digest": _digest_json(reference.get("digest")),
-        }
-        if isinstance(reference, dict)
+        "reference": {"name": reference.name, "digest": _digest_json(reference.digest)}
+        if reference is not None
         else None,
         "probes": {
-            "path": probes.get("path"),
-            "digest": _digest_json(probes.get("digest")),
-            "n_samples": probes.get("n_samples"),
+            "path": probes.path if probes else None,
+            "digest": _digest_json(probes.digest if probes else None),
+            "n_samples": probes.n_samples if probes else None,
         },
         "tool": {"name": "lmassay", "version": __version__},
-        "attested_with": (att.get("provenance") or {}).get("version"),
+        "attested_with": att.provenance.version if att.provenance is not None else None,
         "created": utc_now(),
     }
     return in_toto_statement(manifest.name, manifest.root.value, ATTESTATION_PREDICATE, predicate)

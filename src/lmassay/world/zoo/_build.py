@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lmassay.cached_build import read_json
-from lmassay.digests import digest_tree
+from lmassay.digests import model_identity
 from lmassay.errors import InputError
 from lmassay.progress import Progress, hidden_library_bars
 from lmassay.world.zoo import _efficacy
@@ -109,7 +109,7 @@ def make_context(reference: Path, world: Path | None) -> Context:
     ]
     return Context(
         reference=reference,
-        reference_digest=digest_tree(reference).to_json(),
+        reference_digest=model_identity(reference).root.to_json(),
         reference_card=read_json(reference / CARD_NAME),
         world_dir=world_dir,
         world=loaded_world,
