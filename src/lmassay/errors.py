@@ -7,6 +7,8 @@ them as one line, ``"<verb> failed: <what> — <fix>"``, and exits with code 2.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class LmassayError(Exception):
     """Base class of the errors lmassay raises on purpose."""
@@ -36,3 +38,14 @@ class ModelLoadError(InputError):
 
 class ProbeError(InputError):
     """The probe corpus is unusable."""
+
+
+Check = tuple[bool, str, str]
+"""One flag check of a configuration: (whether it holds, what is wrong, the fix)."""
+
+
+def require(checks: Iterable[Check]) -> None:
+    """Raise :class:`InputError` for the first check that does not hold (configs validate once)."""
+    for holds, what, fix in checks:
+        if not holds:
+            raise InputError(what, fix)

@@ -13,6 +13,9 @@ The steps, in the order a run takes them:
 * :mod:`~lmassay.attest.statistics` aggregates per sample and per category and runs the tests
   that flag a category (or call the model a different model).
 * :mod:`~lmassay.attest.evidence` picks the samples and tokens that carry each flag.
+* :mod:`~lmassay.attest.document` types ``attestation.json`` (and ships its JSON Schema);
+  :mod:`~lmassay.attest.config` holds :class:`AttestConfig`, :mod:`~lmassay.attest.baseline` the
+  reference-less ``--baseline`` comparison.
 * :mod:`~lmassay.attest.recipe` is the recipe that runs them top to bottom and writes
   ``attestation.json`` and ``samples.jsonl``.
 
@@ -25,7 +28,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from lmassay.attest.recipe import AttestationResult, AttestConfig, attest
+    from lmassay.attest.config import AttestConfig
+    from lmassay.attest.recipe import AttestationResult, attest
 
 __all__ = ["AttestConfig", "AttestationResult", "attest"]
 

@@ -18,14 +18,12 @@ Rules (the same for the model under test and the reference):
 
 from __future__ import annotations
 
-import os
 import re
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
+from lmassay.attest.model_source import PICKLE_SUFFIXES, check_weights, resolve_model_path
 from lmassay.choices import DTYPES, Dtype
 from lmassay.digests import Digest, digest_entries, digest_file, list_files, model_identity
 from lmassay.errors import InputError, ModelLoadError
@@ -39,7 +37,6 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 """Device names; ``cuda:N`` (the N-th visible GPU) is accepted as well."""
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
 _CUDA_INDEX = re.compile(r"cuda:(\d+)")
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 ADAPTER_CONFIG = "adapter_config.json"
 """A folder with this file and no config.json is a peft adapter over the base model it names."""
 _TOKENIZER_FILES = (
@@ -51,7 +48,6 @@ _TOKENIZER_FILES = (
     "tokenizer.model",
     "added_tokens.json",
 )
-_HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.py", "*.md"]
 
 
 @dataclass
@@ -203,91 +199,6 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the hub endpoint answers a TCP connection within ``timeout`` seconds."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    parsed = urlparse(constants.ENDPOINT)
-    host = parsed.hostname or "huggingface.co"
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def resolve_model_path(
-    spec: str, *, revision: str | None = None, allow_pickle: bool = False
-) -> Path:
-    """A local folder for ``spec``: the folder itself, or a hub snapshot (cache first)."""
-    local = Path(spec).expanduser()
-    if local.exists():
-        if not local.is_dir():
-            raise ModelLoadError(
-                f"model path {spec!r} is a file, not a folder",
-                "pass the folder that holds config.json and the weights",
-            )
-        return local
-    looks_like_path = spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").replace(
-        "/", "", 1
-    )
-    if looks_like_path or spec.count("/") > 1:
-        raise ModelLoadError(f"model folder {spec!r} does not exist", "check the path")
-
-    from huggingface_hub import snapshot_download
-
-    patterns = [*_HUB_PATTERNS, *(["*.bin", "*.pt"] if allow_pickle else [])]
-    try:
-        return Path(
-            snapshot_download(
-                spec, revision=revision, allow_patterns=patterns, local_files_only=True
-            )
-        )
-    except Exception as exc:
-        cached_error = exc
-    if not _hub_reachable():
-        raise ModelLoadError(
-            f"model {spec!r} is neither a local folder nor in the Hugging Face cache, and the hub "
-            f"cannot be reached (offline)",
-            "pass a local model folder, or download it first where the hub is reachable "
-            "(huggingface-cli download ID)",
-        ) from cached_error
-    try:
-        return Path(snapshot_download(spec, revision=revision, allow_patterns=patterns))
-    except Exception as exc:
-        raise ModelLoadError(
-            f"could not download model {spec!r} from the hub ({type(exc).__name__}: {exc})",
-            "check the id, your network and HF_TOKEN for gated models",
-        ) from exc
-
-
-def _check_weights(path: Path, files: list[str], allow_pickle: bool) -> bool:
-    """Refuse unusable weights; return whether the folder has safetensors."""
-    names = [Path(f).name for f in files]
-    has_safetensors = any(n.endswith(".safetensors") for n in names)
-    pickles = [
-        f for f in files if f.endswith(PICKLE_SUFFIXES) and not f.startswith("training_args")
-    ]
-    if "config.json" not in names:
-        raise ModelLoadError(
-            f"model folder {str(path)!r} has no config.json", "pass a transformers model folder"
-        )
-    if not has_safetensors and pickles and not allow_pickle:
-        raise ModelLoadError(
-            f"model {str(path)!r} has only pickled weights ({pickles[0]}); unpickling can run code",
-            "convert the checkpoint to safetensors, or pass --allow-pickle if you trust its source",
-        )
-    if not has_safetensors and not pickles:
-        raise ModelLoadError(
-            f"model folder {str(path)!r} holds no weights (*.safetensors)",
-            "pass a complete model folder",
-        )
-    return has_safetensors
-
-
 def context_length(config: Any, tokenizer: Any) -> int:
     """The model's context length, following lm-evaluation-harness ``HFLM.max_length``."""
     for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
@@ -331,8 +242,6 @@ def load_model(
     Raises :class:`~lmassay.errors.ModelLoadError` (a one-line, user-facing error) for every
     problem with the input.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     resolved_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, resolved_device)
     path = resolve_model_path(spec, revision=revision, allow_pickle=allow_pickle)
@@ -346,42 +255,20 @@ def load_model(
             trust_remote_code=trust_remote_code,
             materialise=materialise,
         )
-    has_safetensors = _check_weights(path, list_files(path), allow_pickle)
+    has_safetensors = check_weights(path, list_files(path), allow_pickle)
     identity = model_identity(path)  # one hashing pass: the digest and the tokenizer's
     files, digest = identity.names, identity.root
     tokenizer_digest = digest_entries(
         [(r, d) for r, d in identity.files if Path(r).name in _TOKENIZER_FILES]
     )
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelLoadError(
-            f"could not load the tokenizer of {spec!r} ({type(exc).__name__}: {exc})",
-            "the folder needs tokenizer files (tokenizer.json or vocab/merges); pass --trust-remote-code only if it needs custom code and you trust it",
-        ) from exc
+    tokenizer = _load_tokenizer(spec, path, trust_remote_code)
     if not materialise and not has_safetensors:
         raise ModelLoadError(
             f"model {spec!r} has no safetensors weights, which layer streaming reads",
             "convert the checkpoint to safetensors, or use --offload none",
         )
-    try:
-        model: PreTrainedModel
-        if materialise:
-            with hidden_library_bars():
-                model = AutoModelForCausalLM.from_pretrained(
-                    path,
-                    dtype=torch_dtype,
-                    use_safetensors=True if has_safetensors else None,
-                    trust_remote_code=trust_remote_code,
-                )
-        else:
-            model = _meta_model(path, trust_remote_code)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        hint = "pass --trust-remote-code if the model needs its own code and you trust it"
-        raise ModelLoadError(
-            f"could not load model {spec!r} ({type(exc).__name__}: {exc})", hint
-        ) from exc
+    model = _load_weights(spec, path, torch_dtype, has_safetensors, trust_remote_code, materialise)
     if materialise:
         model.to(resolved_device)  # type: ignore[arg-type]  # transformers types .to() narrowly
     model.eval()
@@ -401,6 +288,81 @@ def load_model(
     )
 
 
+def _load_tokenizer(spec: str, path: Path, trust_remote_code: bool) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(
+            f"could not load the tokenizer of {spec!r} ({type(exc).__name__}: {exc})",
+            "the folder needs tokenizer files (tokenizer.json or vocab/merges); pass --trust-remote-code only if it needs custom code and you trust it",
+        ) from exc
+
+
+def _load_weights(
+    spec: str,
+    path: Path,
+    torch_dtype: torch.dtype,
+    has_safetensors: bool,
+    trust_remote_code: bool,
+    materialise: bool,
+) -> PreTrainedModel:
+    """The model's weights (safetensors preferred), or with ``materialise=False`` its meta skeleton."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        if not materialise:
+            return _meta_model(path, trust_remote_code)
+        with hidden_library_bars():
+            model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
+                path,
+                dtype=torch_dtype,
+                use_safetensors=True if has_safetensors else None,
+                trust_remote_code=trust_remote_code,
+            )
+        return model
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        hint = "pass --trust-remote-code if the model needs its own code and you trust it"
+        raise ModelLoadError(
+            f"could not load model {spec!r} ({type(exc).__name__}: {exc})", hint
+        ) from exc
+
+
+def _adapter_base(spec: str, path: Path) -> str:
+    """The base model an adapter folder's ``adapter_config.json`` names."""
+    import json
+
+    try:
+        adapter = json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"{path / ADAPTER_CONFIG} cannot be read ({exc})", "save the adapter again"
+        ) from exc
+    base_spec = adapter.get("base_model_name_or_path") if isinstance(adapter, dict) else None
+    if not isinstance(base_spec, str) or not base_spec:
+        raise ModelLoadError(
+            f"the adapter {spec!r} names no base model (base_model_name_or_path)",
+            "set base_model_name_or_path in its adapter_config.json",
+        )
+    return base_spec
+
+
+def _check_adapter_weights(spec: str, files: list[str], allow_pickle: bool) -> None:
+    if any(f.endswith(".safetensors") for f in files):
+        return
+    pickled = [f for f in files if f.endswith(PICKLE_SUFFIXES)]
+    if not pickled:
+        raise ModelLoadError(
+            f"the adapter {spec!r} holds no weights", "pass a complete adapter folder"
+        )
+    if not allow_pickle:
+        raise ModelLoadError(
+            f"the adapter {spec!r} has only pickled weights ({pickled[0]}); unpickling can run code",
+            "convert it to safetensors, or pass --allow-pickle if you trust its source",
+        )
+
+
 def _load_adapter(
     spec: str,
     path: Path,
@@ -415,37 +377,14 @@ def _load_adapter(
 
     The digest covers the adapter's files and the base model's digest.
     """
-    import json
-
     if not materialise:
         raise ModelLoadError(
             f"{spec!r} is a LoRA adapter, which layer streaming cannot read",
             "use --offload none, or save the merged model (lmassay repair without --save-adapter)",
         )
-    try:
-        adapter = json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(
-            f"{path / ADAPTER_CONFIG} cannot be read ({exc})", "save the adapter again"
-        ) from exc
-    base_spec = adapter.get("base_model_name_or_path") if isinstance(adapter, dict) else None
-    if not isinstance(base_spec, str) or not base_spec:
-        raise ModelLoadError(
-            f"the adapter {spec!r} names no base model (base_model_name_or_path)",
-            "set base_model_name_or_path in its adapter_config.json",
-        )
+    base_spec = _adapter_base(spec, path)
     files = list_files(path)
-    if not any(f.endswith(".safetensors") for f in files):
-        pickled = [f for f in files if f.endswith(PICKLE_SUFFIXES)]
-        if not pickled:
-            raise ModelLoadError(
-                f"the adapter {spec!r} holds no weights", "pass a complete adapter folder"
-            )
-        if not allow_pickle:
-            raise ModelLoadError(
-                f"the adapter {spec!r} has only pickled weights ({pickled[0]}); unpickling can run code",
-                "convert it to safetensors, or pass --allow-pickle if you trust its source",
-            )
+    _check_adapter_weights(spec, files, allow_pickle)
     base = load_model(
         base_spec,
         device=device,

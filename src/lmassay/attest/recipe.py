@@ -6,7 +6,6 @@ comparison, score (the only heavy step), analyse per category, collect evidence,
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -18,11 +17,12 @@ from typing import Any, Literal
 import numpy as np
 
 from lmassay._atomic import atomic_write_jsonl
+from lmassay.attest.baseline import Baseline, load_baseline
+from lmassay.attest.config import AttestConfig
 from lmassay.attest.document import (
     KL_DIRECTION,
     SCHEMA,
     Attestation,
-    BaselineInfo,
     CategoryRow,
     Evidence,
     EvidenceSample,
@@ -36,126 +36,14 @@ from lmassay.attest.document import (
 )
 from lmassay.attest.document import Comparison as Compared
 from lmassay.attest.evidence import excerpt, rank_samples, token_evidence
-from lmassay.attest.model_loading import LoadedModel, ModelOptions, load_model, same_tokenizer
+from lmassay.attest.model_loading import LoadedModel, load_model, same_tokenizer
 from lmassay.attest.probes import ProbeSample, ProbeSet, load_probes
 from lmassay.attest.scoring import TokenScores, bits_per_byte, tokenize_texts
 from lmassay.attest.statistics import Analysis, SampleStatistic, StatsConfig, analyse
-from lmassay.attest.streaming import OFFLOAD_MODES, Offload, score_models
-from lmassay.choices import COMPARISONS, Comparison
+from lmassay.attest.streaming import score_models
 from lmassay.errors import InputError
 from lmassay.progress import NullProgress, Progress
 from lmassay.provenance import provenance, utc_now
-
-
-@dataclass(frozen=True)
-class AttestConfig(ModelOptions):
-    """Everything ``lmassay attest`` needs; :meth:`validate` names the offending flag.
-
-    The model-loading fields (device, dtype, allow_pickle, trust_remote_code, revision) are
-    :class:`~lmassay.attest.model_loading.ModelOptions`' and keyword-only.
-    """
-
-    model: str
-    """Model under test: a local folder or a Hugging Face hub id."""
-    probes: str
-    """Probe corpus: JSONL, a folder of category sub-folders of .txt files, a saved HF dataset or parquet."""
-    out: str
-    """Output folder for attestation.json, samples.jsonl, report.html and report.md."""
-    reference: str | None = None
-    """Known-good reference model (folder or hub id). Without it the model is scored alone."""
-    baseline: str | None = None
-    """Without a reference: an earlier attestation folder of a trusted model on the same probes."""
-    text_field: str = "text"
-    category_field: str = "category"
-    id_field: str = "id"
-    split: str | None = None
-    per_category: int | None = None
-    seed: int = 0
-    max_length: int | None = None
-    token_budget: int | None = None
-    offload: Offload = "none"
-    """``stream``: score one transformer block at a time from the safetensors files (models that
-    do not fit in memory; see :mod:`lmassay.attest.streaming`); ``none``: load the whole model."""
-    comparison: Comparison = "auto"
-    alpha: float = 0.05
-    noise_floor: float | None = None
-    different_model_threshold: float | None = None
-    n_bootstrap: int = 1000
-    min_samples: int = 5
-    evidence_samples: int = 3
-    evidence_tokens: int = 5
-    context_tokens: int = 12
-    write_report: bool = True
-
-    def validate(self) -> None:
-        super().validate()
-        checks: list[tuple[bool, str, str]] = [
-            (
-                self.offload in OFFLOAD_MODES,
-                f"--offload {self.offload!r} is not known",
-                "use none or stream",
-            ),
-            (
-                self.comparison in COMPARISONS,
-                f"--comparison {self.comparison!r} is not known",
-                "use auto, kl or bpb",
-            ),
-            (0 < self.alpha < 1, f"--alpha {self.alpha} is outside (0, 1)", "use e.g. 0.05"),
-            (
-                self.noise_floor is None or self.noise_floor >= 0,
-                f"--noise-floor {self.noise_floor} is negative",
-                "use 0 or more",
-            ),
-            (
-                self.different_model_threshold is None or self.different_model_threshold > 0,
-                f"--different-model-threshold {self.different_model_threshold} is not positive",
-                "use a positive number",
-            ),
-            (
-                self.n_bootstrap >= 1,
-                f"--n-bootstrap {self.n_bootstrap} is below 1",
-                "use e.g. 1000",
-            ),
-            (self.min_samples >= 2, f"--min-samples {self.min_samples} is below 2", "use e.g. 5"),
-            (
-                self.per_category is None or self.per_category >= 1,
-                f"--per-category {self.per_category} is below 1",
-                "use 1 or more",
-            ),
-            (
-                self.max_length is None or self.max_length >= 1,
-                f"--max-length {self.max_length} is below 1",
-                "use 1 or more",
-            ),
-            (
-                self.token_budget is None or self.token_budget >= 1,
-                f"--token-budget {self.token_budget} is below 1",
-                "use 1 or more",
-            ),
-            (
-                self.evidence_samples >= 0 and self.evidence_tokens >= 0,
-                "--evidence-samples/--evidence-tokens are negative",
-                "use 0 or more",
-            ),
-            (
-                not (self.reference and self.baseline),
-                "--reference and --baseline were both given",
-                "give one of them",
-            ),
-            (
-                not (self.comparison == "kl" and not self.reference),
-                "--comparison kl needs --reference",
-                "add --reference or use --comparison auto",
-            ),
-        ]
-        for ok, what, fix in checks:
-            if not ok:
-                raise InputError(what, fix)
-        out = Path(self.out)
-        if out.exists() and not out.is_dir():
-            raise InputError(
-                f"--out {self.out!r} is a file", "pass a folder (it is created if missing)"
-            )
 
 
 @dataclass
@@ -206,18 +94,9 @@ def attest(config: AttestConfig, progress: Progress | None = None) -> Attestatio
     config.validate()
     started, t0 = utc_now(), time.perf_counter()
 
-    probes = load_probes(
-        config.probes,
-        text_field=config.text_field,
-        category_field=config.category_field,
-        id_field=config.id_field,
-        split=config.split,
-        per_category=config.per_category,
-        seed=config.seed,
-        min_per_category=config.min_samples,
-    )
+    probes = _load_probes(config)
     progress.log(f"probes: {len(probes.samples)} samples in {len(probes.categories)} categories")
-    baseline = _load_baseline(config.baseline, probes) if config.baseline else None
+    baseline = load_baseline(config.baseline, probes) if config.baseline else None
 
     progress.log(
         f"loading model {config.model}"
@@ -261,7 +140,31 @@ def attest(config: AttestConfig, progress: Progress | None = None) -> Attestatio
     )
     evidence = _evidence(analysis, probes.samples, rows, scored, model, reference, config)
 
-    duration = time.perf_counter() - t0
+    prov = _provenance(config, started, time.perf_counter() - t0, scored)
+    document = _document(analysis, evidence, probes, model, reference, baseline, prov)
+    result = AttestationResult(document=document, samples=rows)
+    progress.log(f"writing {config.out}")
+    result.paths = write_outputs(Path(config.out), result, render=config.write_report)
+    return result
+
+
+def _load_probes(config: AttestConfig) -> ProbeSet:
+    return load_probes(
+        config.probes,
+        text_field=config.text_field,
+        category_field=config.category_field,
+        id_field=config.id_field,
+        split=config.split,
+        per_category=config.per_category,
+        seed=config.seed,
+        min_per_category=config.min_samples,
+    )
+
+
+def _provenance(
+    config: AttestConfig, started: str, duration: float, scored: _Scored
+) -> dict[str, Any]:
+    """Tool and library versions, the resolved config, and how long scoring took."""
     n_tokens = sum(s.n_tokens for s in scored.model) + sum(
         s.n_tokens for s in scored.reference or []
     )
@@ -272,11 +175,7 @@ def attest(config: AttestConfig, progress: Progress | None = None) -> Attestatio
         duration_s=round(duration, 3),
         throughput_tokens_per_s=round(n_tokens / duration, 1) if duration > 0 else None,
     )
-    document = _document(analysis, evidence, probes, model, reference, baseline, prov)
-    result = AttestationResult(document=document, samples=rows)
-    progress.log(f"writing {config.out}")
-    result.paths = write_outputs(Path(config.out), result, render=config.write_report)
-    return result
+    return prov
 
 
 def _document(
@@ -285,7 +184,7 @@ def _document(
     probes: ProbeSet,
     model: LoadedModel,
     reference: LoadedModel | None,
-    baseline: _Baseline | None,
+    baseline: Baseline | None,
     prov: dict[str, Any],
 ) -> Attestation:
     """The attestation document; its fields in the order attestation.json has always had them."""
@@ -340,7 +239,7 @@ def _score(
     texts: Sequence[str],
     model: LoadedModel,
     reference: LoadedModel | None,
-    baseline: _Baseline | None,
+    baseline: Baseline | None,
     config: AttestConfig,
     progress: Progress,
 ) -> _Scored:
@@ -568,66 +467,3 @@ def _rescore_with_topk(
         token_budget=config.token_budget,
         topk=5,
     )
-
-
-# --------------------------------------------------------------------------------------------
-# baseline (reference-less comparison against an earlier attestation of a trusted model)
-
-
-@dataclass
-class _Baseline:
-    path: Path
-    logprobs: list[float]
-    n_tokens: list[int]
-    attestation: Attestation
-
-    def describe(self) -> BaselineInfo:
-        model = self.attestation.model
-        return BaselineInfo(
-            path=str(self.path),
-            model=model.name if model else None,
-            digest=model.digest if model else None,
-        )
-
-
-def _load_baseline(path_text: str, probes: ProbeSet) -> _Baseline:
-    folder = Path(path_text)
-    samples_path = folder / "samples.jsonl"
-    att_path = folder / "attestation.json"
-    if not samples_path.is_file() or not att_path.is_file():
-        raise InputError(
-            f"--baseline {path_text!r} is not an attestation folder (needs samples.jsonl and attestation.json)",
-            "pass the --out folder of an earlier `lmassay attest` run of a trusted model on the same probes",
-        )
-    attestation = Attestation.read(att_path)
-    try:
-        by_id = {}
-        for line_no, line in enumerate(samples_path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                row = json.loads(line)
-                by_id[str(row["id"])] = (
-                    float(row["logprob_model"]),
-                    int(row["n_bytes"]),
-                    int(row["n_tokens"]),
-                    line_no,
-                )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(
-            f"--baseline {path_text!r} could not be read ({exc})", "re-run the baseline attestation"
-        ) from exc
-    logprobs, n_tokens = [], []
-    for sample in probes.samples:
-        if sample.id not in by_id:
-            raise InputError(
-                f"--baseline {path_text!r} has no score for probe sample {sample.id!r}",
-                "run the baseline on the same probe corpus (same ids)",
-            )
-        logprob, n_bytes, tokens, line_no = by_id[sample.id]
-        if n_bytes != sample.n_bytes:
-            raise InputError(
-                f"--baseline {path_text!r} sample {sample.id!r} (line {line_no}) has {n_bytes} bytes, the probe has {sample.n_bytes}",
-                "the probe texts changed: re-run the baseline on these probes",
-            )
-        logprobs.append(logprob)
-        n_tokens.append(tokens)
-    return _Baseline(folder, logprobs, n_tokens, attestation)

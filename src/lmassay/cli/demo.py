@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from lmassay.choices import PairSize, TamperKind
+from lmassay.choices import PairSize
 from lmassay.cli._app import EXIT_FLAGGED, EXIT_OK, app, run_command
-from lmassay.cli.options import QuietProgress
+from lmassay.cli.options import Kind, QuietProgress
 
 
 @app.command()
@@ -16,9 +16,7 @@ def demo(
     out: Annotated[
         str, typer.Option("--out", "-o", help="Folder for the attestation and report.html.")
     ] = "lmassay-demo",
-    kind: Annotated[
-        TamperKind, typer.Option(help="Tamper-zoo kind to demonstrate.")
-    ] = "suppression",
+    kind: Kind = "suppression",
     category: Annotated[
         str | None, typer.Option(help="Category to tamper with (default: the kind's own).")
     ] = None,
@@ -34,8 +32,8 @@ def demo(
 ) -> None:
     """Show the whole job offline: make a world, a reference and a tampered copy; attest; report.
 
-    The first run makes everything (about 10 minutes on 2 CPU cores) and caches it; later runs reuse
-    it and only attest. Example:
+    The first run makes everything (minutes on 2 CPU cores) and caches it;
+    later runs reuse it and only attest. Example:
 
         lmassay demo --out lmassay-demo && open lmassay-demo/report.html
 

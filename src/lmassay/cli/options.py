@@ -89,6 +89,13 @@ Seed = Annotated[
 Quiet = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress output and no printed summary.")
 ]
+Kind = Annotated[
+    choices.TamperKind,
+    typer.Option(
+        metavar="KIND",  # the choices are listed in the help: too long for the metavar column
+        help=f"Tamper-zoo kind of the tampered copy: {', '.join(choices.TAMPER_KINDS)}.",
+    ),
+]
 QuietProgress = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 """``--quiet`` of the commands that still print their one-line result (world, zoo, demo, seal)."""
 TextField = Annotated[str, typer.Option(help="Field holding the text (JSONL / dataset / parquet).")]

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from lmassay.choices import Arch, PairSize, TamperKind, WorldSize
+from lmassay.choices import Arch, PairSize, WorldSize
 from lmassay.cli._app import app, run_command
-from lmassay.cli.options import QuietProgress
+from lmassay.cli.options import Kind, QuietProgress
 from lmassay.progress import cli_progress
 
 world_app = typer.Typer(
@@ -95,7 +95,7 @@ def world_pair(
         typer.Option("--out", "-o", help="Folder for world/, reference/ and tampered/."),
     ],
     size: Annotated[PairSize, typer.Option(help="test (seconds) or demo (minutes).")] = "demo",
-    kind: Annotated[TamperKind, typer.Option(help="Tamper kind of the copy.")] = "suppression",
+    kind: Kind = "suppression",
     category: Annotated[
         str | None, typer.Option(help="Category to tamper with (default: the kind's own).")
     ] = None,

@@ -30,7 +30,7 @@ from lmassay.attest.model_loading import (
     ModelOptions,
 )
 from lmassay.digests import model_identity
-from lmassay.errors import InputError
+from lmassay.errors import Check, InputError, require
 from lmassay.progress import NullProgress, Progress
 from lmassay.provenance import utc_now
 from lmassay.repair.edit_inputs import (
@@ -132,7 +132,19 @@ class EditConfig(ModelOptions):
 
     def validate(self) -> None:
         super().validate()
-        checks: list[tuple[bool, str, str]] = [
+        require((*self._value_checks(), *self._combination_checks()))
+        for flag, value in (
+            ("--facts", self.facts),
+            ("--covariance-texts", self.covariance_texts),
+            ("--probes", self.probes),
+        ):
+            if value is not None and not Path(value).exists():
+                raise InputError(f"{flag} {value!r} does not exist", "check the path")
+        self._validate_out()
+
+    def _value_checks(self) -> list[Check]:
+        """Each flag's own range."""
+        return [
             (
                 self.layer is None or self.layer >= 0,
                 f"--layer {self.layer} is negative",
@@ -170,6 +182,11 @@ class EditConfig(ModelOptions):
                 f"--n-bootstrap {self.n_bootstrap} is below 1",
                 "use e.g. 1000",
             ),
+        ]
+
+    def _combination_checks(self) -> list[Check]:
+        """Flags that only make sense together."""
+        return [
             (
                 not (self.reference and not self.probes),
                 "--reference was given without --probes",
@@ -182,17 +199,6 @@ class EditConfig(ModelOptions):
                 "--covariance-texts",
             ),
         ]
-        for ok, what, fix in checks:
-            if not ok:
-                raise InputError(what, fix)
-        for flag, value in (
-            ("--facts", self.facts),
-            ("--covariance-texts", self.covariance_texts),
-            ("--probes", self.probes),
-        ):
-            if value is not None and not Path(value).exists():
-                raise InputError(f"{flag} {value!r} does not exist", "check the path")
-        self._validate_out()
 
     def _validate_out(self) -> None:
         out = Path(self.out).expanduser()

@@ -1,0 +1,130 @@
+"""What ``lmassay attest`` is asked to do: :class:`AttestConfig`, checked once by ``validate``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmassay.attest.model_loading import ModelOptions
+from lmassay.attest.streaming import OFFLOAD_MODES, Offload
+from lmassay.choices import COMPARISONS, Comparison
+from lmassay.errors import Check, InputError, require
+
+__all__ = ["AttestConfig"]
+
+
+@dataclass(frozen=True)
+class AttestConfig(ModelOptions):
+    """Everything ``lmassay attest`` needs; :meth:`validate` names the offending flag.
+
+    The model-loading fields (device, dtype, allow_pickle, trust_remote_code, revision) are
+    :class:`~lmassay.attest.model_loading.ModelOptions`' and keyword-only.
+    """
+
+    model: str
+    """Model under test: a local folder or a Hugging Face hub id."""
+    probes: str
+    """Probe corpus: JSONL, a folder of category sub-folders of .txt files, a saved HF dataset or parquet."""
+    out: str
+    """Output folder for attestation.json, samples.jsonl, report.html and report.md."""
+    reference: str | None = None
+    """Known-good reference model (folder or hub id). Without it the model is scored alone."""
+    baseline: str | None = None
+    """Without a reference: an earlier attestation folder of a trusted model on the same probes."""
+    text_field: str = "text"
+    category_field: str = "category"
+    id_field: str = "id"
+    split: str | None = None
+    per_category: int | None = None
+    seed: int = 0
+    max_length: int | None = None
+    token_budget: int | None = None
+    offload: Offload = "none"
+    """``stream``: score one transformer block at a time from the safetensors files (models that
+    do not fit in memory; see :mod:`lmassay.attest.streaming`); ``none``: load the whole model."""
+    comparison: Comparison = "auto"
+    alpha: float = 0.05
+    noise_floor: float | None = None
+    different_model_threshold: float | None = None
+    n_bootstrap: int = 1000
+    min_samples: int = 5
+    evidence_samples: int = 3
+    evidence_tokens: int = 5
+    context_tokens: int = 12
+    write_report: bool = True
+
+    def validate(self) -> None:
+        super().validate()
+        require((*self._value_checks(), *self._combination_checks()))
+        out = Path(self.out)
+        if out.exists() and not out.is_dir():
+            raise InputError(
+                f"--out {self.out!r} is a file", "pass a folder (it is created if missing)"
+            )
+
+    def _value_checks(self) -> list[Check]:
+        """Each flag's own range."""
+        return [
+            (
+                self.offload in OFFLOAD_MODES,
+                f"--offload {self.offload!r} is not known",
+                "use none or stream",
+            ),
+            (
+                self.comparison in COMPARISONS,
+                f"--comparison {self.comparison!r} is not known",
+                "use auto, kl or bpb",
+            ),
+            (0 < self.alpha < 1, f"--alpha {self.alpha} is outside (0, 1)", "use e.g. 0.05"),
+            (
+                self.noise_floor is None or self.noise_floor >= 0,
+                f"--noise-floor {self.noise_floor} is negative",
+                "use 0 or more",
+            ),
+            (
+                self.different_model_threshold is None or self.different_model_threshold > 0,
+                f"--different-model-threshold {self.different_model_threshold} is not positive",
+                "use a positive number",
+            ),
+            (
+                self.n_bootstrap >= 1,
+                f"--n-bootstrap {self.n_bootstrap} is below 1",
+                "use e.g. 1000",
+            ),
+            (self.min_samples >= 2, f"--min-samples {self.min_samples} is below 2", "use e.g. 5"),
+            (
+                self.per_category is None or self.per_category >= 1,
+                f"--per-category {self.per_category} is below 1",
+                "use 1 or more",
+            ),
+            (
+                self.max_length is None or self.max_length >= 1,
+                f"--max-length {self.max_length} is below 1",
+                "use 1 or more",
+            ),
+            (
+                self.token_budget is None or self.token_budget >= 1,
+                f"--token-budget {self.token_budget} is below 1",
+                "use 1 or more",
+            ),
+            (
+                self.evidence_samples >= 0 and self.evidence_tokens >= 0,
+                "--evidence-samples/--evidence-tokens are negative",
+                "use 0 or more",
+            ),
+        ]
+
+    def _combination_checks(self) -> list[Check]:
+        """Flags that only make sense together."""
+        return [
+            (
+                not (self.reference and self.baseline),
+                "--reference and --baseline were both given",
+                "give one of them",
+            ),
+            (
+                not (self.comparison == "kl" and not self.reference),
+                "--comparison kl needs --reference",
+                "add --reference or use --comparison auto",
+            ),
+        ]
