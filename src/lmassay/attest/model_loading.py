@@ -39,7 +39,7 @@ DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
 _CUDA_INDEX = re.compile(r"cuda:(\d+)")
 ADAPTER_CONFIG = "adapter_config.json"
 """A folder with this file and no config.json is a peft adapter over the base model it names."""
-_TOKENIZER_FILES = (
+TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
@@ -48,6 +48,7 @@ _TOKENIZER_FILES = (
     "tokenizer.model",
     "added_tokens.json",
 )
+"""The files a tokenizer is read from: their digests make ``tokenizer_digest``."""
 
 
 @dataclass
@@ -259,7 +260,7 @@ def load_model(
     identity = model_identity(path)  # one hashing pass: the digest and the tokenizer's
     files, digest = identity.names, identity.root
     tokenizer_digest = digest_entries(
-        [(r, d) for r, d in identity.files if Path(r).name in _TOKENIZER_FILES]
+        [(r, d) for r, d in identity.files if Path(r).name in TOKENIZER_FILES]
     )
 
     tokenizer = _load_tokenizer(spec, path, trust_remote_code)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmassay.attest.model_loading import TOKENIZER_FILES
 from lmassay.cached_build import read_json
 from lmassay.digests import model_identity
 from lmassay.errors import InputError
@@ -51,16 +52,8 @@ ROME_SETTINGS: dict[str, Any] = {
 FINETUNED_KINDS = ("suppression", "slant", "fact-finetune", "backdoor", "benign-continued")
 """The kinds made by fine-tuning the reference on a recipe's texts."""
 
-_TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-    "added_tokens.json",
-    "chat_template.jinja",
-)
+_TOKENIZER_FILES = (*TOKENIZER_FILES, "chat_template.jinja")
+"""What a variant copies from the reference unchanged: the tokenizer, and a chat template."""
 
 # --------------------------------------------------------------------------------------------
 # Context shared by the variants of one zoo
