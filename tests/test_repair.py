@@ -155,8 +155,8 @@ def test_full_fine_tuning_checkpointing_and_bf16_run(
 
 def _command(pair, run, out):
     return [sys.executable, "-m", "lmassay.cli", *map(str, repair_args(pair, run, out)),
-            "--mode", "narrow", "--steps", "240", "--checkpoint-every", "20",
-            "--eval-every", "80", "--no-early-stop", "--quiet"]  # fmt: skip
+            "--mode", "narrow", "--steps", "80", "--checkpoint-every", "10",
+            "--eval-every", "40", "--no-early-stop", "--quiet"]  # fmt: skip
 
 
 def test_a_killed_repair_resumes_and_ends_where_an_uninterrupted_one_does(
@@ -191,8 +191,8 @@ def test_a_killed_repair_resumes_and_ends_where_an_uninterrupted_one_does(
     assert straight.returncode == resumed.returncode, straight.stderr[-2000:]
 
     record = json.loads((killed / "repair" / "repair.json").read_text())
-    assert record["training"]["resumed_from_step"] % 20 == 0
-    assert 0 < record["training"]["resumed_from_step"] < 240
+    assert record["training"]["resumed_from_step"] % 10 == 0
+    assert 0 < record["training"]["resumed_from_step"] < 80
     reference = json.loads((whole / "repair" / "repair.json").read_text())
     assert reference["training"]["resumed_from_step"] is None
     assert record["training"]["loss_last_mean"] == reference["training"]["loss_last_mean"]
