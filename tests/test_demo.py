@@ -36,7 +36,10 @@ def test_demo_help_and_bad_input(tmp_path):
     assert runner.invoke(app, ["demo", "--help"]).exit_code == 0
     bad = runner.invoke(app, ["demo", "--kind", "nonsense", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2
-    assert bad.stderr.startswith("demo failed: Invalid value for '--kind'") and "nonsense" in bad.stderr
+    assert (
+        bad.stderr.startswith("demo failed: Invalid value for '--kind'")
+        and "nonsense" in bad.stderr
+    )
     assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.output
     file_out = tmp_path / "file"
     file_out.write_text("x")
