@@ -209,6 +209,7 @@ def test_baseline_with_other_probes_is_refused(tmp_path, world_pair):
         run(tmp_path, world_pair, reference=None, baseline=str(base.paths["attestation"].parent))
 
 
+@pytest.mark.slow  # 54 s on 2 CPU cores (bfloat16 matmuls are slow on CPUs); run by make test-all
 def test_bfloat16_models_flag_the_same_category_and_self_kl_is_zero(tmp_path, world_pair):
     result = run(tmp_path, world_pair, dtype="bfloat16", name="bf16")
     att = result.attestation
