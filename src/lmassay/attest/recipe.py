@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -36,7 +36,7 @@ from lmassay.attest.document import (
 )
 from lmassay.attest.document import Comparison as Compared
 from lmassay.attest.evidence import excerpt, rank_samples, token_evidence
-from lmassay.attest.model_loading import LoadedModel, load_model, same_tokenizer
+from lmassay.attest.model_loading import LoadedModel, same_tokenizer
 from lmassay.attest.probes import ProbeSample, ProbeSet, load_probes
 from lmassay.attest.scoring import TokenScores, bits_per_byte, tokenize_texts
 from lmassay.attest.statistics import Analysis, SampleStatistic, StatsConfig, analyse
@@ -103,18 +103,15 @@ def attest(config: AttestConfig, progress: Progress | None = None) -> Attestatio
         + (f" and reference {config.reference}" if config.reference else "")
     )
 
-    def load(spec: str) -> LoadedModel:
-        return load_model(
-            spec,
-            device=config.device,
-            dtype=config.dtype,
-            allow_pickle=config.allow_pickle,
-            trust_remote_code=config.trust_remote_code,
-            materialise=config.offload == "none",
-        )
-
-    model = load(config.model)
-    reference = load(config.reference) if config.reference else None
+    materialise = config.offload == "none"
+    model = config.load(config.model, materialise=materialise)
+    # --revision names a revision of the model under test, not of the reference.
+    reference_options = replace(config.model_options, revision=None)
+    reference = (
+        reference_options.load(config.reference, materialise=materialise)
+        if config.reference
+        else None
+    )
     progress.log(
         f"model: {model.name} ({model.n_parameters:,} parameters, {model.dtype} on {model.device})"
     )
