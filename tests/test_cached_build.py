@@ -30,36 +30,32 @@ def _builder(calls: list[Path], request: dict[str, object]):
     return build
 
 
-@pytest.mark.parametrize("staged", [False, True])
-def test_reused_when_the_request_matches_rebuilt_when_not(tmp_path: Path, staged: bool) -> None:
+def test_reused_when_the_request_matches_rebuilt_when_not(tmp_path: Path) -> None:
     folder, calls, lines = tmp_path / "thing", [], Lines()
     request = {"format": "x/1", "seed": 0}
     first = reuse_or_build(
         folder, request, _builder(calls, request), card_name="card.json",
-        needed=("data.txt",), staged=staged, what="thing", progress=lines,
+        needed=("data.txt",), what="thing", progress=lines,
     )  # fmt: skip
     assert not first.reused and first.card == {"request": request, "note": 1}
     assert json.loads((folder / "card.json").read_text()) == first.card
     again = reuse_or_build(
         folder, request, _builder(calls, request), card_name="card.json",
-        needed=("data.txt",), staged=staged, what="thing", progress=lines,
+        needed=("data.txt",), what="thing", progress=lines,
     )  # fmt: skip
     assert again.reused and again.card == first.card and len(calls) == 1
     assert lines.lines == [f"making the thing in {folder}", f"reusing the thing in {folder}"]
-    if staged:
-        assert calls[0] == tmp_path / ".thing.partial" and not calls[0].exists()
-    else:
-        assert calls[0] == folder
+    assert calls[0].parent == tmp_path and calls[0].name.startswith(".thing.partial-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thing"]  # staged, then put in place
 
     other = {"format": "x/1", "seed": 1}
-    rebuilt = reuse_or_build(
-        folder, other, _builder(calls, other), card_name="card.json", staged=staged
-    )
+    rebuilt = reuse_or_build(folder, other, _builder(calls, other), card_name="card.json")
     assert not rebuilt.reused and len(calls) == 2
     assert (folder / "data.txt").read_text() == f"made for {other}"
 
 
 def test_a_missing_needed_file_or_a_broken_card_means_rebuild(tmp_path: Path) -> None:
+    tmp_path = tmp_path / "thing"
     request = {"seed": 0}
     calls: list[Path] = []
     reuse_or_build(tmp_path, request, _builder(calls, request), card_name="card.json")
@@ -72,7 +68,8 @@ def test_a_missing_needed_file_or_a_broken_card_means_rebuild(tmp_path: Path) ->
     assert matching_card(tmp_path, request, card_name="card.json", key=None) == request
 
 
-def test_a_half_made_folder_is_never_reused(tmp_path: Path) -> None:
+def test_a_half_made_folder_is_never_reused_and_the_old_one_is_kept(tmp_path: Path) -> None:
+    tmp_path = tmp_path / "thing"
     request = {"seed": 0}
 
     def crash(target: Path) -> dict[str, object]:
@@ -83,10 +80,11 @@ def test_a_half_made_folder_is_never_reused(tmp_path: Path) -> None:
     reuse_or_build(tmp_path, request, _builder(calls, request), card_name="card.json")
     with pytest.raises(KeyboardInterrupt):
         reuse_or_build(tmp_path, {"seed": 1}, crash, card_name="card.json")
-    assert not (tmp_path / "card.json").exists()  # removed before the build started
-    assert not reuse_or_build(
-        tmp_path, request, _builder(calls, request), card_name="card.json"
-    ).reused
+    assert json.loads((tmp_path / "card.json").read_text())["request"] == request  # the old one
+    assert sorted(p.name for p in tmp_path.parent.iterdir()) == ["thing"]  # no staging left
+    with pytest.raises(KeyboardInterrupt):
+        reuse_or_build(tmp_path, {"seed": 1}, crash, card_name="card.json")
+    assert reuse_or_build(tmp_path, request, _builder(calls, request), card_name="card.json").reused
 
 
 def test_refuses_a_file_and_a_foreign_folder(tmp_path: Path) -> None:
@@ -97,10 +95,12 @@ def test_refuses_a_file_and_a_foreign_folder(tmp_path: Path) -> None:
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
     with pytest.raises(InputError, match="not made by lmassay"):
-        reuse_or_build(foreign, {}, lambda t: {"request": {}}, card_name="c.json", staged=True)
+        reuse_or_build(foreign, {}, lambda t: {"request": {}}, card_name="c.json")
     assert (foreign / "notes.txt").read_text() == "keep me"
 
 
 def test_a_card_without_its_request_is_a_programming_error(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="does not record the request"):
-        reuse_or_build(tmp_path, {"seed": 0}, lambda t: {"request": {}}, card_name="c.json")
+        reuse_or_build(
+            tmp_path / "thing", {"seed": 0}, lambda t: {"request": {}}, card_name="c.json"
+        )

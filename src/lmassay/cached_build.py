@@ -4,16 +4,15 @@ A cached folder (a world, a reference model, a zoo variant, an interrupted repai
 *card* that records the *request* it was made from: every input that decides its content. The
 card is written last, so a folder with a card is complete. :func:`reuse_or_build` returns the
 folder as it is when its card records the same request and the files it needs are there, and
-builds it otherwise: in place (the old card removed first; other files are left alone) or, with
-``staged=True``, in a hidden ``.<name>.partial`` folder beside it that replaces the folder when
-complete. :func:`matching_card` is the check alone, for callers that resume rather than reuse.
+builds it otherwise, as one set (:class:`~lmassay.output_folder.OutputFolder`): in a hidden
+staging folder beside it that replaces the folder when complete, under a lock that makes a second
+process building the same folder wait and then reuse it. :func:`matching_card` is the check alone, for callers that resume rather than reuse.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 from lmassay._atomic import atomic_write_json
 from lmassay.errors import InputError
+from lmassay.output_folder import OutputFolder
 from lmassay.progress import NullProgress, Progress
 
 __all__ = ["Built", "matching_card", "read_json", "reuse_or_build"]
@@ -65,41 +65,16 @@ def matching_card(
     return card if all((folder / name).is_file() for name in needed) else None
 
 
-def _check_target(folder: Path, card_name: str, staged: bool) -> None:
+def _check_target(folder: Path, card_name: str) -> None:
     if folder.exists() and not folder.is_dir():
         raise InputError(
             f"--out {str(folder)!r} is a file", "pass a folder (it is created if missing)"
         )
-    if staged and folder.is_dir() and any(folder.iterdir()) and not (folder / card_name).is_file():
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / card_name).is_file():
         raise InputError(
             f"{str(folder)!r} exists and was not made by lmassay (no {card_name})",
             "remove it or choose another folder",
         )
-
-
-def _build_in_place(
-    folder: Path, build: Callable[[Path], dict[str, Any]], card_name: str
-) -> dict[str, Any]:
-    (folder / card_name).unlink(missing_ok=True)  # a half-made folder is never reused
-    folder.mkdir(parents=True, exist_ok=True)
-    card = build(folder)
-    atomic_write_json(folder / card_name, card)
-    return card
-
-
-def _build_staged(
-    folder: Path, build: Callable[[Path], dict[str, Any]], card_name: str
-) -> dict[str, Any]:
-    partial = folder.parent / f".{folder.name}.partial"
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    card = build(partial)
-    atomic_write_json(partial / card_name, card)
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(partial, folder)
-    return card
 
 
 def reuse_or_build(
@@ -109,7 +84,6 @@ def reuse_or_build(
     *,
     card_name: str,
     needed: Sequence[str] = (),
-    staged: bool = False,
     intact: Callable[[dict[str, Any]], bool] | None = None,
     what: str = "folder",
     progress: Progress | None = None,
@@ -118,21 +92,36 @@ def reuse_or_build(
 
     ``build(target)`` writes the folder's files into ``target`` and returns the card, which must
     hold ``request`` under the key ``"request"``; it is written to ``target/card_name`` last.
-    ``target`` is ``folder`` itself (its old card removed first), or with ``staged`` a fresh
-    ``.<name>.partial`` folder beside it that then replaces ``folder`` whole; a non-empty folder
-    without a card is then refused rather than replaced. ``needed`` names the files a reusable
-    folder must hold besides the card, and ``intact(card)``, when given, checks them further (their
+    ``target`` is the staging folder of an :class:`~lmassay.output_folder.OutputFolder`, which
+    replaces ``folder`` whole once the card is written; a non-empty folder without a card is
+    refused rather than replaced. While another process builds the same folder, this one waits
+    for it and then reuses its result if it matches. ``needed`` names the files a reusable folder
+    must hold besides the card, and ``intact(card)``, when given, checks them further (their
     digests, say). ``what`` names the folder in the progress lines.
     """
     root = Path(folder)
     progress = progress or NullProgress()
-    _check_target(root, card_name, staged)
-    card = matching_card(root, request, card_name=card_name, needed=needed)
-    if card is not None and (intact is None or intact(card)):
-        progress.log(f"reusing the {what} in {root}")
-        return Built(root, card, reused=True)
-    progress.log(f"making the {what} in {root}")
-    card = (_build_staged if staged else _build_in_place)(root, build, card_name)
-    if card.get("request") != dict(request):  # a programming error in ``build``
-        raise RuntimeError(f"the card of {root} does not record the request it was built from")
-    return Built(root, card, reused=False)
+    _check_target(root, card_name)
+
+    def reusable() -> dict[str, Any] | None:
+        card = matching_card(root, request, card_name=card_name, needed=needed)
+        return card if card is not None and (intact is None or intact(card)) else None
+
+    card = reusable()
+    if card is None:
+        with OutputFolder(root, owned=None, wait=True, on_wait=progress.log) as out:
+            _check_target(root, card_name)
+            card = reusable()  # another run may have built it while we waited
+            if card is None:
+                progress.log(f"making the {what} in {root}")
+                card = build(out.staging)
+                if card.get("request") != dict(request):  # a programming error in ``build``
+                    raise RuntimeError(
+                        f"the card of {root} does not record the request it was built from"
+                    )
+                with out.writing():
+                    atomic_write_json(out.staging / card_name, card)
+                out.commit()
+                return Built(root, card, reused=False)
+    progress.log(f"reusing the {what} in {root}")
+    return Built(root, card, reused=True)

@@ -42,6 +42,7 @@ from lmassay.attest.scoring import TokenScores, bits_per_byte, tokenize_texts
 from lmassay.attest.statistics import Analysis, SampleStatistic, StatsConfig, analyse
 from lmassay.attest.streaming import score_models
 from lmassay.errors import InputError
+from lmassay.output_folder import OutputFolder
 from lmassay.progress import NullProgress, Progress
 from lmassay.provenance import provenance, utc_now
 
@@ -88,8 +89,22 @@ class _Scored:
         return self.reference[index].n_tokens if self.reference is not None else None
 
 
-def attest(config: AttestConfig, progress: Progress | None = None) -> AttestationResult:
-    """Run an attestation and write its outputs to ``config.out``. See :class:`AttestConfig`."""
+def attest(
+    config: AttestConfig,
+    progress: Progress | None = None,
+    *,
+    published_as: tuple[str, str] | None = None,
+) -> AttestationResult:
+    """Run an attestation and write its outputs to ``config.out`` as one set.
+
+    ``config.out`` is checked (writable, not holding other files, room for the outputs) and locked
+    before the models are loaded, and the files appear there together only when all are written:
+    see :class:`~lmassay.output_folder.OutputFolder`. See :class:`AttestConfig` for the settings.
+
+    ``published_as=(model, out)``: the model at ``config.model`` and the folder ``config.out`` are
+    staged copies (``edit`` and ``repair`` attest their output before putting it in place), and
+    the document names the model folder and attestation folder they will be published as.
+    """
     progress = progress or NullProgress()
     config.validate()
     started, t0 = utc_now(), time.perf_counter()
@@ -97,7 +112,29 @@ def attest(config: AttestConfig, progress: Progress | None = None) -> Attestatio
     probes = _load_probes(config)
     progress.log(f"probes: {len(probes.samples)} samples in {len(probes.categories)} categories")
     baseline = load_baseline(config.baseline, probes) if config.baseline else None
+    with OutputFolder(
+        config.out, owned=OUTPUT_FILES, needs_bytes=_output_size(len(probes.samples))
+    ) as out:
+        result = _run(config, probes, baseline, progress, started, t0)
+        if published_as is not None:
+            result.document = _published_as(result.document, *published_as)
+        progress.log(f"writing {config.out}")
+        with out.writing():
+            written = write_outputs(out.staging, result, render=config.write_report)
+        result.paths = {key: out.final(path) for key, path in written.items()}
+        out.commit()
+    return result
 
+
+def _run(
+    config: AttestConfig,
+    probes: ProbeSet,
+    baseline: Baseline | None,
+    progress: Progress,
+    started: str,
+    t0: float,
+) -> AttestationResult:
+    """Load the models, score, analyse and collect the evidence: the attestation, not yet written."""
     progress.log(
         f"loading model {config.model}"
         + (f" and reference {config.reference}" if config.reference else "")
@@ -139,10 +176,19 @@ def attest(config: AttestConfig, progress: Progress | None = None) -> Attestatio
 
     prov = _provenance(config, started, time.perf_counter() - t0, scored)
     document = _document(analysis, evidence, probes, model, reference, baseline, prov)
-    result = AttestationResult(document=document, samples=rows)
-    progress.log(f"writing {config.out}")
-    result.paths = write_outputs(Path(config.out), result, render=config.write_report)
-    return result
+    return AttestationResult(document=document, samples=rows)
+
+
+def _published_as(document: Attestation, model: str, out: str) -> Attestation:
+    """``document`` naming the model ``model`` and the run folder ``out`` instead of the staged
+    copies it scored and was written to."""
+    config_json = {"model": model, "out": out}
+    return replace(
+        document,
+        model=document.model and replace(document.model, name=model, path=model),
+        provenance=document.provenance
+        and replace(document.provenance, config={**document.provenance.config, **config_json}),
+    )
 
 
 def _load_probes(config: AttestConfig) -> ProbeSet:
@@ -210,8 +256,27 @@ def _document(
     )
 
 
+OUTPUT_FILES = (
+    "attestation.json",
+    "samples.jsonl",
+    "report.html",
+    "report.md",
+    "attestation.sig",  # attest --sign
+    "repair.json",  # repair's OUT/repair folder
+)
+"""What an attestation folder holds; ``--out`` may replace a folder holding only these."""
+
+
+def _output_size(n_samples: int) -> int:
+    """A generous estimate of the bytes an attestation of ``n_samples`` writes (rows, reports)."""
+    return 16 * 2**20 + 2048 * n_samples
+
+
 def write_outputs(out: Path, result: AttestationResult, *, render: bool = True) -> dict[str, Path]:
-    """Write samples.jsonl, attestation.json (and the reports), each atomically."""
+    """Write samples.jsonl, attestation.json (and the reports) into ``out``, each atomically.
+
+    :func:`attest` writes them into its staging folder, which then replaces ``--out`` whole.
+    """
     out.mkdir(parents=True, exist_ok=True)
     paths = {
         "samples": atomic_write_jsonl(out / "samples.jsonl", result.samples),

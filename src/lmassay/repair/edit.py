@@ -7,16 +7,14 @@ rank-one update per fact (:func:`lmassay.repair.rank_one.edit_facts`, the method
 (:mod:`lmassay.repair.edit_record`, which states the verification contract), save a standard
 transformers folder, optionally attest it against a reference, and write ``edit.json``.
 
-Everything goes to a hidden temporary folder beside ``OUT`` that is renamed to ``OUT`` only when
-the run has finished, so a failed or interrupted run leaves no ``OUT`` (or the old one, with
-``overwrite``) behind.
+``OUT`` is written as one set (:class:`~lmassay.output_folder.OutputFolder`): checked and locked
+before the model is loaded, everything written to a hidden staging folder beside it that replaces
+``OUT`` only when the run has finished, so a failed or interrupted run leaves no ``OUT`` (or the
+old one, with ``overwrite``) behind.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,6 +29,7 @@ from lmassay.attest.model_loading import (
 )
 from lmassay.digests import model_identity
 from lmassay.errors import Check, InputError, require
+from lmassay.output_folder import OutputFolder, needed_for_copy
 from lmassay.progress import NullProgress, Progress
 from lmassay.provenance import utc_now
 from lmassay.repair.edit_inputs import (
@@ -63,7 +62,7 @@ from lmassay.repair.mlp_site import (
     target_probability,
 )
 from lmassay.repair.rank_one import edit_facts
-from lmassay.repair.saving import publish, save_like_source, source_dtype
+from lmassay.repair.saving import save_like_source, source_dtype
 
 if TYPE_CHECKING:
     from lmassay.attest.recipe import AttestationResult
@@ -236,27 +235,24 @@ def edit_model(config: EditConfig, progress: Progress | None = None) -> EditResu
     run = utc_now(), time.perf_counter()
     requests = read_fact_edits(config.facts)
     progress.log(f"facts: {len(requests)} from {config.facts}")
-    progress.log(f"loading model {config.model}")
-    loaded = config.load(config.model)
-    edited = _edit_and_verify(config, loaded, requests, progress)
-
     out = Path(config.out).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with OutputFolder(out, owned=None, needs_bytes=needed_for_copy(config.model)) as folder:
+        progress.log(f"loading model {config.model}")
+        loaded = config.load(config.model)
+        edited = _edit_and_verify(config, loaded, requests, progress)
+        staging = folder.staging
         progress.log(f"saving the edited model ({edited.dtype} safetensors)")
-        saved = _save(loaded, staging, out)
+        with folder.writing():
+            saved = _save(loaded, staging, out)
         del loaded  # the attestation loads the edited model from the folder
         attestation = None
         if config.reference is not None and config.probes is not None:
             progress.log("attesting the edited model against the reference")
             attestation = _attest(config, config.reference, config.probes, staging, out, progress)
         record = edit_record(config, run, edited, saved, attestation)
-        atomic_write_json(staging / EDIT_FILE, record)
-        publish(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        with folder.writing():
+            atomic_write_json(staging / EDIT_FILE, record)
+        folder.commit()
     progress.log(f"wrote {out}")
     paths = {"model": out, "edit": out / EDIT_FILE}
     if attestation is not None:
@@ -325,9 +321,8 @@ def _attest(
     config: EditConfig, reference: str, probes: str, staging: Path, final: Path, progress: Progress
 ) -> AttestationResult:
     """Attest the edited model in ``staging`` against ``reference`` into ``staging/attestation``;
-    the paths it records are then rewritten to where the folder will be (``final``)."""
+    the document names the folder the model is published to (``final``)."""
     from lmassay.attest.recipe import AttestConfig, attest
-    from lmassay.report import write_report
 
     folder = staging / ATTESTATION_DIR
     result = attest(
@@ -341,19 +336,6 @@ def _attest(
             **asdict(config.model_options),
         ),
         progress,
+        published_as=(str(final), str(final / ATTESTATION_DIR)),
     )
-    # The run scored the staging folder; the document names the folder the model is published to.
-    document = result.document
-    config_json = {"model": str(final), "out": str(final / ATTESTATION_DIR)}
-    document = dataclasses.replace(
-        document,
-        model=document.model
-        and dataclasses.replace(document.model, name=str(final), path=str(final)),
-        provenance=document.provenance
-        and dataclasses.replace(
-            document.provenance, config={**document.provenance.config, **config_json}
-        ),
-    )
-    document.write(folder / "attestation.json")
-    write_report(folder, document)
-    return dataclasses.replace(result, document=document)
+    return result

@@ -3,8 +3,10 @@
 Files: the repaired model goes to ``OUT`` (a transformers folder, or a peft adapter folder with
 ``save_adapter``); ``OUT/repair/`` holds ``repair.json``, the new ``attestation.json``,
 ``samples.jsonl`` and the reports with a before/after section.  While it runs, ``OUT.partial/``
-holds the request and the newest checkpoint; a rerun with the same request resumes from it, and it
-is removed when the repair finishes.
+holds the request, the newest checkpoint and the repaired model being attested
+(``OUT.partial/model``); a rerun with the same request resumes from it. ``OUT`` appears, complete,
+in one rename at the end (:func:`lmassay.output_folder.publish`), and ``OUT.partial/`` is then
+removed; ``OUT`` is locked for the whole run, so a second repair into it is refused.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from lmassay.cached_build import matching_card
 from lmassay.choices import Dtype
 from lmassay.digests import digest_file, model_identity
 from lmassay.errors import InputError
+from lmassay.output_folder import check_space, locked, needed_for_copy, publish
 from lmassay.progress import NullProgress, Progress
 from lmassay.provenance import provenance, utc_now
 from lmassay.repair.config import RepairConfig
@@ -38,7 +41,6 @@ from lmassay.repair.inputs import (
     recorded_digest,
 )
 from lmassay.repair.outcome import compare_attestations
-from lmassay.repair.saving import publish
 from lmassay.report import write_report
 
 SCHEMA = "lmassay.repair/v1"
@@ -46,6 +48,7 @@ REPORT_FOLDER = "repair"
 REPAIR_FILE = "repair.json"
 _REQUEST_FILE = "request.json"
 _SAVED_MARK = "saved.json"
+_STAGED_MODEL = "model"
 
 
 @dataclass(frozen=True)
@@ -73,21 +76,31 @@ def repair(config: RepairConfig, progress: Progress | None = None) -> RepairResu
     out = Path(config.out)
     work = out.with_name(out.name + ".partial")
     judgement = read_judgement(config)
-    _refuse_existing_out(config, out, work)
-    data = read_repair_data(config, judgement, progress)
+    with locked(out):  # one repair per OUT (and per OUT.partial) at a time
+        _refuse_existing_out(config, out, work)
+        check_space(out, needed_for_copy(config.model))
+        data = read_repair_data(config, judgement, progress)
 
-    models = _load_models(config, judgement, progress)
-    _prepare_work(work, _request(config, judgement, models, data), config.restart)
+        models = _load_models(config, judgement, progress)
+        _prepare_work(work, _request(config, judgement, models, data), config.restart)
 
-    training = _trained_and_saved(config, judgement, models, data, work, progress)
-    progress.log("attesting the repaired model on the held-out probes")
-    after = attest(_attest_config(config, judgement), progress)
+        staged = work / _STAGED_MODEL
+        training = _trained_and_saved(config, judgement, models, data, work, progress)
+        progress.log("attesting the repaired model on the held-out probes")
+        after = attest(
+            _attest_config(config, judgement, staged),
+            progress,
+            published_as=(str(out), str(out / REPORT_FOLDER)),
+        )
 
-    record = _record(config, run, judgement, models, data, training, after)
-    folder = out / REPORT_FOLDER
-    atomic_write_json(folder / REPAIR_FILE, record)
-    after.paths.update(write_report(folder, after.attestation, repair=record))
-    shutil.rmtree(work, ignore_errors=True)
+        record = _record(config, run, judgement, models, data, training, after)
+        folder = staged / REPORT_FOLDER
+        atomic_write_json(folder / REPAIR_FILE, record)
+        after.paths.update(write_report(folder, after.attestation, repair=record))
+        after.paths = {key: out / path.relative_to(staged) for key, path in after.paths.items()}
+        progress.log(f"putting the repaired model in place: {out}")
+        publish(staged, out)  # an existing OUT was refused before training unless --force
+        shutil.rmtree(work, ignore_errors=True)
     return RepairResult(record=record, out=out, attestation=after)
 
 
@@ -96,10 +109,8 @@ def repair(config: RepairConfig, progress: Progress | None = None) -> RepairResu
 
 
 def _refuse_existing_out(config: RepairConfig, out: Path, work: Path) -> None:
-    """A non-empty ``OUT`` is replaced only with ``--force``, or when an interrupted run of this
-    repair saved the repaired model there and has still to attest it."""
-    resuming = (work / _SAVED_MARK).is_file() and not config.restart
-    if out.exists() and any(out.iterdir()) and not config.force and not resuming:
+    """A non-empty ``OUT`` is replaced only with ``--force``."""
+    if out.exists() and any(out.iterdir()) and not config.force:
         raise InputError(
             f"--out {out} already exists", "pass --force to replace it, or choose another folder"
         )
@@ -192,13 +203,14 @@ def _trained_and_saved(
     work: Path,
     progress: Progress,
 ) -> dict[str, Any]:
-    """Train and save the repaired model to ``OUT``; return the training record. When an earlier
-    run of this request saved it already (and stopped before attesting), only its record."""
-    out = Path(config.out)
+    """Train and save the repaired model to ``work/model`` (published to ``OUT`` once attested);
+    return the training record. When an earlier run of this request saved it already (and
+    stopped before attesting), only its record."""
+    staged = work / _STAGED_MODEL
     saved_mark = work / _SAVED_MARK
-    model_file = out / ("adapter_config.json" if config.save_adapter else "config.json")
+    model_file = staged / ("adapter_config.json" if config.save_adapter else "config.json")
     if saved_mark.is_file() and model_file.is_file():
-        progress.log(f"the repaired model is already saved in {out}; attesting it")
+        progress.log("the repaired model was saved by the interrupted run; attesting it")
         training: dict[str, Any] = json.loads(saved_mark.read_text(encoding="utf-8"))["training"]
         return training
     noise_floor = judgement.before.summary.noise_floor
@@ -207,22 +219,21 @@ def _trained_and_saved(
     trained, training = fine_tune(
         config, models, data.texts, judgement.categories, floor, checkpoints, progress
     )
-    progress.log(f"saving the repaired model to {out}")
-    save_repaired(trained, models.model, config, work / "model")
-    publish(work / "model", out)  # an existing OUT was refused before training unless --force
+    progress.log("saving the repaired model")
+    shutil.rmtree(staged, ignore_errors=True)  # a save cut short by a kill
+    save_repaired(trained, models.model, config, staged)
     atomic_write_json(saved_mark, {"training": training})
     return training
 
 
-def _attest_config(config: RepairConfig, judgement: Judgement) -> AttestConfig:
-    """The attestation's own settings, on the repaired model in ``OUT``, into ``OUT/repair``."""
-    out = Path(config.out)
+def _attest_config(config: RepairConfig, judgement: Judgement, staged: Path) -> AttestConfig:
+    """The attestation's own settings, on the repaired model ``staged``, into ``staged/repair``."""
     return AttestConfig(
         **{
             **judgement.settings,
-            "model": str(out),
+            "model": str(staged),
             "reference": judgement.reference,
-            "out": str(out / REPORT_FOLDER),
+            "out": str(staged / REPORT_FOLDER),
             "write_report": False,
             "device": config.device,
             "allow_pickle": config.allow_pickle,

@@ -59,14 +59,3 @@ def save_like_source(model: Any, source: Path, folder: Path) -> list[str]:
     with hidden_library_bars():
         model.save_pretrained(folder, safe_serialization=True)
     return copy_source_files(source, folder)
-
-
-def publish(staging: Path, out: Path) -> None:
-    """Rename ``staging`` to ``out``; an old ``out`` is removed only once the new one is in place."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(staging, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

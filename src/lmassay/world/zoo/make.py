@@ -20,8 +20,8 @@
 * ``request`` (what decides the output; a folder whose request matches is reused as it is),
   ``reference`` and ``world`` digests, ``wall_seconds``, ``created_at``, ``provenance``.
 
-Each folder is built under a hidden ``.<name>.partial`` folder beside it and renamed into place
-when complete, so a half-made variant is never reused.
+Each folder is built under a hidden ``.<name>.partial-*`` folder beside it and put in place when
+complete (:mod:`lmassay.output_folder`), so a half-made variant is never reused.
 """
 
 from __future__ import annotations
@@ -252,7 +252,6 @@ def _variant(
         lambda folder: _record(kind, ctx, request, seed, progress, folder),
         card_name="tamper.json",
         needed=_MODEL_FILES,
-        staged=True,
         what=f"{kind} variant",
         progress=progress,
     )
