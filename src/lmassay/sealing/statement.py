@@ -38,6 +38,7 @@ from lmassay.attest.document import SCHEMA as ATTESTATION_SCHEMA
 from lmassay.attest.document import Attestation
 from lmassay.digests import Digest, ModelIdentity, digest_file, model_identity
 from lmassay.errors import InputError
+from lmassay.output_folder import locked
 from lmassay.progress import NullProgress, Progress
 from lmassay.provenance import utc_now
 from lmassay.sealing.dsse import in_toto_statement, sign_statement, write_signature
@@ -195,18 +196,20 @@ def sign_attestation(
     later (``model.sig``, ``model.tensors.sig``) does not change what the statement names.
     """
     progress = progress or NullProgress()
-    att_file, att = load_attestation_file(run)
-    folder = _model_dir(att, model_dir)
-    signature_path = Path(out) if out is not None else att_file.parent / STATEMENT_FILE
-    check_signature_target(att_file, signature_path)
-    signer = private_key_fingerprint(private_key)
-    progress.log(f"hashing {folder}")
-    identity = model_identity(folder)
-    attested = check_attested_weights(att, folder, identity)
-    manifest = identity_manifest(folder.name, identity)
-    if with_tensors:
-        manifest = add_tensor_digests(manifest, folder, progress)
-    statement = build_statement(att, att_file, manifest, attested)
-    progress.log(f"signing the attestation statement with {signer}")
-    write_signature(signature_path, sign_statement(statement, private_key))
+    run_folder = Path(run) if Path(run).is_dir() else Path(run).parent
+    with locked(run_folder, flag="run folder"):  # no attest run replaces it while we sign
+        att_file, att = load_attestation_file(run)
+        folder = _model_dir(att, model_dir)
+        signature_path = Path(out) if out is not None else att_file.parent / STATEMENT_FILE
+        check_signature_target(att_file, signature_path)
+        signer = private_key_fingerprint(private_key)
+        progress.log(f"hashing {folder}")
+        identity = model_identity(folder)
+        attested = check_attested_weights(att, folder, identity)
+        manifest = identity_manifest(folder.name, identity)
+        if with_tensors:
+            manifest = add_tensor_digests(manifest, folder, progress)
+        statement = build_statement(att, att_file, manifest, attested)
+        progress.log(f"signing the attestation statement with {signer}")
+        write_signature(signature_path, sign_statement(statement, private_key))
     return SealResult(folder, signature_path, manifest, signer, kind="attestation")
