@@ -3,9 +3,14 @@
 The page needs nothing outside itself: CSS is inline, figures are inline SVG, there is no script
 and no external URL.  The template (``templates/report.html.j2``) is rendered by jinja2 with
 autoescaping on, so every string that comes from the attestation (category names, tokens,
-contexts, model names) is escaped; only the SVG figures, which matplotlib writes with its own XML
-escaping, are inserted as markup.  This module turns the attestation into display-ready values
-(formatted numbers, table rows) so that the template stays free of logic.
+contexts, top predictions, model names, paths, digests, warnings, provenance, the repair record)
+is escaped, in text and in attribute values alike; only the SVG figures, which matplotlib writes
+with its own XML escaping (see :mod:`.plots`), are inserted as markup.  The page has no script
+element and no embedded JSON: the resolved configuration is shown as escaped text in a ``<pre>``.
+``tests/test_report_escaping.py`` poisons every string of an attestation and checks both reports.
+
+This module turns the attestation into display-ready values (formatted numbers, table rows) so
+that the template stays free of logic.
 """
 
 from __future__ import annotations

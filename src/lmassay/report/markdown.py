@@ -4,12 +4,39 @@ It is meant to be read in a terminal (about 40 lines for ten categories) and is 
 GitHub-flavoured markdown.  Everything comes from ``attestation.json``; a missing or null number is
 shown as an em dash.  The formatting helpers here are shared with the HTML renderer so that both
 reports show the same figures.
+
+Escaping.  Every string that comes from the attestation or a repair record (category names, sample
+ids, tokens and contexts, the models' top predictions, model names and paths, digests, warnings,
+messages, repair fields) is attacker-controlled: a model's vocabulary and a probe file are chosen
+by whoever made them.  Each such string goes through exactly one of three functions:
+
+- :func:`markdown_text` for running text.  The string is put on one line (:func:`visible_text`:
+  newlines, tabs and other control, line-separator and bidirectional characters are shown as
+  ``↵``, ``\\x1b``, ``\\u202e``), then every character that can open markdown or HTML syntax gets
+  a backslash, which CommonMark and GitHub render as the character itself: ``\\`` (first, so that
+  the string's own backslashes cannot undo an escape), a backtick, ``*``, ``[``, ``]``, ``~``;
+  ``<`` and ``&`` unless a space follows (raw HTML, autolinks and entities need a non-space after
+  them, so ``(< 5)`` stays readable); ``_`` unless it is inside a word (``mean_kl`` stays as it
+  is: ``_`` cannot open emphasis there).  A string that starts with a block marker (``#``, ``>``,
+  ``-``, ``+``, ``=``, ``1.``, ``1)``) has that marker escaped too, and a string that starts a
+  line is stripped of surrounding whitespace first (:func:`_line_text`), so that it cannot become
+  a heading, a quote, a list, a rule or an indented code block.  Without ``[`` no link or image can be formed; without
+  ``<`` no HTML.  (A GitHub viewer still turns a bare ``http://`` or ``www.`` address into a link,
+  as it does in any text; ``javascript:`` is never linked.)
+- :func:`markdown_cell` for a table cell: as :func:`markdown_text`, and ``|`` escaped too (a pipe
+  is syntax only in a table row, and every line of a string-bearing table row is written here).
+- :func:`markdown_code` for a code span (a token, its context): the text on one line, in a fence
+  of one more backtick than its longest run of backticks, so nothing inside it is markup.  Code
+  spans are not used in tables (GitHub splits a cell at ``|`` even inside one).
+
+The HTML renderer does not use these: jinja2 autoescapes every value (see :mod:`.html`).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeGuard
 
@@ -170,6 +197,10 @@ def full_digest(digest: Any) -> str:
 
 
 _CONTROL = {"\n": "↵", "\r": "␍", "\t": "⇥"}
+# Characters that move the text or the cursor when shown: controls (C0 and C1, which include the
+# terminal's escape sequences), line and paragraph separators, and bidirectional overrides.
+_HIDDEN_CATEGORIES = {"Cc", "Zl", "Zp"}
+_BIDI = {*"\u061c\u200e\u200f", *map(chr, range(0x202A, 0x202F)), *map(chr, range(0x2066, 0x206A))}
 
 
 def as_text(value: Any, default: str = "") -> str:
@@ -178,13 +209,15 @@ def as_text(value: Any, default: str = "") -> str:
 
 
 def visible_text(text: Any) -> str:
-    """Text on one line: newlines, tabs and other control characters made visible."""
+    """Text on one line: newlines and tabs shown as ``↵``, ``␍``, ``⇥``; other control, separator
+    and bidirectional characters as ``\\xNN`` or ``\\uNNNN``."""
     out = []
     for char in "" if text is None else str(text):
         if char in _CONTROL:
             out.append(_CONTROL[char])
-        elif ord(char) < 32 or ord(char) == 127:
-            out.append(f"\\x{ord(char):02x}")
+        elif unicodedata.category(char) in _HIDDEN_CATEGORIES or char in _BIDI:
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 256 else f"\\u{code:04x}")
         else:
             out.append(char)
     return "".join(out)
@@ -247,18 +280,36 @@ def predictions(pairs: Any, limit: int) -> list[tuple[str, str]]:
 # ----------------------------------------------------------------------------- markdown pieces
 
 
-def _md(text: Any) -> str:
-    """Inline markdown text on one line; ``<`` is escaped where it could open an HTML tag."""
-    return re.sub(r"<(?=[A-Za-z/!?])", r"\\<", visible_text(text))
+# Characters that open markdown or HTML syntax anywhere in a line (see the module docstring).
+_INLINE = re.compile(r"[\\`*\[\]~]|[<&](?! )|_(?![^\W_])|(?<![^\W_])_")
+# Block markers at the start of a line: heading, quote, list, setext or thematic rule, ordered list.
+_BLOCK = re.compile(r"( *)(?:([#>+=-])|(\d+)([.)])(?= |$))")
 
 
-def _cell(text: Any) -> str:
-    """Text for a table cell: as :func:`_md`, with ``|`` escaped."""
-    return _md(text).replace("|", "\\|")
+def markdown_text(text: Any) -> str:
+    """``text`` as literal markdown on one line: see "Escaping" in the module docstring."""
+    escaped = _INLINE.sub(lambda m: "\\" + m.group(0), visible_text(text))
+    block = _BLOCK.match(escaped)
+    if block is None:
+        return escaped
+    indent, marker, number, delimiter = block.groups()
+    start = f"{indent}\\{marker}" if marker else f"{indent}{number}\\{delimiter}"
+    return start + escaped[block.end() :]
 
 
-def _code(text: str) -> str:
-    """A markdown code span that survives backticks inside ``text``."""
+def markdown_cell(text: Any) -> str:
+    """``text`` for a table cell: as :func:`markdown_text`, with ``|`` escaped as well."""
+    return markdown_text(text).replace("|", "\\|")
+
+
+def _line_text(text: Any) -> str:
+    """``text`` for the start of a line: stripped of surrounding whitespace, then escaped."""
+    return markdown_text(as_text(text).strip())
+
+
+def markdown_code(text: Any) -> str:
+    """A markdown code span of ``text`` on one line that survives backticks inside it."""
+    text = visible_text(text)
     longest = run = 0
     for char in text:
         run = run + 1 if char == "`" else 0
@@ -291,22 +342,22 @@ def _table(headers: list[str], rows: list[list[str]], right: set[int]) -> list[s
 def _model_line(role: str, info: ModelInfo | None) -> str:
     if info is None:
         return f"- {role}: none"
-    details = [short_digest(info.digest)]
-    details += [_md(value) for value in (info.dtype, info.device) if value]
-    return f"- {role}: {_md(as_text(info.name, MISSING))} ({', '.join(details)})"
+    details = [markdown_text(short_digest(info.digest))]
+    details += [markdown_text(value) for value in (info.dtype, info.device) if value]
+    return f"- {role}: {markdown_text(as_text(info.name, MISSING))} ({', '.join(details)})"
 
 
 def _headline(att: Attestation) -> list[str]:
     title = VERDICT_TITLES[att.verdict.value]
     if att.flagged:
-        title += f" — flagged: {', '.join(_md(name) for name in att.flagged)}"
+        title += f" — flagged: {', '.join(markdown_text(name) for name in att.flagged)}"
     elif att.verdict is Verdict.SCORED_ONLY:
         title += " — model scored alone, no reference"
     elif att.verdict is Verdict.CONSISTENT:
         title += " — no category flagged"
     lines = [f"# lmassay: {title}"]
     if att.summary.message:
-        lines += ["", _md(att.summary.message)]
+        lines += ["", _line_text(att.summary.message)]
     return lines
 
 
@@ -346,11 +397,12 @@ def _overview(att: Attestation) -> list[str]:
     if probes is not None and probes.to_json():
         n_categories = len(probes.categories or att.categories)
         lines.append(
-            f"- probes: {_md(as_text(probes.path, MISSING))} ({short_digest(probes.digest)}), "
+            f"- probes: {markdown_text(as_text(probes.path, MISSING))} "
+            f"({markdown_text(short_digest(probes.digest))}), "
             f"{fmt_num(probes.n_samples)} samples in {n_categories} categories"
         )
-    how = _HOW.get(comparison) or _md(att.kl_direction or KL_DIRECTION)
-    lines.append(f"- comparison: {_md(comparison.value)}, {how}")
+    how = _HOW.get(comparison) or markdown_text(att.kl_direction or KL_DIRECTION)
+    lines.append(f"- comparison: {markdown_text(comparison.value)}, {how}")
     lines.append(_overall(att.summary, comparison))
     return lines
 
@@ -407,7 +459,8 @@ def _category_table(att: Attestation) -> list[str]:
         ("effect", _num("effect", signed=True), _blank),
     ]
     rows = [
-        [_cell(c.name), *(get(c) for _, get, _ in columns), _flag_mark(c)] for c in att.categories
+        [markdown_cell(c.name), *(get(c) for _, get, _ in columns), _flag_mark(c)]
+        for c in att.categories
     ]
     rows.append(["(all)", *(total(att.summary) for _, _, total in columns), ""])
     headers = ["category", *(header for header, _, _ in columns), "flag"]
@@ -434,18 +487,21 @@ def _rule(att: Attestation) -> list[str]:
 def _warnings(att: Attestation) -> list[str]:
     if not att.warnings:
         return []
-    return ["**Warnings**", *(f"- {_md(w)}" for w in att.warnings)]
+    return ["**Warnings**", *(f"- {_line_text(w)}" for w in att.warnings)]
 
 
 def _token_line(sample_id: str, token: EvidenceToken) -> list[str]:
     before = clip_left(visible_text(token.context_before), _CONTEXT_BEFORE)
     after = clip_right(visible_text(token.context_after), _CONTEXT_AFTER)
-    context = _code(f"{before}⟦{visible_text(token.token)}⟧{after}")
+    context = markdown_code(f"{before}⟦{visible_text(token.token)}⟧{after}")
     limit = _TOP_PREDICTIONS
-    top_model = ", ".join(f"{t} {p}" for t, p in predictions(token.top_model, limit))
-    top_ref = ", ".join(f"{t} {p}" for t, p in predictions(token.top_reference, limit))
+    top_model = ", ".join(f"{markdown_text(t)} {p}" for t, p in predictions(token.top_model, limit))
+    top_ref = ", ".join(
+        f"{markdown_text(t)} {p}" for t, p in predictions(token.top_reference, limit)
+    )
     return [
-        f"- KL {fmt_num(token.kl)} {_code(show_token(token.token))} ({_md(sample_id)}): {context}",
+        f"- KL {fmt_num(token.kl)} {markdown_code(show_token(token.token))} "
+        f"({markdown_text(sample_id)}): {context}",
         f"  model top: {top_model or MISSING}; reference top: {top_ref or MISSING}",
     ]
 
@@ -456,15 +512,15 @@ def _evidence(att: Attestation) -> list[str]:
     for entry in entries[:_EVIDENCE_CATEGORIES]:
         name = entry.category
         if name in att.flagged:
-            lines += ["", f"## Evidence: {_md(name)} (flagged)"]
+            lines += ["", f"## Evidence: {markdown_text(name)} (flagged)"]
         else:
-            lines += ["", f"## Largest differences: {_md(name)} (not flagged)"]
+            lines += ["", f"## Largest differences: {markdown_text(name)} (not flagged)"]
         tokens = top_tokens(entry, _EVIDENCE_TOKENS if len(entries) == 1 else 2)
         for sample_id, token in tokens:
             lines += _token_line(sample_id, token)
         if not tokens:
             samples = [as_text(s.id) for s in entry.samples]
-            listed = ", ".join(_md(s) for s in samples[:5]) or MISSING
+            listed = ", ".join(markdown_text(s) for s in samples[:5]) or MISSING
             lines.append(f"- no token-level evidence (no shared tokenizer); samples: {listed}")
     if len(entries) > _EVIDENCE_CATEGORIES:
         lines += ["", f"({len(entries) - _EVIDENCE_CATEGORIES} more categories in report.html)"]

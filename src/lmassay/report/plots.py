@@ -6,6 +6,10 @@ so rendering a report has no side effect on a caller's own plotting.  matplotlib
 when a figure is drawn.  The SVG is deterministic (fixed hash salt, no date), text stays text
 (``svg.fonttype: none``) to keep the files small, and the element ids of each figure get a prefix
 so that several figures can share one HTML page.
+
+Category names reach the figures only as tick labels: matplotlib's SVG writer escapes text and
+attribute values, ``$`` is kept literal (no mathtext), and the id prefixes are applied inside tags
+only, so a label is shown exactly as written and cannot add markup.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ _RC: Any = {
 _WIDTH_IN = 9.0
 _LABEL_CHARS = 28
 _ID = re.compile(r'(\bid="|href="#|url\(#)([^")]+)')
+_TAG = re.compile(r"<[^>]*>")  # text and attribute values are escaped: no ">" inside a tag
 
 
 def _label(name: Any) -> str:
@@ -76,7 +81,10 @@ def _to_svg(fig: Figure, prefix: str, title: str) -> str:
     fig.clear()
     text = buffer.getvalue()
     text = text[text.index("<svg") :]
-    text = _ID.sub(lambda m: f"{m.group(1)}{prefix}-{m.group(2)}", text)
+    # only inside tags, so that a label reading 'id="x"' is left as written
+    text = _TAG.sub(
+        lambda tag: _ID.sub(lambda m: f"{m.group(1)}{prefix}-{m.group(2)}", tag.group(0)), text
+    )
     escaped_title = title.replace("&", "&amp;").replace("<", "&lt;").replace('"', "&quot;")
     return text.replace("<svg ", f'<svg role="img" aria-label="{escaped_title}" ', 1)
 

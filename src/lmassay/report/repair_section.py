@@ -1,6 +1,9 @@
 """The before/after section that a repair adds to the report of its new attestation.
 
-Both renderers take the rows from :func:`repair_rows`, built from ``repair.json`` alone.
+Both renderers take the rows from :func:`repair_rows`, built from ``repair.json`` alone.  The rows
+and the summary hold plain text; each renderer escapes it (markdown through
+:func:`~lmassay.report.markdown.markdown_text`, HTML by jinja2's autoescaping), since every string
+of a repair record is as untrusted as the attestation it came from.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lmassay.report.markdown import fmt_num
+from lmassay.report.markdown import fmt_num, markdown_cell, markdown_code, markdown_text
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ def repair_summary(record: Mapping[str, Any]) -> dict[str, str]:
         "success": "yes" if outcome.get("success") else "no",
         "mode": str(record.get("mode")),
         "method": str(record.get("method")),
-        "categories": ", ".join(record.get("categories") or []),
+        "categories": ", ".join(str(name) for name in record.get("categories") or []),
         "statistic": str(outcome.get("statistic") or ""),
         "noise_floor": f"{floor:g}"
         if isinstance(floor := outcome.get("noise_floor"), int | float)
@@ -83,16 +86,18 @@ def repair_summary(record: Mapping[str, Any]) -> dict[str, str]:
 
 
 def repair_markdown(record: Mapping[str, Any]) -> list[str]:
-    """The markdown lines of the section."""
-    s = repair_summary(record)
+    """The markdown lines of the section (every string of the record escaped)."""
+    raw = repair_summary(record)
+    s = {key: markdown_text(value) for key, value in raw.items()}
+    message = markdown_text(raw["message"].strip())
     lines = [
         "## Before and after repair",
         "",
-        f"**{s['message']}**",
-        "",
-        f"Mode `{s['mode']}`, method `{s['method']}`, repaired: {s['categories']}; verdict "
-        f"{s['verdicts']}; {s['steps']} steps in {s['seconds']} s. Statistic {s['statistic']}; "
-        f"noise floor {s['noise_floor']}. Before: `{s['before']}`.",
+        *([f"**{message}**", ""] if message else []),
+        f"Mode {markdown_code(raw['mode'])}, method {markdown_code(raw['method'])}, repaired: "
+        f"{s['categories']}; verdict {s['verdicts']}; {s['steps']} steps in {s['seconds']} s. "
+        f"Statistic {s['statistic']}; noise floor {s['noise_floor']}. "
+        f"Before: {markdown_code(raw['before'])}.",
         "",
         "| category | role | level before | after | change | effect after | ppl before | ppl after | Δ ppl | status |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
@@ -100,7 +105,8 @@ def repair_markdown(record: Mapping[str, Any]) -> list[str]:
     for r in repair_rows(record):
         mark = " ⚠" if r.bad else ""
         lines.append(
-            f"| {r.name} | {r.role} | {r.level_before} | {r.level_after} | {r.level_change} | "
-            f"{r.effect_after} | {r.ppl_before} | {r.ppl_after} | {r.ppl_change} | {r.status}{mark} |"
+            f"| {markdown_cell(r.name)} | {markdown_cell(r.role)} | {r.level_before} | "
+            f"{r.level_after} | {r.level_change} | {r.effect_after} | {r.ppl_before} | "
+            f"{r.ppl_after} | {r.ppl_change} | {r.status}{mark} |"
         )
     return lines
