@@ -34,6 +34,7 @@ __all__ = [
     "load_repair_record",
     "render_html",
     "render_markdown",
+    "rerender_report",
     "write_report",
 ]
 
@@ -54,6 +55,23 @@ def load_repair_record(folder: str | Path) -> dict[str, Any] | None:
             f"{file} is not a repair record (schema lmassay.repair/v1)", "remove it or repair again"
         )
     return record
+
+
+def rerender_report(run: str | Path) -> tuple[Attestation, dict[str, Any] | None, dict[str, Path]]:
+    """Re-render the reports of the run folder ``run`` (or of its attestation.json) from the JSON.
+
+    The folder is locked meanwhile (:func:`lmassay.output_folder.locked`), so an ``attest`` run
+    replacing it cannot mix its files with these. Returns the attestation, the repair record
+    (``repair.json`` of a repair's report folder, if any) and the paths written.
+    """
+    from lmassay.output_folder import locked
+
+    given = Path(run)
+    folder = given if given.is_dir() else given.parent
+    with locked(folder, flag="run folder"):
+        att = Attestation.read(given)
+        repair = load_repair_record(folder)
+        return att, repair, write_report(folder, att, repair)
 
 
 def write_report(
