@@ -10,13 +10,12 @@ model folder and reads the tensors asked for with positioned reads straight into
 from __future__ import annotations
 
 import io
-import json
 import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 from lmassay.errors import InputError
 
@@ -52,19 +51,65 @@ class _Entry:
     end: int
 
 
-def _safetensors_header(file: Path) -> dict[str, _Entry]:
-    """The tensors of one safetensors file: 8-byte little-endian header size, JSON header, data."""
-    with open(file, "rb") as handle:
-        size = int.from_bytes(handle.read(8), "little")
-        header = json.loads(handle.read(size))
-    start = 8 + size
+DAMAGED_FIX = "the file is damaged or not a safetensors file: download or save the checkpoint again"
+"""The fix of every damaged-checkpoint error: there is no repairing a safetensors file in place."""
+
+
+def safetensors_entries(file: Path) -> dict[str, _Entry]:
+    """The tensors of one safetensors file, checked against the file before any data is read.
+
+    The header is read by :func:`lmassay.sealing.manifest.read_safetensors_header` (its length is
+    bounded, it must be a JSON object); each entry must then name a dtype, a shape of
+    non-negative integers and a byte range ``[begin, end)`` that lies inside the file.  A file cut
+    short is therefore refused here, naming it, rather than deep inside a loader.  Raises
+    :class:`InputError` naming ``file`` and :data:`DAMAGED_FIX`.
+    """
+    from lmassay.sealing.manifest import read_safetensors_header
+
+    try:
+        header, start = read_safetensors_header(file)
+    except InputError as exc:  # the header reader names the file; the fix is this module's
+        raise InputError(exc.what, exc.fix or DAMAGED_FIX) from exc
+    except RecursionError as exc:  # json.loads on a header nested thousands of levels deep
+        raise InputError(f"{file} has a safetensors header nested too deeply", DAMAGED_FIX) from exc
+    size = file.stat().st_size
     out = {}
     for key, info in header.items():
         if key == "__metadata__":
             continue
-        begin, end = info["data_offsets"]
-        out[key] = _Entry(file, info["dtype"], tuple(info["shape"]), start + begin, start + end)
+        entry = _entry(file, key, info, start)
+        if entry.end > size:
+            raise InputError(
+                f"{file} ends at byte {size}, before the data of tensor {key!r} "
+                f"(bytes {entry.begin}-{entry.end}): the file is cut short",
+                DAMAGED_FIX,
+            )
+        out[key] = entry
     return out
+
+
+def _entry(file: Path, key: str, info: object, start: int) -> _Entry:
+    """One header entry as an :class:`_Entry`, or :class:`InputError` naming what is wrong."""
+    fields = info if isinstance(info, dict) else {}
+    dtype, shape, offsets = fields.get("dtype"), fields.get("shape"), fields.get("data_offsets")
+    if (
+        isinstance(dtype, str)
+        and _counts(shape)
+        and _counts(offsets)
+        and len(offsets) == 2
+        and offsets[0] <= offsets[1]
+    ):
+        return _Entry(file, dtype, tuple(shape), start + offsets[0], start + offsets[1])
+    raise InputError(
+        f"{file}: the safetensors header entry of tensor {key!r} is malformed "
+        "(it needs a dtype, a shape and data_offsets [begin, end])",
+        DAMAGED_FIX,
+    )
+
+
+def _counts(value: object) -> TypeGuard[list[int]]:
+    """Whether ``value`` is a JSON list of non-negative integers (``true`` is not one)."""
+    return isinstance(value, list) and all(type(n) is int and n >= 0 for n in value)
 
 
 class Checkpoint:
@@ -85,7 +130,7 @@ class Checkpoint:
             )
         self.entries: dict[str, _Entry] = {}
         for file in files:
-            self.entries.update(_safetensors_header(file))
+            self.entries.update(safetensors_entries(file))
         self.names = {key: key for key in self.entries}
         for pattern, target in _renamings(model_class):  # legacy names, e.g. GPT-NeoX embed_out
             for key in self.entries:

@@ -18,12 +18,20 @@ Rules (the same for the model under test and the reference):
 
 from __future__ import annotations
 
+import pickle
 import re
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lmassay.attest.model_source import PICKLE_SUFFIXES, check_weights, resolve_model_path
+from lmassay.attest.checkpoint_reader import DAMAGED_FIX, safetensors_entries
+from lmassay.attest.model_source import (
+    PICKLE_SUFFIXES,
+    check_config,
+    check_weights,
+    resolve_model_path,
+)
 from lmassay.choices import DTYPES, Dtype
 from lmassay.digests import Digest, digest_entries, digest_file, list_files, model_identity
 from lmassay.errors import InputError, ModelLoadError
@@ -257,6 +265,7 @@ def load_model(
             materialise=materialise,
         )
     has_safetensors = check_weights(path, list_files(path), allow_pickle)
+    check_config(path)
     identity = model_identity(path)  # one hashing pass: the digest and the tokenizer's
     files, digest = identity.names, identity.root
     tokenizer_digest = digest_entries(
@@ -269,7 +278,12 @@ def load_model(
             f"model {spec!r} has no safetensors weights, which layer streaming reads",
             "convert the checkpoint to safetensors, or use --offload none",
         )
-    model = _load_weights(spec, path, torch_dtype, has_safetensors, trust_remote_code, materialise)
+    for name in files:  # every header checked (and a file cut short named) before any loader
+        if name.endswith(".safetensors"):
+            safetensors_entries(path / name)
+    pickles = [] if has_safetensors else [n for n in files if _is_weights_pickle(n)]
+    model = _load_weights(spec, path, torch_dtype, pickles, trust_remote_code, materialise)
+    _check_vocabulary_fits(path, tokenizer, model)
     if materialise:
         model.to(resolved_device)  # type: ignore[arg-type]  # transformers types .to() narrowly
     model.eval()
@@ -301,15 +315,30 @@ def _load_tokenizer(spec: str, path: Path, trust_remote_code: bool) -> Any:
         ) from exc
 
 
+_UNPICKLING_ERRORS: tuple[type[Exception], ...] = (
+    pickle.UnpicklingError,
+    EOFError,
+    IndexError,  # damaged bytes trip the unpickler's stack machine wherever they happen to
+    TypeError,
+    AttributeError,
+    struct.error,
+    OverflowError,
+)
+"""What ``torch.load`` raises on a damaged pickle besides OSError, ValueError, KeyError and
+RuntimeError (a zip archive cut short): caught only when pickled weights were loaded."""
+
+
 def _load_weights(
     spec: str,
     path: Path,
     torch_dtype: torch.dtype,
-    has_safetensors: bool,
+    pickles: list[str],
     trust_remote_code: bool,
     materialise: bool,
 ) -> PreTrainedModel:
-    """The model's weights (safetensors preferred), or with ``materialise=False`` its meta skeleton."""
+    """The model's weights (safetensors, or the ``pickles`` when there are none), or with
+    ``materialise=False`` its meta skeleton."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     try:
@@ -319,15 +348,65 @@ def _load_weights(
             model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
                 path,
                 dtype=torch_dtype,
-                use_safetensors=True if has_safetensors else None,
+                use_safetensors=None if pickles else True,
                 trust_remote_code=trust_remote_code,
             )
         return model
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        hint = "pass --trust-remote-code if the model needs its own code and you trust it"
+    except SafetensorError as exc:  # the headers were checked; a damaged data section remains
         raise ModelLoadError(
-            f"could not load model {spec!r} ({type(exc).__name__}: {exc})", hint
+            f"the safetensors weights in {path} cannot be read ({exc})", DAMAGED_FIX
         ) from exc
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise _weights_error(spec, path, pickles, exc) from exc
+    except _UNPICKLING_ERRORS as exc:
+        if not pickles:
+            raise  # nothing was unpickled: a fault, not a damaged input
+        raise _weights_error(spec, path, pickles, exc) from exc
+
+
+def _weights_error(spec: str, path: Path, pickles: list[str], exc: Exception) -> ModelLoadError:
+    """The error of weights that do not load: with allowed ``pickles``, most likely a damaged
+    file (named, with the library's whole message)."""
+    detail = f"{type(exc).__name__}: {exc}"
+    if pickles:
+        named = ", ".join(str(path / name) for name in pickles)
+        return ModelLoadError(
+            f"the pickled weights {named} cannot be loaded ({detail})",
+            "check that the file is complete (download or save it again), "
+            "or convert the checkpoint to safetensors",
+        )
+    return ModelLoadError(
+        f"could not load model {spec!r} ({detail})",
+        "pass --trust-remote-code if the model needs its own code and you trust it",
+    )
+
+
+def _is_weights_pickle(name: str) -> bool:
+    """Whether the file ``name`` holds pickled weights (``training_args.bin`` does not)."""
+    return name.endswith(PICKLE_SUFFIXES) and not Path(name).name.startswith("training_args")
+
+
+def _check_vocabulary_fits(
+    path: Path, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel
+) -> None:
+    """Refuse a tokenizer with more ids than the model's input embedding has rows: scoring would
+    index past the embedding table (an ``IndexError`` mid-run) on the first text using one."""
+    try:
+        embedding = model.get_input_embeddings()
+    except NotImplementedError:  # a model without a plain embedding table
+        return
+    weight = getattr(embedding, "weight", None)
+    if weight is None:
+        return
+    rows = int(weight.shape[0])  # (V, D)
+    size = len(tokenizer)
+    if size > rows:
+        raise ModelLoadError(
+            f"the tokenizer in {path} has {size} tokens but the model's input embedding "
+            f"({path / 'config.json'}, vocab_size) has only {rows} rows: token ids "
+            f"{rows}-{size - 1} would index past it",
+            "pair the model with the tokenizer it was trained with",
+        )
 
 
 def _adapter_base(spec: str, path: Path) -> str:

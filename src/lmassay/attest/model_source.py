@@ -7,6 +7,7 @@ are explicitly allowed, because unpickling can run code.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -14,7 +15,7 @@ from urllib.parse import urlparse
 
 from lmassay.errors import ModelLoadError
 
-__all__ = ["PICKLE_SUFFIXES", "check_weights", "resolve_model_path"]
+__all__ = ["PICKLE_SUFFIXES", "check_config", "check_weights", "resolve_model_path"]
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.py", "*.md"]
@@ -103,3 +104,21 @@ def check_weights(path: Path, files: list[str], allow_pickle: bool) -> bool:
             "pass a complete model folder",
         )
     return has_safetensors
+
+
+def check_config(path: Path) -> None:
+    """Refuse a ``config.json`` that is not a JSON object, naming it (before the tokenizer, which
+    reads it too and would otherwise be blamed)."""
+    config = path / "config.json"
+    try:
+        document = json.loads(config.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ModelLoadError(
+            f"the model's config {config} is not valid JSON ({exc})",
+            "restore config.json (download or save the model again)",
+        ) from exc
+    if not isinstance(document, dict):
+        raise ModelLoadError(
+            f"the model's config {config} is not a JSON object",
+            "restore config.json (download or save the model again)",
+        )

@@ -112,6 +112,7 @@ class Registry:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection; a file that is not a usable SQLite database is named (InputError)."""
         try:
             conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         except sqlite3.OperationalError as exc:
@@ -121,19 +122,31 @@ class Registry:
         try:
             conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             yield conn
+        except sqlite3.DatabaseError as exc:  # "file is not a database", a malformed image, ...
+            if isinstance(exc, sqlite3.OperationalError) and _is_locked(exc):
+                raise  # retried by _retry
+            raise InputError(
+                f"registry {self.path} is not a usable SQLite database ({exc})",
+                f"move {self.path} aside (lmassay creates a new one), "
+                f"or pass another --registry or ${ENV_VAR}",
+            ) from exc
         finally:
             conn.close()
 
-    @staticmethod
-    def _retry(operation: Any) -> Any:
+    def _retry(self, operation: Any) -> Any:
         """Run ``operation``; on "database is locked" wait (jittered back-off) and try again."""
         delay = 0.01
         for attempt in range(_RETRIES):
             try:
                 return operation()
             except sqlite3.OperationalError as exc:
-                if not _is_locked(exc) or attempt == _RETRIES - 1:
+                if not _is_locked(exc):
                     raise
+                if attempt == _RETRIES - 1:
+                    raise InputError(
+                        f"registry {self.path} stayed locked by another process ({exc})",
+                        "retry when the other lmassay command has finished",
+                    ) from exc
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 1.0)
         return None
@@ -278,8 +291,11 @@ def record_event(
     """
     try:
         return Registry(registry).record(event), None
-    except (sqlite3.Error, OSError, InputError) as exc:
-        return None, f"not recorded in the registry ({type(exc).__name__}: {exc})"
+    except InputError as exc:  # names the registry and the way out
+        return None, f"not recorded in the registry: {exc}"
+    except (sqlite3.Error, OSError) as exc:
+        where = resolve_registry_path(registry)
+        return None, f"not recorded in the registry {where} ({type(exc).__name__}: {exc})"
 
 
 def seal_event(result: SealResult) -> RegistryEvent:

@@ -33,9 +33,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmassay.attest.checkpoint_reader import DAMAGED_FIX, safetensors_entries
 from lmassay.errors import InputError
 from lmassay.progress import NullProgress, Progress
-from lmassay.sealing.manifest import read_safetensors_header
 
 INDEX_FILE = "model.safetensors.index.json"
 _LAYER_RE = re.compile(r"(?:^|\.)(?:h|layers|layer|blocks|block)\.(\d+)\.(.+)$")
@@ -184,14 +184,13 @@ def open_checkpoint(path: str | os.PathLike[str]) -> _Checkpoint:
     root = Path(path)
     ckpt = _Checkpoint(root, {}, {}, {})
     for file in _safetensors_files(root):
-        header, _ = read_safetensors_header(file)
-        for name in sorted(k for k in header if k != "__metadata__"):
-            info = header[name]
+        entries = safetensors_entries(file)  # header checked, a file cut short named
+        for name in sorted(entries):
             if name in ckpt.location:
                 raise InputError(f"tensor {name!r} appears in two shards of {root}", "")
             ckpt.location[name] = file
-            ckpt.shape[name] = tuple(int(n) for n in info["shape"])
-            ckpt.dtype[name] = str(info["dtype"])
+            ckpt.shape[name] = entries[name].shape
+            ckpt.dtype[name] = entries[name].dtype
     return ckpt
 
 
@@ -300,10 +299,14 @@ def read_tensor(ckpt: _Checkpoint, name: str) -> Any:
     Opening the file per tensor (its header is parsed again, which is cheap) unmaps the pages read
     so far, so the resident memory stays near one tensor pair instead of growing to both models.
     """
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(ckpt.location[name]), framework="pt") as handle:
-        return handle.get_tensor(name)
+    file = ckpt.location[name]
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            return handle.get_tensor(name)
+    except SafetensorError as exc:  # the header was checked; a damaged data section remains
+        raise InputError(f"{file}: tensor {name!r} cannot be read ({exc})", DAMAGED_FIX) from exc
 
 
 def diff_weights(config: DiffConfig, progress: Progress | None = None) -> WeightDiff:
