@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import save_tiny_model, world_rows
+from conftest import world_rows
 from lmassay.cli import app
 
 runner = CliRunner()
@@ -39,11 +39,6 @@ def assert_one_line_naming(result, verb: str, *phrases: str) -> str:
     for phrase in phrases:
         assert phrase in line, f"{phrase!r} not in {line!r}"
     return line
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory, world_tokenizer) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("corrupt") / "model", world_tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -81,18 +76,18 @@ DAMAGES: dict[str, tuple[Callable[[Path], None], str]] = {
 }
 
 
-def _damaged_copy(tiny: Path, tmp_path: Path, damage: str) -> Path:
+def _damaged_copy(tiny_model_dir: Path, tmp_path: Path, damage: str) -> Path:
     folder = tmp_path / "damaged"
-    shutil.copytree(tiny, folder)
+    shutil.copytree(tiny_model_dir, folder)
     DAMAGES[damage][0](folder / "model.safetensors")
     return folder
 
 
 @pytest.mark.parametrize("offload", ["none", "stream"])
 @pytest.mark.parametrize("damage", list(DAMAGES))
-def test_attest_names_a_damaged_safetensors_file(tiny, probes, tmp_path, damage, offload):
-    folder = _damaged_copy(tiny, tmp_path, damage)
-    result = invoke("attest", "--model", folder, "--reference", tiny, "--probes", probes,
+def test_attest_names_a_damaged_safetensors_file(tiny_model_dir, probes, tmp_path, damage, offload):
+    folder = _damaged_copy(tiny_model_dir, tmp_path, damage)
+    result = invoke("attest", "--model", folder, "--reference", tiny_model_dir, "--probes", probes,
                     "--out", tmp_path / "out", "--device", "cpu", "--offload", offload, "-q")  # fmt: skip
     assert_one_line_naming(
         result, "attest", str(folder / "model.safetensors"), DAMAGES[damage][1], "save"
@@ -100,9 +95,9 @@ def test_attest_names_a_damaged_safetensors_file(tiny, probes, tmp_path, damage,
 
 
 @pytest.mark.parametrize("damage", list(DAMAGES))
-def test_diff_names_a_damaged_safetensors_file(tiny, tmp_path, damage):
-    folder = _damaged_copy(tiny, tmp_path, damage)
-    result = invoke("diff", tiny, folder, "-q")
+def test_diff_names_a_damaged_safetensors_file(tiny_model_dir, tmp_path, damage):
+    folder = _damaged_copy(tiny_model_dir, tmp_path, damage)
+    result = invoke("diff", tiny_model_dir, folder, "-q")
     assert_one_line_naming(
         result, "diff", str(folder / "model.safetensors"), DAMAGES[damage][1], "save"
     )
@@ -112,19 +107,21 @@ def test_diff_names_a_damaged_safetensors_file(tiny, tmp_path, damage):
 # Other broken model folders
 
 
-def test_attest_gives_the_whole_message_of_a_pickle_that_does_not_load(tiny, probes, tmp_path):
+def test_attest_gives_the_whole_message_of_a_pickle_that_does_not_load(
+    tiny_model_dir, probes, tmp_path
+):
     folder = tmp_path / "pickled"
-    shutil.copytree(tiny, folder)
+    shutil.copytree(tiny_model_dir, folder)
     (folder / "model.safetensors").unlink()
     (folder / "pytorch_model.bin").write_bytes(b"this is not a pickle")
-    result = invoke("attest", "--model", folder, "--reference", tiny, "--probes", probes,
+    result = invoke("attest", "--model", folder, "--reference", tiny_model_dir, "--probes", probes,
                     "--out", tmp_path / "out", "--device", "cpu", "--allow-pickle", "-q")  # fmt: skip
     line = assert_one_line_naming(result, "attest", str(folder / "pytorch_model.bin"))
     assert line.endswith("or convert the checkpoint to safetensors"), line  # not cut short
 
 
 def test_attest_refuses_a_tokenizer_larger_than_the_embedding(
-    world_tokenizer, probes, tiny, tmp_path
+    world_tokenizer, probes, tiny_model_dir, tmp_path
 ):
     from lmassay.world.tiny_lm import build_model, tiny_gpt2_config
 
@@ -134,18 +131,18 @@ def test_attest_refuses_a_tokenizer_larger_than_the_embedding(
     )
     build_model(config, seed=0).save_pretrained(folder)
     world_tokenizer.save_pretrained(folder)
-    result = invoke("attest", "--model", folder, "--reference", tiny, "--probes", probes,
+    result = invoke("attest", "--model", folder, "--reference", tiny_model_dir, "--probes", probes,
                     "--out", tmp_path / "out", "--device", "cpu", "-q")  # fmt: skip
     assert_one_line_naming(
         result, "attest", str(folder), f"has {len(world_tokenizer)} tokens", "only 100 rows"
     )
 
 
-def test_attest_blames_a_garbage_config_json_not_the_tokenizer(tiny, probes, tmp_path):
+def test_attest_blames_a_garbage_config_json_not_the_tokenizer(tiny_model_dir, probes, tmp_path):
     folder = tmp_path / "bad-config"
-    shutil.copytree(tiny, folder)
+    shutil.copytree(tiny_model_dir, folder)
     (folder / "config.json").write_text("{not json")
-    result = invoke("attest", "--model", folder, "--reference", tiny, "--probes", probes,
+    result = invoke("attest", "--model", folder, "--reference", tiny_model_dir, "--probes", probes,
                     "--out", tmp_path / "out", "--device", "cpu", "-q")  # fmt: skip
     line = assert_one_line_naming(result, "attest", str(folder / "config.json"), "not valid JSON")
     assert "tokenizer" not in line, line
@@ -155,8 +152,86 @@ def test_attest_blames_a_garbage_config_json_not_the_tokenizer(tiny, probes, tmp
 # A registry file that is not a database
 
 
-def test_history_names_a_registry_that_is_not_a_database(tiny, tmp_path):
+def test_history_names_a_registry_that_is_not_a_database(tiny_model_dir, tmp_path):
     registry = tmp_path / "registry.sqlite"
     registry.write_text("not a database, just text\n" * 200)
-    result = invoke("history", tiny, "--registry", registry)
+    result = invoke("history", tiny_model_dir, "--registry", registry)
     assert_one_line_naming(result, "history", str(registry), "--registry", "aside")
+
+
+@pytest.fixture(scope="module")
+def attested(tiny_model_dir, probes, tmp_path_factory):
+    """The tiny model attested against itself, recorded into a registry that is not a database.
+    Returns (the CLI's result, the registry, the attestation folder)."""
+    root = tmp_path_factory.mktemp("corrupt-attest")
+    registry = root / "registry.sqlite"
+    registry.write_text("not a database, just text\n" * 200)
+    run = root / "run"
+    result = invoke("attest", "--model", tiny_model_dir, "--reference", tiny_model_dir, "--probes", probes,
+                    "--out", run, "--device", "cpu", "--n-bootstrap", "20", "--no-report",
+                    "-q", "--registry", registry)  # fmt: skip
+    return result, registry, run
+
+
+def test_attest_warns_naming_a_registry_that_is_not_a_database(attested):
+    """Recording stays a warning (the attestation is written), but it names the registry."""
+    result, registry, run = attested
+    assert result.exit_code == 0, result.output
+    assert (run / "attestation.json").is_file()
+    warning = [line for line in result.stderr.splitlines() if "registry" in line]
+    assert len(warning) == 1, result.stderr
+    assert str(registry) in warning[0] and "aside" in warning[0], warning[0]
+
+
+# --------------------------------------------------------------------------------------------
+# A damaged checkpoint in repair's resumable work folder
+
+
+def _stop(*args, **kwargs):
+    raise KeyboardInterrupt  # as a Ctrl-C right after training: the work folder stays
+
+
+@pytest.fixture(scope="module")
+def interrupted_repair(tiny_model_dir, attested, tmp_path_factory):
+    """A repair stopped after training: OUT.partial holds its request and the checkpoint of its
+    last step. Returns (the repair's arguments, the checkpoint folder)."""
+    result, _, run = attested
+    assert result.exit_code == 0, result.output
+    root = tmp_path_factory.mktemp("corrupt-repair")
+    data = root / "data.jsonl"
+    rows = world_rows(1, 4)
+    data.write_text("".join(json.dumps({"category": c, "text": t}) + "\n" for c, t in rows))
+    args = ["repair", "--model", tiny_model_dir, "--attestation", run, "--data", data,
+            "--out", root / "repaired", "--categories", "science", "--mode", "wide",
+            "--steps", "2", "--checkpoint-every", "1", "--seq-len", "32", "--device", "cpu",
+            "-q"]  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("lmassay.repair.run.save_repaired", _stop)
+        stopped = invoke(*args)
+    assert stopped.exit_code == 130, stopped.output
+    (checkpoint,) = (root / "repaired.partial" / "checkpoints").glob("step-*")
+    return args, checkpoint
+
+
+def _cut_short(file: Path) -> None:
+    file.write_bytes(file.read_bytes()[:-7])
+
+
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [("trainable.safetensors", _cut_short), ("state.json", lambda f: f.write_text("{step: 2"))],
+    ids=["trainable cut short", "state not JSON"],
+)
+def test_repair_names_a_damaged_checkpoint_and_suggests_restart(
+    interrupted_repair, tmp_path, name, damage
+):
+    args, checkpoint = interrupted_repair
+    kept = tmp_path / "kept"
+    shutil.copytree(checkpoint, kept)
+    damage(checkpoint / name)
+    try:
+        result = invoke(*args)
+    finally:
+        shutil.rmtree(checkpoint)
+        shutil.copytree(kept, checkpoint)
+    assert_one_line_naming(result, "repair", str(checkpoint), "--restart")

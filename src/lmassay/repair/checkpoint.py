@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lmassay._atomic import atomic_write_json
+from lmassay.errors import InputError
 
 _PREFIX = "step-"
 
@@ -102,10 +104,35 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
 ) -> TrainingState:
-    """Restore the parameters (in place), the optimizer and the RNGs from ``path``."""
+    """Restore the parameters (in place), the optimizer and the RNGs from ``path``.
+
+    A checkpoint that cannot be read back (a file cut short, ``state.json`` that is not JSON, other
+    parameters than this run trains) raises :class:`InputError` naming it; ``--restart`` discards it.
+    """
+    try:
+        return _restore(path, trainable, optimizer, generator)
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        detail = str(exc) if isinstance(exc, _Mismatch) else f"{type(exc).__name__}: {exc}"
+        raise InputError(
+            f"the repair checkpoint {path} cannot be resumed ({detail})",
+            "pass --restart to discard the interrupted repair and train from the start",
+        ) from exc
+
+
+class _Mismatch(ValueError):
+    """A checkpoint that reads back but does not fit this run."""
+
+
+def _restore(
+    path: Path,
+    trainable: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> TrainingState:
+    info = json.loads((path / "state.json").read_text(encoding="utf-8"))  # first: the cheapest
     saved = load_file(path / "trainable.safetensors")
     if set(saved) != set(trainable):
-        raise ValueError(f"{path} holds other parameters than this run trains")
+        raise _Mismatch("it holds other parameters than this run trains")
     with torch.no_grad():
         for name, tensor in trainable.items():
             tensor.copy_(saved[name].to(tensor.device, tensor.dtype))
@@ -122,7 +149,6 @@ def load_checkpoint(
     cuda = [rng[k] for k in sorted(rng) if k.startswith("cuda_")]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)
-    info = json.loads((path / "state.json").read_text(encoding="utf-8"))
     return TrainingState(
         step=int(info["step"]),
         losses=[float(x) for x in info["losses"]],
