@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lmassay.attest.model_loading import ModelOptions
 from lmassay.attest.streaming import OFFLOAD_MODES, Offload
+from lmassay.bounded_read import DATA_LIMIT_TEXT, size_from_flag
 from lmassay.choices import COMPARISONS, Comparison
 from lmassay.errors import Check, InputError, require
 
@@ -52,10 +53,19 @@ class AttestConfig(ModelOptions):
     evidence_tokens: int = 5
     context_tokens: int = 12
     write_report: bool = True
+    max_file_size: str = DATA_LIMIT_TEXT
+    """The most bytes the probe corpus may hold, e.g. ``512MiB`` or ``8GiB`` (``--max-file-size``;
+    see :mod:`lmassay.bounded_read`)."""
+
+    @property
+    def max_file_bytes(self) -> int:
+        """``max_file_size`` in bytes; :class:`InputError` naming ``--max-file-size`` if it is no size."""
+        return size_from_flag(self.max_file_size)
 
     def validate(self) -> None:
         super().validate()
         require((*self._value_checks(), *self._combination_checks()))
+        size_from_flag(self.max_file_size)
         out = Path(self.out)
         if out.exists() and not out.is_dir():
             raise InputError(

@@ -51,6 +51,7 @@ from lmassay.attest.json_records import (
     text,
     truth,
 )
+from lmassay.bounded_read import DOCUMENT_LIMIT, read_bytes
 from lmassay.digests import Digest
 from lmassay.errors import InputError
 
@@ -347,10 +348,12 @@ class Attestation(Record):
 
     @classmethod
     def read(cls, path: str | Path) -> Attestation:
-        """Read ``path``: a run folder holding ``attestation.json``, or the JSON file itself."""
+        """Read ``path``: a run folder holding ``attestation.json``, or the JSON file itself.
+
+        Only a regular file of at most :data:`~lmassay.bounded_read.DOCUMENT_LIMIT` is read."""
         given = Path(path)
         file = given / ATTESTATION_FILE if given.is_dir() else given
-        if not file.is_file():
+        if not file.exists():
             where = (
                 f"{given} holds no {ATTESTATION_FILE}" if given.is_dir() else f"{file} not found"
             )
@@ -358,9 +361,10 @@ class Attestation(Record):
                 f"attestation {where}",
                 "pass a run folder written by `lmassay attest` or the path of its attestation.json",
             )
+        data = read_bytes(file, what="attestation", limit=DOCUMENT_LIMIT, flag=None)
         try:
-            raw = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as err:
+            raw = json.loads(data.decode("utf-8"))
+        except UnicodeDecodeError as err:
             raise InputError(f"attestation {file} cannot be read ({err})", _FIX_RERUN) from err
         except json.JSONDecodeError as err:
             raise InputError(

@@ -3,6 +3,11 @@
 :func:`detect_format` names the form of a path and :func:`read_records` reads it; the forms and the
 ids they give are described in :mod:`lmassay.attest.probes`.  Every problem is a
 :class:`~lmassay.errors.ProbeError` naming the file and the line, row or file of the sample.
+
+Files are read through :mod:`lmassay.bounded_read`: only regular files, and at most ``limit`` bytes
+of a corpus (one JSONL or parquet file, the ``.txt`` files of a folder together, the files of a
+saved dataset together); ``--max-file-size`` sets it. A folder of ``.txt`` files may also hold at
+most :data:`MAX_TXT_FILES` of them.
 """
 
 from __future__ import annotations
@@ -14,6 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lmassay.bounded_read import (
+    DATA_LIMIT,
+    check_folder,
+    check_regular,
+    iter_lines,
+    over_folder_limit,
+    read_bytes,
+)
 from lmassay.errors import ProbeError
 
 if TYPE_CHECKING:
@@ -25,6 +38,9 @@ ACCEPTED = (
     "give --probes a .jsonl file (one JSON object per line), a folder of category sub-folders "
     "holding .txt files, a folder written by datasets' save_to_disk, or a .parquet file"
 )
+MAX_TXT_FILES = 1_000_000
+"""Most ``.txt`` files of a probe folder (each is one sample); a larger corpus belongs in JSONL."""
+_WHAT = "probe file"
 
 
 @dataclass(frozen=True)
@@ -48,18 +64,25 @@ class Fields:
 
 
 def read_records(
-    source: Path, fmt: str, fields: Fields, split: str | None, warnings: list[str]
+    source: Path,
+    fmt: str,
+    fields: Fields,
+    split: str | None,
+    warnings: list[str],
+    *,
+    limit: int = DATA_LIMIT,
 ) -> list[Record]:
-    """The records of the corpus at ``source`` in form ``fmt`` (from :func:`detect_format`)."""
+    """The records of the corpus at ``source`` in form ``fmt`` (from :func:`detect_format`), read
+    from at most ``limit`` bytes of files (see the module docstring)."""
     if split is not None and fmt != "hf-dataset":
         warnings.append(f"split {split!r} ignored: {source} is a {fmt} corpus without splits")
     if fmt == "jsonl":
-        return _read_jsonl(source, fields)
+        return _read_jsonl(source, fields, limit)
     if fmt == "txt-dir":
-        return _read_txt_dir(source, warnings)
+        return _read_txt_dir(source, warnings, limit)
     if fmt == "parquet":
-        return _records_from_table(_read_parquet_table(source, fields), source, fields)
-    return _records_from_table(_read_hf_table(source, fields, split), source, fields)
+        return _records_from_table(_read_parquet_table(source, fields, limit), source, fields)
+    return _records_from_table(_read_hf_table(source, fields, split, limit), source, fields)
 
 
 def detect_format(path: Path) -> str:
@@ -85,51 +108,30 @@ def detect_format(path: Path) -> str:
 # --------------------------------------------------------------------------- JSONL
 
 
-def _decode_utf8(data: bytes, path: Path, *, by_line: bool) -> str:
-    """Decode file bytes, dropping a leading BOM; a bad byte names the line or the byte offset."""
-    skipped = len(_BOM) if data.startswith(_BOM) else 0
-    try:
-        return data[skipped:].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        offset = exc.start + skipped
-        utf16 = data.startswith((b"\xff\xfe", b"\xfe\xff"))
-        hint = " (it looks like UTF-16)" if utf16 else ""
-        if by_line:
-            line = data.count(b"\n", 0, offset) + 1
-            place = f"line {line} (byte offset {offset})"
-        else:
-            place = f"byte offset {offset}"
-        raise ProbeError(
-            f"{path} {place}: bytes are not valid UTF-8{hint}",
-            "re-encode the file as UTF-8 (e.g. iconv -f <encoding> -t UTF-8)",
-        ) from None
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ProbeError(
-            f"cannot read probe file {path}: {exc.strerror}", "check the file"
-        ) from None
-
-
-def _read_jsonl(path: Path, fields: Fields) -> list[Record]:
-    data = _read_bytes(path)
-    if not data.strip():
-        raise ProbeError(f"probe file {path} is empty", "put one JSON object per line in it")
-    text = _decode_utf8(data, path, by_line=True)
-    if text.lstrip().startswith("["):
-        raise ProbeError(
-            f"{path} holds a JSON array, not JSON lines",
-            'write one object per line, e.g. {"text": "...", "category": "..."}',
-        )
-
+def _read_jsonl(path: Path, fields: Fields, limit: int) -> list[Record]:
+    """The records of a JSONL file, streamed line by line (split on ``\\n`` only: str.splitlines
+    would also split on U+2028 etc. inside strings)."""
     records: list[Record] = []
-    # Split on "\n" only: str.splitlines would also split on U+2028 etc. inside strings.
-    for number, line in enumerate(text.split("\n"), start=1):
+    blank = True  # only whitespace bytes so far (a BOM counts as content, as it always has)
+    first_content = True
+    offset = 0  # byte offset of the line in the file
+    head = b""
+    for number, raw in enumerate(iter_lines(path, what=_WHAT, limit=limit), start=1):
+        if number == 1:
+            head = raw
+        blank = blank and not raw.strip()
+        data = raw[len(_BOM) :] if number == 1 and raw.startswith(_BOM) else raw
+        skipped = len(raw) - len(data)
+        line = _decode_line(data, path, number, offset + skipped, head)
+        offset += len(raw)
         if not line.strip():
             continue
+        if first_content and line.lstrip().startswith("["):
+            raise ProbeError(
+                f"{path} holds a JSON array, not JSON lines",
+                'write one object per line, e.g. {"text": "...", "category": "..."}',
+            )
+        first_content = False
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
@@ -143,9 +145,25 @@ def _read_jsonl(path: Path, fields: Fields) -> list[Record]:
                 'make every line one JSON object, e.g. {"text": "...", "category": "..."}',
             )
         records.append(_record_from_mapping(obj, path, f"line {number}", f"line-{number}", fields))
+    if blank:
+        raise ProbeError(f"probe file {path} is empty", "put one JSON object per line in it")
     if not records:
         raise ProbeError(f"probe file {path} holds no samples (only blank lines)", "add samples")
     return records
+
+
+def _decode_line(data: bytes, path: Path, number: int, offset: int, head: bytes) -> str:
+    """One line of a JSONL file; a bad byte names the line and its byte offset in the file."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        utf16 = head.startswith((b"\xff\xfe", b"\xfe\xff"))
+        hint = " (it looks like UTF-16)" if utf16 else ""
+        raise ProbeError(
+            f"{path} line {number} (byte offset {offset + exc.start}): bytes are not valid "
+            f"UTF-8{hint}",
+            "re-encode the file as UTF-8 (e.g. iconv -f <encoding> -t UTF-8)",
+        ) from None
 
 
 def _record_from_mapping(
@@ -247,8 +265,9 @@ def _names(obj: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- txt folders
 
 
-def _read_txt_dir(root: Path, warnings: list[str]) -> list[Record]:
+def _read_txt_dir(root: Path, warnings: list[str], limit: int) -> list[Record]:
     records: list[Record] = []
+    budget = _Budget(root, limit)
     ignored: list[str] = []
     empty_categories: list[str] = []
     try:
@@ -258,7 +277,7 @@ def _read_txt_dir(root: Path, warnings: list[str]) -> list[Record]:
         raise ProbeError(f"cannot list probe folder {root}: {exc.strerror}", "check it") from None
     for entry in entries:
         if entry.is_dir():
-            found = _read_category_dir(root, Path(entry.path), entry.name, ignored)
+            found = _read_category_dir(root, Path(entry.path), entry.name, ignored, budget)
             if not found:
                 empty_categories.append(entry.name)
             records.extend(found)
@@ -285,7 +304,32 @@ def _read_txt_dir(root: Path, warnings: list[str]) -> list[Record]:
     return records
 
 
-def _read_category_dir(root: Path, folder: Path, category: str, ignored: list[str]) -> list[Record]:
+@dataclass
+class _Budget:
+    """What is left of the bytes and files a probe folder may hold."""
+
+    root: Path
+    limit: int
+    n_bytes: int = 0
+    files_left: int = MAX_TXT_FILES
+
+    def take_bytes(self, n_bytes: int) -> None:
+        self.n_bytes += n_bytes
+        if self.n_bytes > self.limit:
+            raise over_folder_limit(self.root, "probe folder", self.limit)
+
+    def take_file(self) -> None:
+        self.files_left -= 1
+        if self.files_left < 0:
+            raise ProbeError(
+                f"probe folder {self.root} holds more than {MAX_TXT_FILES:,} .txt files",
+                "put the samples in one JSONL file (one JSON object per line) instead",
+            )
+
+
+def _read_category_dir(
+    root: Path, folder: Path, category: str, ignored: list[str], budget: _Budget
+) -> list[Record]:
     records: list[Record] = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -297,10 +341,27 @@ def _read_category_dir(root: Path, folder: Path, category: str, ignored: list[st
             if not name.endswith(".txt") or not full.is_file():
                 ignored.append(rel)
                 continue
-            text = _decode_utf8(_read_bytes(full), full, by_line=False)
+            budget.take_file()
+            data = read_bytes(full, what=_WHAT, limit=budget.limit)
+            budget.take_bytes(len(data))
+            text = _decode_txt(data, full)
             sample_id = rel[: -len(".txt")]
             records.append(Record(sample_id, category, text, None, f"file {rel}"))
     return records
+
+
+def _decode_txt(data: bytes, path: Path) -> str:
+    """A .txt file's text without a leading BOM; a bad byte names its byte offset."""
+    skipped = len(_BOM) if data.startswith(_BOM) else 0
+    try:
+        return data[skipped:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        utf16 = data.startswith((b"\xff\xfe", b"\xfe\xff"))
+        hint = " (it looks like UTF-16)" if utf16 else ""
+        raise ProbeError(
+            f"{path} byte offset {exc.start + skipped}: bytes are not valid UTF-8{hint}",
+            "re-encode the file as UTF-8 (e.g. iconv -f <encoding> -t UTF-8)",
+        ) from None
 
 
 # --------------------------------------------------------------------------- tables
@@ -328,10 +389,11 @@ def _wanted_columns(columns: Sequence[str], fields: Fields) -> list[str]:
     return wanted
 
 
-def _read_parquet_table(path: Path, fields: Fields) -> pa.Table:
+def _read_parquet_table(path: Path, fields: Fields, limit: int) -> pa.Table:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    check_regular(path, what=_WHAT, limit=limit)
     try:
         columns = list(pq.read_schema(path).names)
         _require_columns(columns, path, fields)
@@ -342,7 +404,7 @@ def _read_parquet_table(path: Path, fields: Fields) -> pa.Table:
         ) from None
 
 
-def _read_hf_table(path: Path, fields: Fields, split: str | None) -> pa.Table:
+def _read_hf_table(path: Path, fields: Fields, split: str | None, limit: int) -> pa.Table:
     try:
         import datasets
     except ImportError:
@@ -350,6 +412,7 @@ def _read_hf_table(path: Path, fields: Fields, split: str | None) -> pa.Table:
             f"{path} is a saved Hugging Face dataset but the 'datasets' package is missing",
             "pip install datasets",
         ) from None
+    check_folder(path, what="saved dataset", limit=limit)
     try:
         loaded = datasets.load_from_disk(str(path))
     except (OSError, ValueError) as exc:

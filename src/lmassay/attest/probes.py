@@ -60,6 +60,7 @@ import numpy as np
 
 from lmassay._atomic import atomic_write_jsonl
 from lmassay.attest.probe_readers import Fields, Record, detect_format, read_records
+from lmassay.bounded_read import DATA_LIMIT
 from lmassay.digests import Digest
 from lmassay.errors import ProbeError
 
@@ -147,6 +148,7 @@ def load_probes(
     per_category: int | None = None,
     seed: int = 0,
     min_per_category: int = 5,
+    max_bytes: int = DATA_LIMIT,
 ) -> ProbeSet:
     """Load a probe corpus from ``path`` (format detected; see the module docstring).
 
@@ -162,9 +164,13 @@ def load_probes(
         seed: non-negative seed of the subsampling.
         min_per_category: categories with fewer samples than this get a warning (the statistics
             will not test them).
+        max_bytes: the most bytes of files the corpus may hold (``--max-file-size``); only
+            regular files are read (see :mod:`lmassay.bounded_read`).
 
     Raises:
         ProbeError: the corpus cannot be used; the message names the file and line, row or id.
+        InputError: a file of the corpus is not a regular file, or the corpus is over
+            ``max_bytes``; the message names the file.
     """
     if per_category is not None and per_category < 1:
         raise ProbeError(
@@ -177,7 +183,7 @@ def load_probes(
     source = Path(path)
     fmt = detect_format(source)
     warnings: list[str] = []
-    records = read_records(source, fmt, fields, split, warnings)
+    records = read_records(source, fmt, fields, split, warnings, limit=max_bytes)
     samples = _validate(records, source, warnings)
     if per_category is not None:
         samples = _subsample(samples, per_category, seed, warnings)

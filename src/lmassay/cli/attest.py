@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from lmassay.bounded_read import DATA_LIMIT_TEXT
 from lmassay.cli import options as opt
 from lmassay.cli._app import app, run_command
 from lmassay.cli.options import config_from
@@ -39,6 +40,7 @@ def attest(
     different_model_threshold: opt.DifferentModelThreshold = None,
     n_bootstrap: opt.NBootstrap = 1000,
     min_samples: opt.MinSamples = 5,
+    max_file_size: opt.MaxFileSize = DATA_LIMIT_TEXT,
     no_report: opt.NoReport = False,
     quiet: opt.Quiet = False,
     sign: opt.Sign = None,

@@ -111,6 +111,15 @@ Registry = Annotated[
     Path | None,
     typer.Option(help="Registry database (default: $LMASSAY_REGISTRY or the user data folder)."),
 ]
+MaxFileSize = Annotated[
+    str,
+    typer.Option(
+        "--max-file-size",
+        metavar="SIZE",
+        help="Most bytes a probe, data or facts file (or the files of a folder together) may "
+        "hold, e.g. 512MiB or 8GiB; only regular files are read.",
+    ),
+]
 
 # --------------------------------------------------------------------------------------------
 # lmassay attest

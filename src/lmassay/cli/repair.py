@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from lmassay.bounded_read import DATA_LIMIT_TEXT
 from lmassay.cli import options as opt
 from lmassay.cli._app import app, run_command
 from lmassay.cli.options import config_from
@@ -43,6 +44,7 @@ def repair(
     trust_remote_code: opt.TrustRemoteCode = False,
     restart: opt.Restart = False,
     force: opt.Force = False,
+    max_file_size: opt.MaxFileSize = DATA_LIMIT_TEXT,
     quiet: opt.Quiet = False,
 ) -> None:
     """Repair the flagged categories, then attest again on the same held-out probes.

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from lmassay.attest.model_loading import ModelOptions
+from lmassay.bounded_read import DATA_LIMIT_TEXT, size_from_flag
 from lmassay.choices import (
     CHECKPOINTING,
     METHODS,
@@ -74,6 +75,14 @@ class RepairConfig(ModelOptions):
     """Discard the checkpoints of an interrupted run instead of resuming it."""
     force: bool = False
     """Replace an existing OUT."""
+    max_file_size: str = DATA_LIMIT_TEXT
+    """The most bytes ``data`` (and the attestation's probes, re-read) may hold, e.g. ``8GiB``
+    (``--max-file-size``; see :mod:`lmassay.bounded_read`)."""
+
+    @property
+    def max_file_bytes(self) -> int:
+        """``max_file_size`` in bytes; :class:`InputError` naming ``--max-file-size`` if it is no size."""
+        return size_from_flag(self.max_file_size)
 
     def resolved_stop_gap(self, noise_floor: float | None) -> float | None:
         """The held-out gap that stops training (None: run all steps)."""
@@ -137,6 +146,7 @@ class RepairConfig(ModelOptions):
                 f"--gradient-checkpointing {self.gradient_checkpointing!r} is unknown",
                 "use auto, on or off",
             )
+        size_from_flag(self.max_file_size)
         out = Path(self.out)
         if out.exists() and not out.is_dir():
             raise InputError(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lmassay.bounded_read import DATA_LIMIT, read_bytes
 from lmassay.errors import InputError
 from lmassay.progress import Progress
 from lmassay.repair.mlp_site import mlp_site, second_moment
@@ -54,10 +55,12 @@ class FactRequest:
     line: int
 
 
-def _read_lines(path: Path) -> list[tuple[int, str]]:
-    """``(line number, line)`` of the non-blank lines of a UTF-8 text file."""
+def _read_lines(path: Path, what: str, max_bytes: int) -> list[tuple[int, str]]:
+    """``(line number, line)`` of the non-blank lines of a UTF-8 text file: a regular file of at
+    most ``max_bytes`` (:mod:`lmassay.bounded_read`)."""
+    data = read_bytes(path, what=what, limit=max_bytes)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"{path} is not UTF-8 text ({exc.reason})", "save it as UTF-8") from exc
     return [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
@@ -124,20 +127,23 @@ def _fact_request(path: Path, number: int, row: dict[str, Any]) -> FactRequest:
     return FactRequest(str(raw_id), FactEdit(prompt, subject, target), number)
 
 
-def read_fact_edits(path: str | os.PathLike[str]) -> list[FactRequest]:
+def read_fact_edits(
+    path: str | os.PathLike[str], *, max_bytes: int = DATA_LIMIT
+) -> list[FactRequest]:
     """The facts of a JSONL file: one ``{"prompt", "subject", "target"}`` object a line.
 
     ``"id"`` is optional (default ``"line-N"``); other fields are ignored; blank lines are
     skipped. The target is written after the prompt with one space, so neither may carry that
     space. Raises :class:`InputError` naming the file and line for the first bad line, for an
-    empty file, for a repeated id and for one prompt given two targets.
+    empty file, for a repeated id and for one prompt given two targets, and naming the file when
+    it is not a regular file or is larger than ``max_bytes`` (``--max-file-size``).
     """
     file = Path(path)
-    if not file.is_file():
+    if not file.exists():
         raise InputError(f"facts file {str(file)!r} does not exist", "check the --facts path")
     requests = [
         _fact_request(file, n, _json_object(file, n, line, _FACT_EXAMPLE))
-        for n, line in _read_lines(file)
+        for n, line in _read_lines(file, "facts file", max_bytes)
     ]
     if not requests:
         raise InputError(f"facts file {file} holds no facts", f"write one a line: {_FACT_EXAMPLE}")
@@ -162,15 +168,18 @@ def read_fact_edits(path: str | os.PathLike[str]) -> list[FactRequest]:
     return requests
 
 
-def read_covariance_texts(path: str | os.PathLike[str]) -> list[str]:
+def read_covariance_texts(
+    path: str | os.PathLike[str], *, max_bytes: int = DATA_LIMIT
+) -> list[str]:
     """The texts of a ``.jsonl`` file with ``"text"`` per line (other fields ignored), or of
     anything :func:`lmassay.attest.probes.load_probes` reads (a folder of category sub-folders of
-    ``.txt`` files, a parquet file, a saved dataset), in file order."""
+    ``.txt`` files, a parquet file, a saved dataset), in file order; at most ``max_bytes`` of
+    regular files (``--max-file-size``)."""
     source = Path(path)
-    if source.is_file() and source.suffix.lower() in (".jsonl", ".json"):
+    if not source.is_dir() and source.suffix.lower() in (".jsonl", ".json"):
         example = '{"text": "A paragraph of ordinary text."}'
         texts = []
-        for number, line in _read_lines(source):
+        for number, line in _read_lines(source, "covariance texts file", max_bytes):
             text = _json_object(source, number, line, example).get("text")
             if not isinstance(text, str):
                 raise InputError(
@@ -181,7 +190,8 @@ def read_covariance_texts(path: str | os.PathLike[str]) -> list[str]:
     else:
         from lmassay.attest.probes import load_probes
 
-        texts = [s.text for s in load_probes(source, min_per_category=1).samples if s.text.strip()]
+        loaded = load_probes(source, min_per_category=1, max_bytes=max_bytes)
+        texts = [s.text for s in loaded.samples if s.text.strip()]
     if not texts:
         raise InputError(f"{source} holds no text", "give a few hundred sample paragraphs")
     return texts

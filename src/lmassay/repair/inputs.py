@@ -18,6 +18,7 @@ from typing import Any
 from lmassay.attest.document import ATTESTATION_FILE, Attestation, ModelInfo, ProbesInfo
 from lmassay.attest.probes import ProbeSet, load_probes
 from lmassay.attest.recipe import AttestConfig
+from lmassay.bounded_read import FileLimitError
 from lmassay.digests import Digest
 from lmassay.errors import InputError
 from lmassay.progress import Progress
@@ -104,8 +105,9 @@ def read_judgement(config: RepairConfig) -> Judgement:
     return Judgement(before, settings, categories, reference)
 
 
-def _judging_probes(judgement: Judgement) -> ProbeSet:
-    """The attestation's probes, re-read and checked against the digest it recorded."""
+def _judging_probes(judgement: Judgement, max_bytes: int) -> ProbeSet:
+    """The attestation's probes, re-read (at most ``max_bytes``) and checked against the digest it
+    recorded."""
     settings = judgement.settings
     try:
         probes = load_probes(
@@ -117,11 +119,17 @@ def _judging_probes(judgement: Judgement) -> ProbeSet:
             per_category=settings.get("per_category"),
             seed=settings.get("seed", 0),
             min_per_category=0,
+            max_bytes=max_bytes,
         )
     except InputError as err:
+        fix = (
+            err.fix  # raising --max-file-size is the way out
+            if isinstance(err, FileLimitError)
+            else "repair needs the probes that judged the model, at the path the attestation "
+            "records"
+        )
         raise InputError(
-            f"the attestation's probes {settings['probes']!r} cannot be read ({err.what})",
-            "repair needs the probes that judged the model, at the path the attestation records",
+            f"the attestation's probes {settings['probes']!r} cannot be read ({err.what})", fix
         ) from err
     recorded = recorded_digest(judgement.before.probes)
     if recorded and probes.digest.value != recorded:
@@ -135,12 +143,13 @@ def _judging_probes(judgement: Judgement) -> ProbeSet:
 
 def read_repair_data(config: RepairConfig, judgement: Judgement, progress: Progress) -> RepairData:
     """The repair text of ``--data``, refused when it holds a judging probe, split into roles."""
-    probes = _judging_probes(judgement)
+    probes = _judging_probes(judgement, config.max_file_bytes)
     data = load_probes(
         config.data,
         text_field=config.text_field,
         category_field=config.category_field,
         min_per_category=0,
+        max_bytes=config.max_file_bytes,
     )
     overlap = find_probe_overlap(probes.samples, (s.text for s in data.samples))
     if overlap.overlapping:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lmassay._atomic import atomic_write_bytes
+from lmassay.bounded_read import DOCUMENT_LIMIT, read_bytes
 from lmassay.errors import InputError
 
 SUPPORTED_CURVES = ("secp256r1", "secp384r1", "secp521r1")  # those model_signing accepts
@@ -87,11 +88,12 @@ def fingerprint(public_key: Any) -> str:
 
 
 def _read_key_file(path: Path, what: str) -> bytes:
-    if not path.is_file():
+    """The bytes of a key file: a regular file of at most :data:`DOCUMENT_LIMIT`."""
+    if not path.exists():
         raise InputError(
             f"{what} {path} does not exist", "create a pair with: lmassay keygen --out KEY"
         )
-    return path.read_bytes()
+    return read_bytes(path, what=what, limit=DOCUMENT_LIMIT, flag=None)
 
 
 def _check_curve(key: Any, path: Path) -> None:
