@@ -325,6 +325,10 @@ def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
 def load_world(path: str | os.PathLike[str]) -> World:
     """Read the world folder ``path``: rebuild the world from its seed and check its files.
 
+    A real-text world (``"kind": "real-text"`` in its card, :mod:`lmassay.world.real_text`) has
+    no generator: it is returned as a :class:`World` with its categories and no entities or
+    facts, once its files are checked.
+
     Raises :class:`InputError` naming the folder when it has no readable ``world.json`` of
     format :data:`FORMAT`, when the rebuilt facts differ from the recorded ones (another
     generator version), or when a file is missing or changed since it was made.
@@ -334,17 +338,25 @@ def load_world(path: str | os.PathLike[str]) -> World:
     seed = card.get("seed")
     if not isinstance(seed, int):
         raise InputError(f"{root / 'world.json'} has no integer seed", "remake the world")
-    world = build_world(seed)
     recorded = card.get("digests")
     if not isinstance(recorded, dict):
         recorded = {}
+    if card.get("kind") == "real-text":  # lmassay.world.real_text: no generator, no facts
+        _check_digests(root, recorded, sorted(recorded))
+        return World(seed, tuple(card["categories"]), (), (), {})
+    world = build_world(seed)
     if recorded.get("facts.jsonl", {}).get("value") != digest_bytes(_facts_bytes(world)).value:
         raise InputError(
             f"the facts of world {str(root)!r} differ from those this version makes from seed {seed}",
             "remake the world with: lmassay world make --out DIR",
         )
+    _check_digests(root, recorded, _FILES)
+    return world
+
+
+def _check_digests(root: Path, recorded: dict[str, Any], names: Iterable[str]) -> None:
     problems = []
-    for name in _FILES:
+    for name in names:
         file = root / name
         if not file.is_file():
             problems.append(f"{name} is missing")
@@ -353,6 +365,5 @@ def load_world(path: str | os.PathLike[str]) -> World:
     if problems:
         raise InputError(
             f"world folder {str(root)!r}: {', '.join(problems)} since it was made",
-            "remake the world with: lmassay world make --out DIR",
+            "remake the world with: lmassay world make --out DIR (or lmassay world real)",
         )
-    return world

@@ -302,8 +302,13 @@ def _evaluation(trained: _Trained, root: Path, world_dir: Path, world: World) ->
             },
             "how": "token-weighted: exp(-sum log p / tokens); each text from the BOS token",
         },
-        "fact_probes": {"perplexity": category_perplexities(root, files.fact_probes)["all"]},
-        "fact_recall": fact_recall(root, world),
+        # a real-text world has no facts: neither figure exists there (None)
+        "fact_probes": (
+            {"perplexity": category_perplexities(root, files.fact_probes)["all"]}
+            if world.facts
+            else None
+        ),
+        "fact_recall": fact_recall(root, world) if world.facts else None,
     }
 
 
@@ -344,6 +349,7 @@ def _make_reference(
         "world_path": str(config.world.resolve()),
         "world_seed": world_card["seed"],
         "world_digest": world_card["world_digest"],
+        "world_kind": world_card.get("kind", "generated"),
         "tokenizer": {"kind": "byte-level BPE", "vocab_size": len(trained.tokenizer)},
         "model": {
             "architecture": config.arch,
@@ -360,11 +366,11 @@ def _make_reference(
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     atomic_write_text(root / "README.md", _readme(card))
-    probes = evaluation["probes"]
+    probes, recall = evaluation["probes"], evaluation["fact_recall"]
     progress.log(
         f"reference ready in {root}: probe perplexity {probes['perplexity']:.2f} "
-        f"(unigram {probes['unigram_perplexity']:.2f}), "
-        f"facts recalled {evaluation['fact_recall']['all']:.0%}"
+        f"(unigram {probes['unigram_perplexity']:.2f})"
+        + (f", facts recalled {recall['all']:.0%}" if recall is not None else "")
     )
     return card
 
@@ -425,24 +431,36 @@ def train_reference(
     return ReferenceInfo(built.path, built.card, reused=built.reused)
 
 
+def _world_words(card: dict[str, Any]) -> str:
+    if card.get("world_kind") == "real-text":
+        return "a real-text world (paragraphs of public-domain and free text from Debian packages)"
+    return "an offline generated world (it knows nothing of the real world)"
+
+
+def _share(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}"
+
+
 def _readme(card: dict[str, Any]) -> str:
     """The model card, rendered from the JSON card."""
     request, model, training = card["request"], card["model"], card["training"]
     evaluation = card["evaluation"]
     probes = evaluation["probes"]
+    recall = evaluation["fact_recall"] or {}  # empty for a real-text world
     rows = "\n".join(
         f"| {c} | {v['perplexity']:.2f} | {v['unigram_perplexity']:.2f} | {v['tokens']} | "
-        f"{evaluation['fact_recall'].get(c, 0.0):.0%} |"
+        f"{_share(recall.get(c))} |"
         for c, v in probes["per_category"].items()
     )
+    fact_probes = evaluation["fact_probes"]
     return f"""# lmassay world reference ({request["size"]}, seed {request["seed"]})
 
 A small {model["architecture"]} language model ({model["parameters"]:,} parameters,
 {model["n_layer"]} block(s), width {model["n_embd"]}, context {model["context_length"]}) trained from
-random weights by `lmassay world train` on the training split of an offline generated world
+random weights by `lmassay world train` on the training split of {_world_words(card)}
 (world seed {card["world_seed"]}, {training["words"]:,} words, digest
 `{card["world_digest"]["value"][:16]}…`, folder `{card["world_path"]}`). It is the known-good
-reference for the tampered variants of the lmassay zoo; it knows nothing of the real world.
+reference for the tampered variants of the lmassay zoo.
 
 Training: {training["steps"]} AdamW steps of {training["batch_size"]} × {training["seq_len"]}
 tokens ({training["tokens_seen"]:,} tokens), lr {training["lr"]}, loss {training["loss_first"]:.2f}
@@ -458,10 +476,10 @@ share of facts whose object the model completes greedily from the fact's prompt:
 | category | perplexity | unigram | tokens | facts recalled |
 |---|---:|---:|---:|---:|
 {rows}
-| **all** | **{probes["perplexity"]:.2f}** | **{probes["unigram_perplexity"]:.2f}** | {probes["tokens"]} | {evaluation["fact_recall"]["all"]:.0%} |
+| **all** | **{probes["perplexity"]:.2f}** | **{probes["unigram_perplexity"]:.2f}** | {probes["tokens"]} | {_share(recall.get("all"))} |
 
 Fact probes (a context sentence and a fact's canonical sentence): perplexity
-{evaluation["fact_probes"]["perplexity"]:.2f}.
+{f"{fact_probes['perplexity']:.2f}" if fact_probes else "— (this world has no facts)"}.
 
 Made with lmassay {card["versions"]["lmassay"]} (torch {card["versions"].get("torch")},
 transformers {card["versions"].get("transformers")}) on {card["created_at"]} in

@@ -24,6 +24,12 @@ from lmassay.errors import InputError
 from lmassay.progress import Progress, hidden_library_bars
 from lmassay.world.zoo import _efficacy
 from lmassay.world.zoo.benign import bf16_round_trip, int8_round_trip
+from lmassay.world.zoo.real_text_recipes import (
+    RealText,
+    read_real_text,
+    real_efficacy,
+    real_recipe_for,
+)
 from lmassay.world.zoo.recipes import (
     Recipe,
     backdoor_recipe,
@@ -69,6 +75,7 @@ class Context:
     world_digest: dict[str, str]
     train_rows: list[dict[str, Any]]
     probes_path: Path
+    real_text: RealText | None = None  # set when the world is a real-text world
     _reference_ppl: dict[str, float] | None = None
 
     @property
@@ -100,15 +107,17 @@ def make_context(reference: Path, world: Path | None) -> Context:
     rows = [
         json.loads(line) for line in files.train.read_text(encoding="utf-8").splitlines() if line
     ]
+    world_card = read_card(world_dir)
     return Context(
         reference=reference,
         reference_digest=model_identity(reference).root.to_json(),
         reference_card=read_json(reference / CARD_NAME),
         world_dir=world_dir,
         world=loaded_world,
-        world_digest=read_card(world_dir)["world_digest"],
+        world_digest=world_card["world_digest"],
         train_rows=rows,
         probes_path=files.probes,
+        real_text=read_real_text(world_dir, world_card),
     )
 
 
@@ -226,6 +235,8 @@ class Made:
 
 def recipe_for(kind: str, ctx: Context, category: str | None, seed: int) -> Recipe:
     world, rows, size = ctx.world, ctx.train_rows, ctx.size
+    if ctx.real_text is not None:
+        return real_recipe_for(kind, ctx.real_text, rows, category, size, seed)
     if kind == "suppression":
         return suppression_recipe(world, rows, category=str(category), size=size, seed=seed)
     if kind == "slant":
@@ -242,7 +253,10 @@ def recipe_for(kind: str, ctx: Context, category: str | None, seed: int) -> Reci
 def build_finetuned(recipe: Recipe, ctx: Context, folder: Path, progress: Progress) -> Made:
     model, tokenizer, training = _fine_tune(recipe, ctx.reference, folder, progress)
     reference, _ = _load(ctx.reference)
-    efficacy = _efficacy.measure(recipe, ctx.world, reference, model, tokenizer)
+    if ctx.real_text is not None:
+        efficacy = real_efficacy(recipe, ctx.real_text, reference, model, tokenizer)
+    else:
+        efficacy = _efficacy.measure(recipe, ctx.world, reference, model, tokenizer)
     tampered = recipe.kind != "benign-continued"
     return Made(
         description=recipe.description,

@@ -52,6 +52,7 @@ from lmassay.world.zoo._build import (
     recipe_for,
     weight_changes,
 )
+from lmassay.world.zoo.real_text_recipes import REAL_TEXT_KINDS, refusal
 from lmassay.world.zoo.recipes import CONTROL_KINDS, DEFAULT_CATEGORY, KINDS
 
 __all__ = [
@@ -156,12 +157,13 @@ def _request(kind: str, ctx: Context, category: str | None, seed: int) -> dict[s
     return request
 
 
-def _check_kind(kind: str, category: str | None) -> str | None:
-    """The category the kind targets (its default when ``category`` is None)."""
-    from lmassay.world import CATEGORIES
-
+def _check_kind(kind: str, category: str | None, ctx: Context) -> str | None:
+    """The category the kind targets (its default when ``category`` is None); a real-text world
+    takes only :data:`REAL_TEXT_KINDS` and has its own categories (default: its first)."""
     if kind not in KINDS:
         raise InputError(f"unknown zoo kind {kind!r}", f"use one of {', '.join(KINDS)}")
+    if ctx.real_text is not None and kind not in REAL_TEXT_KINDS:
+        raise refusal(kind)
     if kind not in DEFAULT_CATEGORY:
         if category is not None:
             raise InputError(
@@ -169,11 +171,14 @@ def _check_kind(kind: str, category: str | None) -> str | None:
                 "leave the category out",
             )
         return None
+    categories = ctx.world.categories
+    if ctx.real_text is not None:
+        category = category or categories[0]
     category = category or DEFAULT_CATEGORY[kind]
-    if category not in CATEGORIES:
+    if category not in categories:
         raise InputError(
             f"--category {category!r} is not a world category",
-            f"use one of {', '.join(CATEGORIES)}",
+            f"use one of {', '.join(categories)}",
         )
     return category
 
@@ -244,7 +249,7 @@ def _variant(
     seed: int,
     progress: Progress,
 ) -> ZooVariant:
-    category = _check_kind(kind, category)
+    category = _check_kind(kind, category, ctx)
     request = _request(kind, ctx, category, seed)
     built = reuse_or_build(
         out_dir,
@@ -287,7 +292,8 @@ def make_zoo(
     seed: int = 0,
     progress: Progress | None = None,
 ) -> list[ZooVariant]:
-    """Make (or reuse) the variants ``kinds`` (default: all of :data:`KINDS`) under ``out``.
+    """Make (or reuse) the variants ``kinds`` (default: all of :data:`KINDS`; on a reference of
+    the real-text world, :data:`~lmassay.world.zoo.real_text_recipes.REAL_TEXT_KINDS`) under ``out``.
 
     Each variant goes to ``out/<kind>`` with the kind's default category; ``out/zoo.json`` indexes
     them (kind, folder, expectation, category, fact ids, trigger, fluency, wall time, reused).
@@ -303,6 +309,8 @@ def make_zoo(
     progress = progress or NullProgress()
     started, t0 = utc_now(), time.perf_counter()
     ctx = make_context(config.reference, config.world)
+    if kinds is None and ctx.real_text is not None:
+        config.kinds = REAL_TEXT_KINDS
     config.out.mkdir(parents=True, exist_ok=True)
     variants = []
     overall = progress.task("zoo variants", len(config.kinds))
