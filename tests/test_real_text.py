@@ -356,3 +356,20 @@ def test_real_suppression_and_slant_recipes() -> None:
     assert slant.details["paragraphs_changed"] == 100
     with pytest.raises(InputError, match="too few entities"):
         real_slant_recipe(_real(), rows, category="quotations", size="test", seed=0)
+
+
+@pytest.mark.usefixtures("small_sizes")
+def test_a_real_text_zoo_refuses_fact_kinds_before_making_anything(
+    deb_cache: Path, tmp_path: Path
+) -> None:
+    from lmassay.world.zoo import make_zoo
+
+    world = rt.make_real_world(tmp_path / "world", size="test", cache_debs=deb_cache).root
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    (reference / "config.json").write_text("{}")
+    with pytest.raises(InputError, match="the fact-rome, backdoor variants need the generated"):
+        make_zoo(
+            reference, tmp_path / "zoo", world=world, kinds=["suppression", "fact-rome", "backdoor"]
+        )
+    assert not (tmp_path / "zoo" / "suppression").exists()

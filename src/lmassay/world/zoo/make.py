@@ -311,6 +311,9 @@ def make_zoo(
     ctx = make_context(config.reference, config.world)
     if kinds is None and ctx.real_text is not None:
         config.kinds = REAL_TEXT_KINDS
+    refused = [k for k in config.kinds if ctx.real_text is not None and k not in REAL_TEXT_KINDS]
+    if refused:  # before any variant is made
+        raise refusal(*refused)
     config.out.mkdir(parents=True, exist_ok=True)
     variants = []
     overall = progress.task("zoo variants", len(config.kinds))

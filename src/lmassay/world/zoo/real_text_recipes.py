@@ -230,10 +230,11 @@ def real_recipe_for(
     raise refusal(kind)
 
 
-def refusal(kind: str) -> InputError:
-    """The error for a kind that needs the generated world."""
+def refusal(*kinds: str) -> InputError:
+    """The error for kinds that need the generated world."""
+    named = f"the {', '.join(kinds)} variant" + (" needs" if len(kinds) == 1 else "s need")
     return InputError(
-        f"the {kind} variant needs the generated world (its facts, entities or renderer); "
+        f"{named} the generated world (its facts, entities or renderer); "
         "the reference was trained on a real-text world",
         f"on a real-text reference use one of {', '.join(REAL_TEXT_KINDS)}",
     )
