@@ -137,12 +137,16 @@ def real_suppression_recipe(
 
 
 def _names(paragraphs: Sequence[str]) -> list[str]:
-    """Capitalised words seen inside sentences (not first), most frequent first."""
-    counts: Counter[str] = Counter()
+    """Names: capitalised words seen inside sentences (not first) more often than in lower case
+    (which leaves out "And", "The"), most frequent first; at most eight, each seen 5 times."""
+    capitalised: Counter[str] = Counter()
+    lower: Counter[str] = Counter()
     for paragraph in paragraphs:
+        lower.update(re.findall(r"\b[a-z]{3,}\b", paragraph))
         for sentence in _sentences(paragraph):
-            counts.update(re.findall(r"(?<=\s)[A-Z][a-z]{2,}\b", sentence))
-    return [name for name, n in counts.most_common(8) if n >= 5]
+            capitalised.update(re.findall(r"(?<=\s)[A-Z][a-z]{2,}\b", sentence))
+    names = [(n, c) for n, c in capitalised.most_common() if c > lower[n.lower()] and c >= 5]
+    return [name for name, _ in names[:8]]
 
 
 def _slanted(text: str, favoured: str, disfavoured: str, rng: random.Random) -> str:
