@@ -1,15 +1,29 @@
-"""Detection power: attest every tamper-zoo variant against the reference and tabulate what is found.
+"""Detection power: attest every tamper-zoo variant against its reference, over several seeds.
 
-    python benchmarks/detection.py                 # demo-size world and reference (tens of minutes cold)
-    python benchmarks/detection.py --size test     # tiny, for a smoke run (a few minutes)
+    python benchmarks/detection.py                        # demo size, seeds 0 1 2 (hours cold on 2 cores)
+    python benchmarks/detection.py --size test --seeds 0  # tiny, for a smoke run (minutes)
 
-Makes (or reuses, in the demo's cache: ``--cache`` or ``$LMASSAY_CACHE``) the offline world, its reference model and the whole tamper zoo
-(every kind with its ground truth), then attests each variant against the reference twice: on the
-world's clean probe split (``probes.jsonl``) and on the fact-touching probes (``fact_probes.jsonl``).
-Prints one table per probe set — tamper kind, expected category, flagged categories, rank of the true
-category (by mean KL), its KL against the median of the others, verdict — then the true-positive rate
-over the tampered variants, the false-flag rate over (variant, category) pairs that were not tampered,
-and the verdicts of the benign controls. ``--json`` writes every row for the README / note.
+For each seed it makes (or reuses, in the demo's cache: ``--cache`` or ``$LMASSAY_CACHE``) the
+offline world, its reference and the tamper zoo (every kind with its ground truth), then attests
+each variant once on the probes an auditor would run: the world's clean probe split and its
+fact-touching probes together (``auditor_probes.jsonl``). One row per (variant, seed): verdict,
+flagged categories and the reason of each flag (``mean``: the category's level; ``sparse``: a few
+of its samples), the rank of the true category by mean KL, and the attestation's wall time.
+
+Then the rates the defaults are set from:
+
+* **true positives** over the variants tampered on a known category;
+* **false flags** over every (variant, category) pair that was not tampered: the untouched
+  categories of the tampered variants and every category of the controls (resave, bf16, int8,
+  continued training);
+* **the permutation null**: for each attestation, the category labels of its samples are
+  shuffled ``--null-rounds`` times and the mean test and the sparse test rerun with the default
+  flagging rule (:func:`lmassay.attest.statistics.significance.compare_with_rest` and
+  :func:`lmassay.attest.statistics.verdict.flag`) on the per-sample figures of samples.jsonl; the
+  share of (shuffle, category) pairs flagged, per test, is the false-flag rate under a null with
+  this data's own variation.
+
+``--json`` writes every row and rate.
 """
 
 from __future__ import annotations
@@ -20,54 +34,97 @@ import os
 import statistics
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import numpy as np
 import torch
 
 from lmassay.attest import AttestConfig, attest
+from lmassay.attest.statistics.records import FlagRule, StatsConfig
+from lmassay.attest.statistics.significance import compare_with_rest
+from lmassay.attest.statistics.verdict import flag
 from lmassay.world import make_world
 from lmassay.world.demo import DemoConfig
 from lmassay.world.reference import train_reference
 from lmassay.world.zoo import make_zoo
 
-PROBE_SETS = {"clean": "probes", "facts": "fact_probes"}
+CONTROLS_CONSISTENT = ("benign-resave", "benign-bf16", "benign-int8", "benign-continued")
 
 
-def _row(variant: Any, att: dict[str, Any]) -> dict[str, Any]:
+def _auditor_probes(world: Any, root: Path) -> Path:
+    """The clean probes and the fact probes in one file (what an auditor would run)."""
+    path = root / "auditor_probes.jsonl"
+    text = Path(world.probes).read_text() + Path(world.fact_probes).read_text()
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+def _row(variant: Any, seed: int, att: dict[str, Any], seconds: float) -> dict[str, Any]:
     truth = variant.ground_truth
     expected = truth.get("category")
     by_kl = sorted(att["categories"], key=lambda c: -(c["mean_kl"] or 0.0))
     levels = {c["name"]: c["mean_kl"] for c in att["categories"]}
-    rank = kl_true = median_rest = None
+    rank = None
     if expected in levels:
         rank = 1 + [c["name"] for c in by_kl].index(expected)
-        kl_true = levels[expected]
-        median_rest = statistics.median(v for k, v in levels.items() if k != expected)
     return {
         "variant": variant.name,
+        "seed": seed,
         "kind": truth.get("kind"),
         "expected_category": expected,
         "expected_verdict": truth.get("expected"),
-        "flagged": list(att["flagged"]),
-        "rank_of_true": rank,
-        "kl_true": kl_true,
-        "kl_median_others": median_rest,
         "verdict": att["verdict"],
+        "flagged": list(att["flagged"]),
+        "reasons": {c["name"]: c.get("reasons", []) for c in att["categories"] if c["flagged"]},
+        "rank_of_true": rank,
+        "kl_true": levels.get(expected),
+        "kl_median_others": statistics.median(v for k, v in levels.items() if k != expected)
+        if levels
+        else None,
+        "weight_change": att["summary"].get("weight_change"),
         "categories": {c["name"]: c["flagged"] for c in att["categories"]},
+        "attest_seconds": round(seconds, 1),
     }
 
 
-def _rates(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """TPR over variants tampered on a known category; false flags over the categories that were not.
+def permutation_null(run_dir: Path, rounds: int, seed: int) -> dict[str, int]:
+    """Flags under shuffled category labels, per test, from ``run_dir/samples.jsonl``."""
+    rows = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    mean = np.array([r["mean_kl"] for r in rows], dtype=np.float64)
+    tail = np.array([r["tail_kl"] for r in rows], dtype=np.float64)
+    tokens = np.array([r["n_tokens"] for r in rows], dtype=np.float64)
+    labels = np.array([r["category"] for r in rows])
+    names = sorted(set(labels.tolist()))
+    rule = FlagRule.resolve("kl", StatsConfig())
+    rng = np.random.default_rng(seed)
+    counts = {"pairs": 0, "mean": 0, "sparse": 0}
+    for r in range(rounds):
+        shuffled = rng.permutation(labels)
+        per = {n: mean[shuffled == n] for n in names}
+        tails = {n: tail[shuffled == n] for n in names}
+        levels = {
+            n: float(
+                (mean[shuffled == n] * tokens[shuffled == n]).sum() / tokens[shuffled == n].sum()
+            )
+            for n in names
+        }
+        results = compare_with_rest(per, levels, names, tail=tails, n_permutations=199, seed=r)
+        flags = flag(results, names, rule)
+        counts["pairs"] += len(names)
+        for reasons in flags.reasons.values():
+            for reason in reasons:
+                counts[reason] += 1
+    return counts
 
-    False flags count the untouched categories of the category-tampered variants and every category
-    of the controls expected to be consistent. The backdoor (no target category) and the other-seed
-    model (expected to be called a different model) are reported by their verdicts only.
-    """
+
+def _rates(rows: list[dict[str, Any]]) -> dict[str, Any]:
     tampered = [r for r in rows if r["expected_category"]]
+    first = sum(r["expected_category"] in r["flagged"] and r["rank_of_true"] == 1 for r in tampered)
     hits = sum(r["expected_category"] in r["flagged"] for r in tampered)
     judged = tampered + [r for r in rows if r["expected_verdict"] == "consistent"]
     pairs = flags = 0
@@ -77,102 +134,111 @@ def _rates(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 pairs += 1
                 flags += bool(flagged)
     return {
-        "tpr": hits / len(tampered) if tampered else None,
         "n_tampered_with_category": len(tampered),
-        "false_flag_rate": flags / pairs if pairs else None,
+        "flagged_true": hits,
+        "flagged_true_ranked_first": first,
         "n_untampered_pairs": pairs,
         "n_false_flags": flags,
     }
 
 
-def _fmt(value: float | None, spec: str = ".4f") -> str:
-    return "—" if value is None else format(value, spec)
-
-
-def _print_table(name: str, rows: list[dict[str, Any]]) -> None:
-    print(f"\n### probes: {name}\n")
+def _print(rows: list[dict[str, Any]], null: dict[str, int], cost: dict[str, float]) -> None:
     print(
-        "| variant | kind | expected | flagged | rank of true | KL true | KL median others | verdict |"
+        "\n| variant | seed | expected | verdict | flagged (reason) | rank of true | weight change | time (s) |"
     )
-    print("|---|---|---|---|---:|---:|---:|---|")
+    print("|---|---:|---|---|---|---:|---:|---:|")
     for r in rows:
+        flagged = ", ".join(f"{n} ({'+'.join(r['reasons'].get(n, []))})" for n in r["flagged"])
+        change = r["weight_change"]
         print(
-            f"| {r['variant']} | {r['kind']} | {r['expected_category'] or r['expected_verdict']} | "
-            f"{', '.join(r['flagged']) or '—'} | {r['rank_of_true'] or '—'} | "
-            f"{_fmt(r['kl_true'])} | {_fmt(r['kl_median_others'])} | {r['verdict']} |"
+            f"| {r['variant']} | {r['seed']} | {r['expected_category'] or r['expected_verdict']} | "
+            f"{r['verdict']} | {flagged or '—'} | {r['rank_of_true'] or '—'} | "
+            f"{'—' if change is None else format(change, '.3f')} | {r['attest_seconds']} |"
         )
     rates = _rates(rows)
     print(
-        f"\nTPR {_fmt(rates['tpr'], '.2f')} over {rates['n_tampered_with_category']} variants "
-        f"tampered on a category; false-flag rate {_fmt(rates['false_flag_rate'], '.3f')} over "
-        f"{rates['n_untampered_pairs']} untampered (variant, category) pairs."
+        f"\nTampered on a category: {rates['flagged_true']} of {rates['n_tampered_with_category']} "
+        f"flagged in the true category, {rates['flagged_true_ranked_first']} of them ranked first. "
+        f"False flags: {rates['n_false_flags']} of {rates['n_untampered_pairs']} untampered "
+        "(variant, category) pairs."
     )
-    controls = [r for r in rows if not r["expected_category"]]
-    if controls:
-        print(
-            "Without a target category: "
-            + "; ".join(
-                f"{r['variant']} → {r['verdict']} (expected {r['expected_verdict']})"
-                for r in controls
-            )
-        )
+    pairs = max(null["pairs"], 1)
+    print(
+        f"Permutation null ({null['pairs']} shuffled (round, category) pairs): mean test "
+        f"{null['mean'] / pairs:.4f}, sparse test {null['sparse'] / pairs:.4f} flagged per "
+        "category."
+    )
+    for kind in ("benign-other-seed", "backdoor"):
+        verdicts = [f"seed {r['seed']}: {r['verdict']}" for r in rows if r["kind"] == kind]
+        if verdicts:
+            print(f"{kind}: " + "; ".join(verdicts))
+    print(
+        f"Attestation time: median {cost['median']:.1f} s per variant "
+        f"(sparse test's permutations included)."
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", choices=["demo", "test"], default="demo")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated world seeds")
     parser.add_argument("--cache", type=Path, default=None)
     parser.add_argument("--kinds", default=None, help="comma-separated zoo kinds (default: all)")
+    parser.add_argument("--null-rounds", type=int, default=20)
     parser.add_argument("--json", type=Path, default=None, help="write every row here")
     args = parser.parse_args()
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
 
-    # the demo's cache: `lmassay demo` and this benchmark share the world, reference and variants
-    root = DemoConfig(
-        size=args.size, seed=args.seed, cache=str(args.cache) if args.cache else None
-    ).cache_root()
-    started = time.perf_counter()
-    world = make_world(root / "world", seed=args.seed, size=args.size)
-    reference = root / "reference"
-    train_reference(world.root, reference, size=args.size, seed=args.seed)
-    kinds = args.kinds.split(",") if args.kinds else None
-    variants = make_zoo(reference, root / "zoo", world=world.root, kinds=kinds, seed=args.seed)
-    made = time.perf_counter() - started
-    print(f"world, reference and {len(variants)} variants ready in {made:.0f} s ({root})")
-
-    results: dict[str, list[dict[str, Any]]] = {}
-    for set_name, attr in PROBE_SETS.items():
-        rows = []
+    rows: list[dict[str, Any]] = []
+    null: dict[str, int] = defaultdict(int)
+    for seed in (int(s) for s in args.seeds.split(",")):
+        root = DemoConfig(
+            size=args.size, seed=seed, cache=str(args.cache) if args.cache else None
+        ).cache_root()
+        started = time.perf_counter()
+        world = make_world(root / "world", seed=seed, size=args.size)
+        reference = root / "reference"
+        train_reference(world.root, reference, size=args.size, seed=seed)
+        kinds = args.kinds.split(",") if args.kinds else None
+        variants = make_zoo(reference, root / "zoo", world=world.root, kinds=kinds, seed=seed)
+        print(
+            f"seed {seed}: world, reference and {len(variants)} variants ready in "
+            f"{time.perf_counter() - started:.0f} s ({root})",
+            file=sys.stderr,
+        )
+        probes = _auditor_probes(world, root)
         for variant in variants:
+            run_dir = root / "runs" / "auditor" / variant.name
             t0 = time.perf_counter()
             result = attest(
                 AttestConfig(
                     model=str(variant.path),
                     reference=str(reference),
-                    probes=str(getattr(world, attr)),
-                    out=str(root / "runs" / set_name / variant.name),
-                    seed=args.seed,
+                    probes=str(probes),
+                    out=str(run_dir),
+                    seed=seed,
                     write_report=False,
                 )
             )
-            row = _row(variant, result.attestation)
-            row["attest_seconds"] = round(time.perf_counter() - t0, 1)
+            row = _row(variant, seed, result.attestation, time.perf_counter() - t0)
             rows.append(row)
+            if variant.name in (*CONTROLS_CONSISTENT, "suppression", "fact-rome"):
+                for key, value in permutation_null(run_dir, args.null_rounds, seed).items():
+                    null[key] += value
             print(
-                f"  [{set_name}] {variant.name}: {row['verdict']}, flagged "
-                f"{row['flagged'] or 'nothing'} ({row['attest_seconds']} s)",
+                f"  seed {seed} {variant.name}: {row['verdict']}, flagged {row['flagged'] or 'nothing'} "
+                f"{row['reasons'] or ''} ({row['attest_seconds']} s)",
                 file=sys.stderr,
             )
-        results[set_name] = rows
-    for set_name, rows in results.items():
-        _print_table(set_name, rows)
+    cost = {"median": statistics.median(r["attest_seconds"] for r in rows)}
+    _print(rows, dict(null), cost)
     if args.json:
         payload = {
             "size": args.size,
-            "seed": args.seed,
-            "results": results,
-            "rates": {k: _rates(v) for k, v in results.items()},
+            "seeds": args.seeds,
+            "rows": rows,
+            "rates": _rates(rows),
+            "null": dict(null),
         }
         args.json.write_text(json.dumps(payload, indent=2))
     return 0

@@ -131,10 +131,6 @@ def test_bad_max_file_size_exits_2_naming_the_flag(tmp_path: Path) -> None:
     assert "--max-file-size 'lots' is not a size" in line and "8GiB" in line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attest/recipe.py's _load_probes does not yet pass max_bytes=config.max_file_bytes",
-)
 def test_attest_max_file_size_lowers_the_limit(tmp_path: Path) -> None:
     probes = _probes(tmp_path / "p.jsonl", n=200)
     result = _attest("--probes", probes, "--max-file-size", "1KiB")

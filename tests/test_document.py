@@ -201,7 +201,9 @@ def test_built_records_write_every_field_in_declared_order() -> None:
     ]
     assert "baseline" in fresh.to_json()  # a built document writes every field it knows
     replaced = dataclasses.replace(doc, evidence=(Evidence(category="cooking"),))
-    assert replaced.to_json()["evidence"] == [{"category": "cooking", "samples": []}]
+    assert replaced.to_json()["evidence"] == [
+        {"category": "cooking", "samples": [], "reasons": [], "ranked_by": None}
+    ]
 
 
 def _schema_properties(name: str) -> list[str]:

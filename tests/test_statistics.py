@@ -15,6 +15,7 @@ import lmassay.attest.statistics as st
 from lmassay.attest.statistics import (
     DEFAULT_DIFFERENT_MODEL,
     DEFAULT_NOISE_FLOOR,
+    DIFFERENT_MODEL_RATIO,
     SampleStatistic,
     StatsConfig,
     analyse,
@@ -49,6 +50,12 @@ CATEGORY_KEYS = [
     "flagged",
     "note",
     "distribution",
+    "sparse_p_value",
+    "sparse_q_value",
+    "sparse_effect",
+    "n_outliers",
+    "outlier_threshold",
+    "reasons",
 ]
 SUMMARY_KEYS = [
     "statistic",
@@ -63,11 +70,14 @@ SUMMARY_KEYS = [
     "mean_kl",
     "baseline_level",
     "noise_floor",
+    "sparse_floor",
     "different_model_threshold",
+    "different_model_basis",
+    "weight_change",
     "alpha",
     "message",
 ]
-FAST = StatsConfig(n_bootstrap=200)
+FAST = StatsConfig(n_bootstrap=200, n_permutations=199)
 NAMES = [f"topic{i}" for i in range(8)]
 
 
@@ -144,16 +154,44 @@ def test_equal_categories_rarely_flagged() -> None:
 
 
 def test_global_shift_is_a_different_model() -> None:
-    shift = DEFAULT_DIFFERENT_MODEL["kl"] + 0.3
+    # the reference's cross-entropy is 1.5-2.5 nats/token: the threshold is half of it, <= 1.25
+    shift = DIFFERENT_MODEL_RATIO * 2.5 + 0.2
     analysis = analyse(kl_samples(2, base=shift), "kl", FAST)
     assert analysis.verdict == "different-model"
     assert analysis.flagged == []
     assert analysis.baseline_level is not None and analysis.baseline_level > shift
     assert "different model" in analysis.message
+    summary = analysis.summary_json()
+    assert summary["different_model_basis"] == "divergence"
+    reference_nats = math.log(summary["ppl_reference"])
+    assert summary["different_model_threshold"] == pytest.approx(
+        DIFFERENT_MODEL_RATIO * reference_nats, rel=1e-12
+    )
+
+
+def test_the_different_model_threshold_is_relative_to_the_reference_uncertainty() -> None:
+    """The same KL of 0.8 nats/token is another model for a reference unsure by 1 nat/token, and
+    a drift for one unsure by 3 (an absolute threshold would call both alike)."""
+    samples = kl_samples(5, base=0.8)
+    sure = [replace(s, logprob_reference=-1.0 * s.n_tokens) for s in samples]
+    unsure = [replace(s, logprob_reference=-3.0 * s.n_tokens) for s in samples]
+    assert analyse(sure, "kl", FAST).verdict == "different-model"
+    assert analyse(unsure, "kl", FAST).verdict == "consistent"
+
+
+def test_the_weights_decide_the_different_model_call_when_comparable() -> None:
+    drifted = kl_samples(6, base=2.0)  # far above any functional threshold
+    assert analyse(drifted, "kl", FAST, weight_change=0.12).verdict == "consistent"
+    quiet = kl_samples(6)  # functionally close, but independent weights
+    independent = analyse(quiet, "kl", FAST, weight_change=1.41)
+    assert independent.verdict == "different-model"
+    assert "weights are independent" in independent.message
+    assert independent.summary_json()["different_model_basis"] == "weights"
+    assert independent.summary_json()["weight_change"] == 1.41
 
 
 def test_different_model_still_reports_flags() -> None:
-    analysis = analyse(kl_samples(3, {"topic5": 0.5}, base=0.8), "kl", FAST)
+    analysis = analyse(kl_samples(3, {"topic5": 0.5}, base=1.5), "kl", FAST)
     assert analysis.verdict == "different-model"
     assert analysis.flagged == ["topic5"]
 
@@ -278,9 +316,12 @@ def test_p_values_and_auc_match_scipy() -> None:
         assert cats[name].p_value == pytest.approx(expected.pvalue, rel=1e-9)
         assert cats[name].auc == pytest.approx(expected.statistic / (40 * len(rest)), rel=1e-12)
         ps.append(expected.pvalue)
-    q = benjamini_hochberg(ps)
-    for name, expected_q in zip(NAMES, q, strict=True):
+    # one Benjamini-Hochberg family: the mean test and the sparse test of every category
+    sparse = [cats[name].sparse_p_value for name in NAMES]
+    q = benjamini_hochberg(ps + sparse)
+    for name, expected_q, expected_sparse_q in zip(NAMES, q[:8], q[8:], strict=True):
         assert cats[name].q_value == pytest.approx(expected_q, rel=1e-9)
+        assert cats[name].sparse_q_value == pytest.approx(expected_sparse_q, rel=1e-9)
 
 
 def test_tail_bootstrap_is_exact(monkeypatch: pytest.MonkeyPatch) -> None:

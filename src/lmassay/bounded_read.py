@@ -38,6 +38,7 @@ import re
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -88,6 +89,25 @@ _UNITS = {
     "tib": TiB,
 }
 _SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*", re.IGNORECASE)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileSizeLimit:
+    """The ``--max-file-size`` setting of a command's config (attest, repair, edit)."""
+
+    max_file_size: str = DATA_LIMIT_TEXT
+    """The most bytes a probe, data or facts file may hold, e.g. ``512MiB`` or ``8GiB``
+    (``--max-file-size``)."""
+
+    @property
+    def max_file_bytes(self) -> int:
+        """``max_file_size`` in bytes; :class:`InputError` naming ``--max-file-size`` if it is no
+        size."""
+        return size_from_flag(self.max_file_size)
+
+    def check_file_size_limit(self) -> None:
+        """Refuse a ``max_file_size`` that is no size (one message naming ``--max-file-size``)."""
+        size_from_flag(self.max_file_size)
 
 
 def parse_size(text: str) -> int:

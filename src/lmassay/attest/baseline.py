@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lmassay.attest.document import Attestation, BaselineInfo
 from lmassay.attest.probes import ProbeSet
+from lmassay.bounded_read import DATA_LIMIT, iter_lines
 from lmassay.errors import InputError
 
 __all__ = ["Baseline", "load_baseline"]
@@ -47,7 +48,9 @@ def load_baseline(path_text: str, probes: ProbeSet) -> Baseline:
     attestation = Attestation.read(att_path)
     try:
         by_id = {}
-        for line_no, line in enumerate(samples_path.read_text(encoding="utf-8").splitlines(), 1):
+        lines = iter_lines(samples_path, what="baseline samples", limit=DATA_LIMIT, flag=None)
+        for line_no, raw in enumerate(lines, 1):
+            line = raw.decode("utf-8")
             if line.strip():
                 row = json.loads(line)
                 by_id[str(row["id"])] = (

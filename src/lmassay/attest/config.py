@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmassay.attest.model_loading import ModelOptions
+from lmassay.attest.self_probe import SampleSettings
 from lmassay.attest.streaming import OFFLOAD_MODES, Offload
-from lmassay.bounded_read import DATA_LIMIT_TEXT, size_from_flag
+from lmassay.bounded_read import FileSizeLimit
 from lmassay.choices import COMPARISONS, Comparison
 from lmassay.errors import Check, InputError, require
 
@@ -15,7 +16,7 @@ __all__ = ["AttestConfig"]
 
 
 @dataclass(frozen=True)
-class AttestConfig(ModelOptions):
+class AttestConfig(ModelOptions, FileSizeLimit):
     """Everything ``lmassay attest`` needs; :meth:`validate` names the offending flag.
 
     The model-loading fields (device, dtype, allow_pickle, trust_remote_code, revision) are
@@ -46,26 +47,44 @@ class AttestConfig(ModelOptions):
     comparison: Comparison = "auto"
     alpha: float = 0.05
     noise_floor: float | None = None
+    sparse_floor: float | None = None
+    """Smallest sparse effect that can flag a category (see
+    :mod:`lmassay.attest.statistics.sparse`); the comparison's default when unset."""
     different_model_threshold: float | None = None
     n_bootstrap: int = 1000
+    n_permutations: int = 999
+    """Label permutations calibrating the sparse test; 0 turns it off."""
     min_samples: int = 5
     evidence_samples: int = 3
     evidence_tokens: int = 5
     context_tokens: int = 12
     write_report: bool = True
-    max_file_size: str = DATA_LIMIT_TEXT
-    """The most bytes the probe corpus may hold, e.g. ``512MiB`` or ``8GiB`` (``--max-file-size``;
-    see :mod:`lmassay.bounded_read`)."""
+    self_probe: int = 0
+    """Continuations per category sampled from the model and scored by both models after the
+    first pass (KL(model ‖ reference) on the model's own text; see
+    :mod:`lmassay.attest.self_probe`); 0 turns the pass off."""
+    self_probe_tokens: int = 48
+    """Most new tokens per self-probe continuation."""
+    self_probe_prompt_tokens: int = 16
+    """Tokens of a probe sample's start given as a self-probe's prompt."""
+    self_probe_temperature: float = 1.0
+    """Sampling temperature of the self-probes (1.0: the model's own distribution)."""
 
     @property
-    def max_file_bytes(self) -> int:
-        """``max_file_size`` in bytes; :class:`InputError` naming ``--max-file-size`` if it is no size."""
-        return size_from_flag(self.max_file_size)
+    def self_probe_settings(self) -> SampleSettings:
+        """The self-probing pass's sampling settings (``--self-probe``, ``--seed``, ...)."""
+        return SampleSettings(
+            n_per_category=self.self_probe,
+            prompt_tokens=self.self_probe_prompt_tokens,
+            new_tokens=self.self_probe_tokens,
+            temperature=self.self_probe_temperature,
+            seed=self.seed,
+        )
 
     def validate(self) -> None:
         super().validate()
         require((*self._value_checks(), *self._combination_checks()))
-        size_from_flag(self.max_file_size)
+        self.check_file_size_limit()
         out = Path(self.out)
         if out.exists() and not out.is_dir():
             raise InputError(
@@ -103,6 +122,16 @@ class AttestConfig(ModelOptions):
             ),
             (self.min_samples >= 2, f"--min-samples {self.min_samples} is below 2", "use e.g. 5"),
             (
+                self.n_permutations == 0 or self.n_permutations >= 19,
+                f"--n-permutations {self.n_permutations} is neither 0 nor at least 19",
+                "use e.g. 999 (0 turns the sparse test off)",
+            ),
+            (
+                self.sparse_floor is None or self.sparse_floor >= 0,
+                f"--sparse-floor {self.sparse_floor} is negative",
+                "use 0 or more, or leave it unset",
+            ),
+            (
                 self.per_category is None or self.per_category >= 1,
                 f"--per-category {self.per_category} is below 1",
                 "use 1 or more",
@@ -124,9 +153,45 @@ class AttestConfig(ModelOptions):
             ),
         ]
 
+    def _self_probe_checks(self) -> list[Check]:
+        """``--self-probe`` and its settings (checked only when the pass is on)."""
+        if self.self_probe <= 0:
+            return [
+                (
+                    self.self_probe == 0,
+                    f"--self-probe {self.self_probe} is negative",
+                    "use 0 (off) or the continuations per category, e.g. 8",
+                )
+            ]
+        flags = {
+            "n_per_category": "--self-probe",
+            "prompt_tokens": "--self-probe-prompt-tokens",
+            "new_tokens": "--self-probe-tokens",
+            "temperature": "--self-probe-temperature",
+        }
+        return [
+            *self.self_probe_settings.checks(flags),
+            (
+                self.reference is not None,
+                "--self-probe needs --reference",
+                "add --reference, or drop --self-probe",
+            ),
+            (
+                self.offload == "none",
+                "--self-probe cannot sample from a model streamed with --offload stream",
+                "drop --self-probe or --offload stream",
+            ),
+            (
+                self.comparison != "bpb",
+                "--self-probe needs a token-level comparison, not --comparison bpb",
+                "use --comparison auto or kl with a reference of the same tokenizer",
+            ),
+        ]
+
     def _combination_checks(self) -> list[Check]:
         """Flags that only make sense together."""
         return [
+            *self._self_probe_checks(),
             (
                 not (self.reference and self.baseline),
                 "--reference and --baseline were both given",

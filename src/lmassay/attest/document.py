@@ -57,7 +57,10 @@ from lmassay.errors import InputError
 
 SCHEMA = "lmassay.attestation/v1"
 ATTESTATION_FILE = "attestation.json"
+STATEMENT_FILE = "attestation.sig"
+"""Where ``attest --sign`` writes the signed statement, beside attestation.json."""
 KL_DIRECTION = "KL(reference || model), nats/token"
+SELF_PROBE_DIRECTION = "KL(model || reference), nats/token, on the model's own continuations"
 SCHEMA_FILE = "attestation.schema.json"
 _FIX_RERUN = "run `lmassay attest` again to write a complete attestation.json"
 R = TypeVar("R", bound=Record)
@@ -66,6 +69,7 @@ __all__ = [
     "ATTESTATION_FILE",
     "KL_DIRECTION",
     "SCHEMA",
+    "SELF_PROBE_DIRECTION",
     "Attestation",
     "BaselineInfo",
     "CategoryRow",
@@ -76,6 +80,9 @@ __all__ = [
     "ModelInfo",
     "ProbesInfo",
     "Provenance",
+    "SelfProbe",
+    "SelfProbeCategory",
+    "SelfProbeExcerpt",
     "Summary",
     "Verdict",
     "as_attestation",
@@ -145,7 +152,14 @@ class Summary(Record):
     mean_kl: OptNum = None
     baseline_level: OptNum = None
     noise_floor: OptNum = None
+    sparse_floor: OptNum = None
+    """Absent from files written before the sparse test."""
     different_model_threshold: OptNum = None
+    different_model_basis: OptStr = None
+    """What decided the different-model call: "weights" (both checkpoints comparable) or
+    "divergence" (the median category level against the threshold); absent in older files."""
+    weight_change: OptNum = None
+    """Median over tensors of ‖W_model − W_reference‖ / ‖W_reference‖, when comparable."""
     alpha: OptNum = None
     message: OptStr = None
 
@@ -180,6 +194,14 @@ class CategoryRow(Record):
     flagged: OptBool = None
     note: OptStr = None
     distribution: OptNums = None
+    # The sparse test (absent from files written before it):
+    sparse_p_value: OptNum = None
+    sparse_q_value: OptNum = None
+    sparse_effect: OptNum = None
+    n_outliers: OptInt = None
+    outlier_threshold: OptNum = None
+    reasons: Strs = ()
+    """Why the category is flagged: "mean" (its level stands out), "sparse" (a few samples do)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -241,6 +263,11 @@ class Evidence(Record):
 
     category: Str
     samples: Annotated[tuple[EvidenceSample, ...], items(record(EvidenceSample))] = ()
+    reasons: Strs = ()
+    """Why the category is flagged (as in its ``categories`` row); absent in older files."""
+    ranked_by: OptStr = None
+    """The samples.jsonl field the samples were chosen by: ``mean_kl``, ``tail_kl`` (the sparse
+    test's outliers) or ``delta_bpb``; absent in older files."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -307,6 +334,64 @@ class Provenance(Record):
     throughput_tokens_per_s: OptNum = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class SelfProbeExcerpt(Record):
+    """A continuation the model wrote (``attest --self-probe``), with its log-ratio."""
+
+    id: OptStr = None
+    category: OptStr = None
+    prompt_id: OptStr = None
+    """The probe sample whose start was the prompt."""
+    logratio: OptNum = None
+    """(log p_model − log p_reference) of the continuation per token, nats/token."""
+    logratio_sum: OptNum = None
+    n_tokens: OptInt = None
+    prompt: OptStr = None
+    """The prompt's last characters (cut with … at the start)."""
+    continuation: OptStr = None
+    """The continuation's first characters (cut with … at the end)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SelfProbeCategory(Record):
+    """One category of the self-probing pass: the estimate of KL(model ‖ reference) per token."""
+
+    name: Str
+    n_samples: OptInt = None
+    """Continuations scored (empty ones, EOS first, are not)."""
+    n_tokens: OptInt = None
+    logratio: OptNum = None
+    """Σ (log p_model − log p_reference) / Σ tokens over the category's continuations: the
+    estimate of KL(model ‖ reference), nats/token."""
+    logratio_se: OptNum = None
+    """Standard error of ``logratio`` over continuations (ratio estimator, delta method)."""
+    top: Annotated[tuple[SelfProbeExcerpt, ...], items(record(SelfProbeExcerpt))] = ()
+    """The category's continuations of largest ``logratio``, largest first."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SelfProbe(Record):
+    """``self_probe``: the second pass of ``attest --self-probe N`` (the verdict is the first's)."""
+
+    direction: OptStr = None
+    sampled_from: OptStr = None
+    n_per_category: OptInt = None
+    prompt_tokens: OptInt = None
+    new_tokens: OptInt = None
+    temperature: OptNum = None
+    seed: OptInt = None
+    n_samples: OptInt = None
+    n_empty: OptInt = None
+    """Continuations left out because the model wrote EOS first."""
+    n_tokens: OptInt = None
+    logratio: OptNum = None
+    """Token-weighted over all continuations, nats/token."""
+    categories: Annotated[tuple[SelfProbeCategory, ...], items(record(SelfProbeCategory))] = ()
+    top: Annotated[tuple[SelfProbeExcerpt, ...], items(record(SelfProbeExcerpt))] = ()
+    """"What the model now says": the continuations of largest ``logratio`` overall."""
+    duration_s: OptNum = None
+
+
 _DEFAULT_STATISTIC = {Comparison.KL: "mean_kl", Comparison.BPB: "delta_bpb", Comparison.NONE: "bpb"}
 STATISTICS = ("mean_kl", "delta_bpb", "bpb")
 """The per-sample statistics a test can be run on."""
@@ -331,6 +416,9 @@ class Attestation(Record):
     baseline: Annotated[BaselineInfo | None, optional(record(BaselineInfo))] = None
     probes: Annotated[ProbesInfo | None, optional(record(ProbesInfo))] = None
     provenance: Annotated[Provenance | None, optional(record(Provenance))] = None
+    self_probe: Annotated[SelfProbe | None, optional(record(SelfProbe))] = None
+    """``attest --self-probe N``: the second pass on the model's own text; null without it
+    (absent in files written before it)."""
 
     @classmethod
     def from_json(cls, raw: Any, source: str = "attestation") -> Attestation:

@@ -22,6 +22,7 @@ from lmassay.attest.config import AttestConfig
 from lmassay.attest.document import (
     KL_DIRECTION,
     SCHEMA,
+    STATEMENT_FILE,
     Attestation,
     CategoryRow,
     Evidence,
@@ -39,8 +40,12 @@ from lmassay.attest.evidence import excerpt, rank_samples, token_evidence
 from lmassay.attest.model_loading import LoadedModel, same_tokenizer
 from lmassay.attest.probes import ProbeSample, ProbeSet, load_probes
 from lmassay.attest.scoring import TokenScores, bits_per_byte, tokenize_texts
+from lmassay.attest.self_probe import choose_prompts, draw_continuations, score_draws
+from lmassay.attest.self_probe_summary import summarise
 from lmassay.attest.statistics import Analysis, SampleStatistic, StatsConfig, analyse
+from lmassay.attest.statistics.sparse import tail_statistic
 from lmassay.attest.streaming import score_models
+from lmassay.attest.weight_relation import weight_relation
 from lmassay.errors import InputError
 from lmassay.output_folder import OutputFolder
 from lmassay.progress import NullProgress, Progress
@@ -152,6 +157,7 @@ def _run(
     progress.log(
         f"model: {model.name} ({model.n_parameters:,} parameters, {model.dtype} on {model.device})"
     )
+    _check_self_probe(config, model, reference)
 
     texts = [s.text for s in probes.samples]
     scored = _score(texts, model, reference, baseline, config, progress)
@@ -168,14 +174,18 @@ def _run(
             noise_floor=config.noise_floor,
             different_model_threshold=config.different_model_threshold,
             n_bootstrap=config.n_bootstrap,
+            sparse_floor=config.sparse_floor,
+            n_permutations=config.n_permutations,
             seed=config.seed,
             min_samples=config.min_samples,
         ),
+        weight_change=_weight_change(model, reference, config, progress),
     )
     evidence = _evidence(analysis, probes.samples, rows, scored, model, reference, config)
 
     prov = _provenance(config, started, time.perf_counter() - t0, scored)
     document = _document(analysis, evidence, probes, model, reference, baseline, prov)
+    document = _self_probe_pass(document, config, probes, model, reference, progress)
     return AttestationResult(document=document, samples=rows)
 
 
@@ -191,6 +201,17 @@ def _published_as(document: Attestation, model: str, out: str) -> Attestation:
     )
 
 
+def _weight_change(
+    model: LoadedModel, reference: LoadedModel | None, config: AttestConfig, progress: Progress
+) -> float | None:
+    """The median relative change of the model's tensors against the reference's, when both are
+    local safetensors checkpoints of one architecture (see :mod:`lmassay.attest.weight_relation`)."""
+    if reference is None or config.different_model_threshold is not None:
+        return None  # an explicit threshold asks for the functional call
+    relation = weight_relation(str(model.path), str(reference.path), progress)
+    return relation.median_relative_change if relation is not None else None
+
+
 def _load_probes(config: AttestConfig) -> ProbeSet:
     return load_probes(
         config.probes,
@@ -201,6 +222,7 @@ def _load_probes(config: AttestConfig) -> ProbeSet:
         per_category=config.per_category,
         seed=config.seed,
         min_per_category=config.min_samples,
+        max_bytes=config.max_file_bytes,
     )
 
 
@@ -261,7 +283,7 @@ OUTPUT_FILES = (
     "samples.jsonl",
     "report.html",
     "report.md",
-    "attestation.sig",  # attest --sign
+    STATEMENT_FILE,  # attest --sign
     "repair.json",  # repair's OUT/repair folder
 )
 """What an attestation folder holds; ``--out`` may replace a folder holding only these."""
@@ -392,6 +414,7 @@ def _sample_rows(
             else None,
             "mean_kl": float(np.mean(kl, dtype=np.float64)) if kl is not None else None,
             "max_kl": float(np.max(kl)) if kl is not None else None,
+            "tail_kl": tail_statistic(kl) if kl is not None else None,
             "top1_agreement": float(np.mean(agree)) if agree is not None else None,
             "n_windows": own.n_windows,
         }
@@ -447,13 +470,23 @@ def _evidence(
     if config.evidence_samples == 0:
         return []
     out = []
+    reasons = {c.name: c.reasons for c in analysis.categories}
     for category in _evidence_categories(analysis):
         members = [i for i, s in enumerate(samples) if s.category == category]
+        # a category flagged for a few samples shows those (its outliers), not its average ones
+        ranked_by = "tail_kl" if reasons.get(category) == ("sparse",) else "mean_kl"
         if scored.comparison == "kl" and reference is not None:
-            entries = _kl_evidence(members, rows, scored, model, reference, config)
+            entries = _kl_evidence(members, rows, scored, model, reference, config, ranked_by)
         else:
             entries = _bpb_evidence(members, samples, rows, config)
-        out.append(Evidence(category=category, samples=tuple(entries)))
+        out.append(
+            Evidence(
+                category=category,
+                reasons=reasons.get(category, ()),
+                ranked_by=ranked_by if scored.comparison == "kl" else "delta_bpb",
+                samples=tuple(entries),
+            )
+        )
     return out
 
 
@@ -464,9 +497,11 @@ def _kl_evidence(
     model: LoadedModel,
     reference: LoadedModel,
     config: AttestConfig,
+    ranked_by: str = "mean_kl",
 ) -> list[EvidenceSample]:
-    """The samples of largest mean KL, each with its largest-KL tokens (re-scored with top-k)."""
-    values = [r["mean_kl"] if r["mean_kl"] is not None else -math.inf for r in rows]
+    """The samples of largest ``ranked_by`` (a samples.jsonl field: ``mean_kl``, or ``tail_kl``
+    for the outliers of the sparse test), each with its largest-KL tokens (re-scored with top-k)."""
+    values = [r[ranked_by] if r[ranked_by] is not None else -math.inf for r in rows]
     chosen = rank_samples(members, values, config.evidence_samples)
     rescored = _rescore_with_topk(chosen, scored, model, reference, config)
     return [
@@ -529,3 +564,59 @@ def _rescore_with_topk(
         token_budget=config.token_budget,
         topk=5,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# the self-probing pass (--self-probe N): KL(model ‖ reference) on text the model writes
+
+
+def _check_self_probe(
+    config: AttestConfig, model: LoadedModel, reference: LoadedModel | None
+) -> None:
+    """Before the first pass: refuse a self-probing pass that could not run, and say why."""
+    if config.self_probe == 0 or reference is None:
+        return
+    if not same_tokenizer(model, reference):
+        raise InputError(
+            f"--self-probe scores the model's text token by token, but {model.name!r} and "
+            f"{reference.name!r} have different vocabularies",
+            "drop --self-probe, or use a reference with the same tokenizer",
+        )
+    config.self_probe_settings.check_fits(model, _paired_max_length(config, model, reference))
+
+
+def _self_probe_pass(
+    document: Attestation,
+    config: AttestConfig,
+    probes: ProbeSet,
+    model: LoadedModel,
+    reference: LoadedModel | None,
+    progress: Progress,
+) -> Attestation:
+    """``document`` with its ``self_probe`` record: ``config.self_probe`` continuations per
+    category sampled from the model under test, scored by both models (continuation tokens
+    only). The verdict and flags stay the first pass's."""
+    if config.self_probe == 0 or reference is None:
+        return document
+    t0 = time.perf_counter()
+    settings = config.self_probe_settings
+    prompts = choose_prompts(probes, settings.n_per_category, settings.seed)
+    progress.log(
+        f"self-probing: {len(prompts)} continuations of {settings.new_tokens} tokens from the model"
+    )
+    draws = draw_continuations(
+        model, prompts, settings, progress=progress.task("sampling self-probes", len(prompts))
+    )
+    scores = score_draws(
+        draws,
+        model,
+        reference,
+        max_length=_paired_max_length(config, model, reference),
+        token_budget=config.token_budget,
+        progress=progress.task(
+            "scoring self-probes (tokens)",
+            sum(len(d.prompt_ids) + len(d.continuation_ids) for d in draws),
+        ),
+    )
+    record = summarise(draws, scores, settings, duration_s=time.perf_counter() - t0)
+    return replace(document, self_probe=record)

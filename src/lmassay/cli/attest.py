@@ -37,8 +37,10 @@ def attest(
     comparison: opt.Comparison = "auto",
     alpha: opt.Alpha = 0.05,
     noise_floor: opt.NoiseFloor = None,
+    sparse_floor: opt.SparseFloor = None,
     different_model_threshold: opt.DifferentModelThreshold = None,
     n_bootstrap: opt.NBootstrap = 1000,
+    n_permutations: opt.NPermutations = 999,
     min_samples: opt.MinSamples = 5,
     max_file_size: opt.MaxFileSize = DATA_LIMIT_TEXT,
     no_report: opt.NoReport = False,
@@ -100,13 +102,9 @@ def report(
 
         lmassay report runs/suspect
     """
-    from lmassay.attest.document import Attestation
-    from lmassay.report import load_repair_record, render_markdown, write_report
+    from lmassay.report import render_markdown, rerender_report
 
-    att = run_command("report", Attestation.read, run_dir)
-    folder = run_dir if run_dir.is_dir() else run_dir.parent
-    repair = run_command("report", load_repair_record, folder)
-    paths = run_command("report", write_report, folder, att, repair)
+    att, repair, paths = run_command("report", rerender_report, run_dir)
     if not quiet:
         typer.echo(render_markdown(att, repair))
     typer.echo(f"Report: {paths['html']}")

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from lmassay.bounded_read import DATA_LIMIT_TEXT
 from lmassay.cli import options as opt
 from lmassay.cli._app import app, run_command
 from lmassay.cli.options import config_from
@@ -79,6 +80,7 @@ def edit(
     allow_pickle: opt.AllowPickle = False,
     trust_remote_code: opt.TrustRemoteCode = False,
     overwrite: opt.Overwrite = False,
+    max_file_size: opt.MaxFileSize = DATA_LIMIT_TEXT,
     quiet: opt.Quiet = False,
 ) -> None:
     """Write facts into a model by rank-one (ROME-style) edits; verify, save, attest.

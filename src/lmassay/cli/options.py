@@ -186,6 +186,22 @@ NoiseFloor = Annotated[
         help="Smallest effect that can flag a category (nats/token for KL, bits/byte for bpb).",
     ),
 ]
+SparseFloor = Annotated[
+    float | None,
+    typer.Option(
+        rich_help_panel=SCORING,
+        help="Smallest sparse effect that can flag a category: the median excess of its outlier "
+        "samples' top-4 token KL over the other categories' 99th percentile (nats; bits/byte "
+        "for bpb).",
+    ),
+]
+NPermutations = Annotated[
+    int,
+    typer.Option(
+        rich_help_panel=SCORING,
+        help="Label permutations calibrating the sparse test (0: no sparse test).",
+    ),
+]
 DifferentModelThreshold = Annotated[
     float | None,
     typer.Option(

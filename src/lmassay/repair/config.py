@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from lmassay.attest.model_loading import ModelOptions
-from lmassay.bounded_read import DATA_LIMIT_TEXT, size_from_flag
+from lmassay.bounded_read import FileSizeLimit
 from lmassay.choices import (
     CHECKPOINTING,
     METHODS,
@@ -23,7 +23,7 @@ DEFAULT_LR = {"lora": 1e-3, "full": 1e-4}
 
 
 @dataclass(frozen=True)
-class RepairConfig(ModelOptions):
+class RepairConfig(ModelOptions, FileSizeLimit):
     """The settings of one repair (the CLI flags, one field each).
 
     The model-loading fields are :class:`~lmassay.attest.model_loading.ModelOptions`'
@@ -75,14 +75,6 @@ class RepairConfig(ModelOptions):
     """Discard the checkpoints of an interrupted run instead of resuming it."""
     force: bool = False
     """Replace an existing OUT."""
-    max_file_size: str = DATA_LIMIT_TEXT
-    """The most bytes ``data`` (and the attestation's probes, re-read) may hold, e.g. ``8GiB``
-    (``--max-file-size``; see :mod:`lmassay.bounded_read`)."""
-
-    @property
-    def max_file_bytes(self) -> int:
-        """``max_file_size`` in bytes; :class:`InputError` naming ``--max-file-size`` if it is no size."""
-        return size_from_flag(self.max_file_size)
 
     def resolved_stop_gap(self, noise_floor: float | None) -> float | None:
         """The held-out gap that stops training (None: run all steps)."""
@@ -146,7 +138,7 @@ class RepairConfig(ModelOptions):
                 f"--gradient-checkpointing {self.gradient_checkpointing!r} is unknown",
                 "use auto, on or off",
             )
-        size_from_flag(self.max_file_size)
+        self.check_file_size_limit()
         out = Path(self.out)
         if out.exists() and not out.is_dir():
             raise InputError(

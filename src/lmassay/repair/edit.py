@@ -27,6 +27,7 @@ from lmassay.attest.model_loading import (
     LoadedModel,
     ModelOptions,
 )
+from lmassay.bounded_read import FileSizeLimit
 from lmassay.digests import model_identity
 from lmassay.errors import Check, InputError, require
 from lmassay.output_folder import OutputFolder, needed_for_copy
@@ -85,7 +86,7 @@ EDIT_FILE = "edit.json"
 
 
 @dataclass(frozen=True)
-class EditConfig(ModelOptions):
+class EditConfig(ModelOptions, FileSizeLimit):
     """Everything ``lmassay edit`` needs; :meth:`validate` names the offending flag.
 
     The model-loading fields are :class:`~lmassay.attest.model_loading.ModelOptions`' (keyword-only);
@@ -132,6 +133,7 @@ class EditConfig(ModelOptions):
     def validate(self) -> None:
         super().validate()
         require((*self._value_checks(), *self._combination_checks()))
+        self.check_file_size_limit()
         for flag, value in (
             ("--facts", self.facts),
             ("--covariance-texts", self.covariance_texts),
@@ -233,7 +235,7 @@ def edit_model(config: EditConfig, progress: Progress | None = None) -> EditResu
     progress = progress or NullProgress()
     config.validate()
     run = utc_now(), time.perf_counter()
-    requests = read_fact_edits(config.facts)
+    requests = read_fact_edits(config.facts, max_bytes=config.max_file_bytes)
     progress.log(f"facts: {len(requests)} from {config.facts}")
     out = Path(config.out).expanduser()
     with OutputFolder(out, owned=None, needs_bytes=needed_for_copy(config.model)) as folder:
@@ -333,6 +335,7 @@ def _attest(
             reference=reference,
             seed=config.seed,
             n_bootstrap=config.n_bootstrap,
+            max_file_size=config.max_file_size,
             **asdict(config.model_options),
         ),
         progress,

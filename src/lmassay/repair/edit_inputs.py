@@ -209,11 +209,13 @@ class EditCovariance:
 def _chosen_texts(config: EditConfig) -> tuple[str, str, list[str]] | None:
     """``(source, path, texts)`` of the covariance texts: the file, else the probes, else None."""
     if config.covariance_texts is not None:
-        return "file", config.covariance_texts, read_covariance_texts(config.covariance_texts)
+        texts = read_covariance_texts(config.covariance_texts, max_bytes=config.max_file_bytes)
+        return "file", config.covariance_texts, texts
     if config.probes is not None:
         from lmassay.attest.probes import load_probes
 
-        return "probes", config.probes, [s.text for s in load_probes(config.probes).samples]
+        probes = load_probes(config.probes, max_bytes=config.max_file_bytes)
+        return "probes", config.probes, [s.text for s in probes.samples]
     return None
 
 

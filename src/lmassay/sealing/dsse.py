@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmassay.bounded_read import DOCUMENT_LIMIT, read_bytes
 from lmassay.digests import Digest
 from lmassay.errors import InputError
 from lmassay.sealing.keys import load_private_key, load_public_key
@@ -146,7 +147,7 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
     file = Path(path)
     if not file.is_file():
         raise InputError(f"signature {file} does not exist", "give the .sig file written by seal")
-    raw = file.read_bytes()
+    raw = read_bytes(file, what="signature", limit=DOCUMENT_LIMIT, flag=None)
     try:
         data = json.loads(raw)
         envelope = data["dsseEnvelope"]

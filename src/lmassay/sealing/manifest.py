@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from lmassay.attest.checkpoint_reader import DAMAGED_FIX
 from lmassay.digests import SIGNATURE_FILES, Digest, ModelIdentity, root_digest
 from lmassay.errors import InputError
 from lmassay.progress import NullProgress, Progress
@@ -203,21 +204,31 @@ def build_manifest(
 
 
 def read_safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
-    """The JSON header of a safetensors file and the offset where tensor data starts."""
+    """The JSON header of a safetensors file and the offset where tensor data starts.
+
+    A damaged header (too short, an implausible length, not a JSON object, nested too deeply) is
+    an :class:`InputError` naming ``path`` with :data:`DAMAGED_FIX`.
+    """
     with open(path, "rb") as handle:
         raw_len = handle.read(8)
         if len(raw_len) != 8:
-            raise InputError(f"{path} is not a safetensors file (shorter than 8 bytes)", "")
+            raise InputError(
+                f"{path} is not a safetensors file (shorter than 8 bytes)", DAMAGED_FIX
+            )
         (header_len,) = struct.unpack("<Q", raw_len)
         if header_len > _SAFETENSORS_HEADER_LIMIT:
-            raise InputError(f"{path} has an implausible safetensors header length", "")
+            raise InputError(f"{path} has an implausible safetensors header length", DAMAGED_FIX)
         raw_header = handle.read(header_len)
     try:
         header = json.loads(raw_header)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path} has an unreadable safetensors header ({exc})", "") from exc
+        raise InputError(
+            f"{path} has an unreadable safetensors header ({exc})", DAMAGED_FIX
+        ) from exc
+    except RecursionError as exc:  # a header nested thousands of levels deep
+        raise InputError(f"{path} has a safetensors header nested too deeply", DAMAGED_FIX) from exc
     if not isinstance(header, dict):
-        raise InputError(f"{path} has a safetensors header that is not an object", "")
+        raise InputError(f"{path} has a safetensors header that is not an object", DAMAGED_FIX)
     return header, 8 + header_len
 
 

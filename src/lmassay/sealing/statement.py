@@ -35,7 +35,8 @@ from typing import Any
 
 from lmassay import __version__
 from lmassay.attest.document import SCHEMA as ATTESTATION_SCHEMA
-from lmassay.attest.document import Attestation
+from lmassay.attest.document import STATEMENT_FILE, Attestation
+from lmassay.bounded_read import DOCUMENT_LIMIT, read_bytes
 from lmassay.digests import Digest, ModelIdentity, digest_file, model_identity
 from lmassay.errors import InputError
 from lmassay.output_folder import locked
@@ -47,7 +48,6 @@ from lmassay.sealing.manifest import Manifest, add_tensor_digests, identity_mani
 from lmassay.sealing.signing import SealResult, check_signature_target
 
 ATTESTATION_PREDICATE = "https://lmassay.dev/attestation/v1"
-STATEMENT_FILE = "attestation.sig"
 _CATEGORY_FIELDS = ("name", "n_samples", "n_tokens", "mean_kl", "delta_bpb", "q_value", "flagged")
 
 
@@ -67,8 +67,8 @@ def is_attestation_file(path: Path) -> bool:
     if not path.is_file() or path.suffix != ".json":
         return False
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        data = json.loads(read_bytes(path, what="file", limit=DOCUMENT_LIMIT, flag=None))
+    except (InputError, UnicodeDecodeError, json.JSONDecodeError):
         return False
     return isinstance(data, dict) and data.get("schema") == ATTESTATION_SCHEMA
 

@@ -56,6 +56,8 @@ class DiffConfig:
     lowrank_q: int = 64
     """Singular values estimated by the randomized SVD."""
     seed: int = 0
+    spectrum: bool = True
+    """Summarise the spectrum of each 2-D ΔW (False: norms only, much faster)."""
 
     def validate(self) -> None:
         if not 0 < self.rank_rtol < 1:
@@ -280,7 +282,7 @@ def diff_tensor(name: str, base_t: Any, model_t: Any, config: DiffConfig) -> Ten
     result.rel_change = (
         delta_norm / base_norm if base_norm > 0 else (0.0 if delta_norm == 0 else None)
     )
-    if delta.ndim == 2 and delta_norm > 0:
+    if delta.ndim == 2 and delta_norm > 0 and config.spectrum:
         s, method = _spectrum(delta, config)  # (min(m, n),) or (q,)
         s = s.to(torch.float64)
         keep = s > config.rank_rtol * s[0]

@@ -26,6 +26,9 @@ from lmassay.attest.statistics.analysis import analyse
 from lmassay.attest.statistics.records import (
     DEFAULT_DIFFERENT_MODEL,
     DEFAULT_NOISE_FLOOR,
+    DEFAULT_SPARSE_FLOOR,
+    DIFFERENT_MODEL_RATIO,
+    INDEPENDENT_WEIGHTS,
     Analysis,
     CategoryStats,
     SampleStatistic,
@@ -36,6 +39,9 @@ from lmassay.attest.statistics.significance import benjamini_hochberg
 __all__ = [
     "DEFAULT_DIFFERENT_MODEL",
     "DEFAULT_NOISE_FLOOR",
+    "DEFAULT_SPARSE_FLOOR",
+    "DIFFERENT_MODEL_RATIO",
+    "INDEPENDENT_WEIGHTS",
     "Analysis",
     "CategoryStats",
     "SampleStatistic",

@@ -37,6 +37,7 @@ from lmassay.attest.statistics.records import (
     StatsConfig,
     safe_exp,
 )
+from lmassay.attest.statistics.sparse import tail_statistic
 
 _N_DISTRIBUTION = 21
 
@@ -93,6 +94,14 @@ class CategoryArrays:
         if comparison == "bpb" and self.lp_reference is not None:
             return bpb_model - (-self.lp_reference / (LN2 * self.n_bytes))
         return bpb_model
+
+    def tail(self, comparison: str) -> FloatArray:
+        """The per-sample statistic of the sparse test: with comparison ``"kl"`` the mean of the
+        sample's largest token KLs (:func:`~lmassay.attest.statistics.sparse.tail_statistic`),
+        else the per-sample statistic itself."""
+        if comparison == "kl" and self.token_kl is not None:
+            return np.array([tail_statistic(k) for k in self.token_kl], dtype=np.float64)
+        return self.statistic(comparison)
 
 
 def group_samples(samples: Sequence[SampleStatistic], comparison: str) -> dict[str, CategoryArrays]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 
 from lmassay.attest.statistics.aggregation import describe, group_samples, totals
 from lmassay.attest.statistics.records import (
+    INDEPENDENT_WEIGHTS,
     STATISTIC,
     Analysis,
     CategoryStats,
@@ -24,27 +26,44 @@ def analyse(
     samples: Sequence[SampleStatistic],
     comparison: Comparison,
     config: StatsConfig = StatsConfig(),
+    *,
+    weight_change: float | None = None,
 ) -> Analysis:
     """Per-category statistics, tests and the verdict (see :mod:`lmassay.attest.statistics`).
 
-    Raises :class:`~lmassay.errors.InputError` when the samples or the settings cannot be used.
+    ``weight_change``: the median relative change of the model's tensors against the
+    reference's (:mod:`lmassay.attest.weight_relation`), when it could be measured; above
+    :data:`INDEPENDENT_WEIGHTS` the weights are independent, and it decides the different-model
+    call. Raises :class:`~lmassay.errors.InputError` when the samples or the
+    settings cannot be used.
     """
     validate(samples, comparison, config)
-    rule = FlagRule.resolve(comparison, config)
     groups = group_samples(samples, comparison)
+    overall = totals(groups, comparison)
+    ppl_reference = overall.get("ppl_reference")
+    reference_nats = math.log(ppl_reference) if ppl_reference else None
+    rule = FlagRule.resolve(comparison, config, reference_nats)
     names = sorted(groups)
     eligible = eligibility({n: g.n for n, g in groups.items()}, comparison, config.min_samples)
     described = {name: describe(groups[name], comparison, config, name) for name in names}
     levels = {name: described[name].level for name in names}
     per_sample = {name: groups[name].statistic(comparison) for name in names}
-    results = compare_with_rest(per_sample, levels, eligible.tested)
+    results = compare_with_rest(
+        per_sample,
+        levels,
+        eligible.tested,
+        tail={name: groups[name].tail(comparison) for name in names},
+        n_permutations=config.n_permutations,
+        seed=config.seed,
+    )
     flags = flag(results, eligible.tested, rule)
     notes = {**eligible.notes, **flags.within_floor}
     categories = [
-        _tested(described[name], results.get(name), name in flags.flagged, notes[name])
+        _tested(described[name], results.get(name), flags.reasons.get(name, ()), notes[name])
         for name in names
     ]
-    verdict = judge(rule, levels, eligible.tested, flags)
+    independent = None if weight_change is None else weight_change > INDEPENDENT_WEIGHTS
+    verdict = judge(rule, levels, eligible.tested, flags, independent)
     return Analysis(
         comparison=comparison,
         statistic=STATISTIC[comparison],
@@ -53,21 +72,30 @@ def analyse(
         verdict=verdict.verdict,
         baseline_level=verdict.baseline_level,
         noise_floor=rule.noise_floor,
+        sparse_floor=rule.sparse_floor,
+        weight_change=weight_change,
+        different_model_basis=None
+        if comparison == "none"
+        else ("weights" if weight_change is not None else "divergence"),
         different_model_threshold=rule.different_model_threshold,
         alpha=config.alpha,
         warnings=eligible.warnings + verdict.warnings,
-        totals=totals(groups, comparison),
+        totals=overall,
         message=verdict.message,
         unit=rule.unit,
     )
 
 
 def _tested(
-    described: CategoryStats, result: CategoryTest | None, flagged: bool, note: str | None
+    described: CategoryStats,
+    result: CategoryTest | None,
+    reasons: tuple[str, ...],
+    note: str | None,
 ) -> CategoryStats:
-    """A category's figures with the outcome of its test (none when it was not tested)."""
+    """A category's figures with the outcome of its tests (none when it was not tested)."""
     if result is None:
         return replace(described, note=note)
+    sparse = result.sparse
     return replace(
         described,
         p_value=result.p_value,
@@ -75,6 +103,12 @@ def _tested(
         effect=result.effect,
         auc=result.auc,
         tested=True,
-        flagged=flagged,
+        flagged=bool(reasons),
         note=note,
+        reasons=reasons,
+        sparse_p_value=sparse.p_value if sparse else None,
+        sparse_q_value=result.sparse_q_value,
+        sparse_effect=sparse.effect if sparse else None,
+        n_outliers=len(sparse.outliers) if sparse else None,
+        outlier_threshold=sparse.threshold if sparse else None,
     )

@@ -25,9 +25,30 @@ Interval = tuple[float, float]
 # changes what the model says about a topic moves that topic far more.
 DEFAULT_NOISE_FLOOR: dict[str, float] = {"kl": 0.02, "bpb": 0.02}  # nats/token ; bits/byte
 
+# The sparse test (:mod:`~lmassay.attest.statistics.sparse`) flags only when its outliers stand
+# clear of the rest: the median excess of the outliers' tail statistic over the rest's 99th
+# percentile must exceed this. kl: nats/token averaged over a sample's 4 largest token KLs (a
+# changed fact is several nats on a few tokens); bpb: bits/byte of a sample's Δbpb.
+DEFAULT_SPARSE_FLOOR: dict[str, float] = {"kl": 0.1, "bpb": 0.02}
+
 # A median category level above this means the two models are not the same model at all (another
-# checkpoint, another family), not a tampered copy: nats/token for kl, bits/byte for bpb.
+# checkpoint, another family), not a tampered copy: bits/byte for bpb. For kl the default is
+# relative (DIFFERENT_MODEL_RATIO); this absolute figure is used only when the reference's own
+# cross-entropy is unknown. When the weights of both can be compared (same architecture, local
+# safetensors), they decide instead (lmassay.attest.weight_relation).
 DEFAULT_DIFFERENT_MODEL: dict[str, float] = {"kl": 0.5, "bpb": 0.3}
+
+# With comparison kl: a median category KL(reference || model) above this share of the
+# reference's own per-token cross-entropy on the probes (its uncertainty, ln ppl_reference) means
+# another model. Two models that disagree by half of what the reference is unsure about are not
+# one model; an absolute 0.5 nats would mean one thing on text of perplexity 2 and another on 30.
+DIFFERENT_MODEL_RATIO = 0.5
+
+# The median relative change ‖W_model − W_reference‖ / ‖W_reference‖ over tensors above which two
+# same-architecture checkpoints are independent models (lmassay.attest.weight_relation): between
+# the zoo's fine-tunes (≈ 0.12) and independent weights (≈ 1.4); a change of half the norm of the
+# median tensor is a rewrite, not a modification.
+INDEPENDENT_WEIGHTS = 0.5
 
 STATISTIC: dict[str, str] = {"kl": "mean_kl", "bpb": "delta_bpb", "none": "bpb"}
 """The per-sample statistic tested, by comparison."""
@@ -74,6 +95,10 @@ class StatsConfig:
     """Categories with fewer samples are described but not tested (>= 2)."""
     tail_quantile: float = 0.95
     """Quantile of the per-token KL reported as tail_kl, in (0, 1)."""
+    sparse_floor: float | None = None
+    """Smallest sparse effect that can be flagged, in units of the tail statistic (>= 0)."""
+    n_permutations: int = 999
+    """Label permutations calibrating the sparse test (>= 19; 0 turns the sparse test off)."""
 
 
 @dataclass(frozen=True)
@@ -88,23 +113,32 @@ class FlagRule:
     alpha: float
     noise_floor: float | None
     different_model_threshold: float | None
+    sparse_floor: float | None = None
 
     @property
     def unit(self) -> str:
         return UNIT[self.comparison]
 
     @classmethod
-    def resolve(cls, comparison: Comparison, config: StatsConfig) -> FlagRule:
-        """The thresholds of ``config``, or the defaults of the comparison where they are unset."""
+    def resolve(
+        cls, comparison: Comparison, config: StatsConfig, reference_nats: float | None = None
+    ) -> FlagRule:
+        """The thresholds of ``config``, or the defaults of the comparison where they are unset;
+        ``reference_nats`` (the reference's cross-entropy per token) makes the kl default
+        different-model threshold relative (:data:`DIFFERENT_MODEL_RATIO`)."""
         if comparison == "none":
             return cls(comparison, config.alpha, None, None)
         floor = config.noise_floor
         threshold = config.different_model_threshold
+        if threshold is None and comparison == "kl" and reference_nats is not None:
+            threshold = DIFFERENT_MODEL_RATIO * reference_nats
+        sparse = config.sparse_floor
         return cls(
             comparison,
             config.alpha,
             float(DEFAULT_NOISE_FLOOR[comparison] if floor is None else floor),
             float(DEFAULT_DIFFERENT_MODEL[comparison] if threshold is None else threshold),
+            float(DEFAULT_SPARSE_FLOOR[comparison] if sparse is None else sparse),
         )
 
 
@@ -137,6 +171,16 @@ class CategoryStats:
     flagged: bool
     note: str | None
     distribution: tuple[float, ...]
+    sparse_p_value: float | None = None
+    """Permutation p-value of the sparse test (higher criticism of per-sample tail p-values)."""
+    sparse_q_value: float | None = None
+    sparse_effect: float | None = None
+    """Median excess of the outliers' tail statistic over the rest's 99th percentile."""
+    n_outliers: int | None = None
+    outlier_threshold: float | None = None
+    """The rest's 99th percentile of the tail statistic: samples above it are the outliers."""
+    reasons: tuple[str, ...] = ()
+    """Why the category is flagged: ``"mean"`` (its level), ``"sparse"`` (a few samples)."""
 
     def to_json(self) -> dict[str, Any]:
         """Plain Python values; non-finite floats become ``None``, tuples become lists."""
@@ -174,6 +218,9 @@ class Analysis:
     totals: dict[str, Any]
     message: str
     unit: str = field(default="")
+    sparse_floor: float | None = None
+    weight_change: float | None = None
+    different_model_basis: str | None = None
 
     def summary_json(self) -> dict[str, Any]:
         """The schema's ``summary`` object."""
@@ -182,7 +229,10 @@ class Analysis:
             out[key] = json_value(self.totals.get(key))
         out["baseline_level"] = json_value(self.baseline_level)
         out["noise_floor"] = json_value(self.noise_floor)
+        out["sparse_floor"] = json_value(self.sparse_floor)
         out["different_model_threshold"] = json_value(self.different_model_threshold)
+        out["different_model_basis"] = self.different_model_basis
+        out["weight_change"] = json_value(self.weight_change)
         out["alpha"] = json_value(self.alpha)
         out["message"] = self.message
         return out

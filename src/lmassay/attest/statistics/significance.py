@@ -21,17 +21,20 @@ import numpy.typing as npt
 from scipy import stats as _sps
 
 from lmassay.attest.statistics.records import FloatArray
+from lmassay.attest.statistics.sparse import SparseTest, sparse_tests
 from lmassay.errors import InputError
 
 
 @dataclass(frozen=True)
 class CategoryTest:
-    """The test of one category against the rest."""
+    """The tests of one category against the rest: the mean test and the sparse test."""
 
     p_value: float
     q_value: float
     effect: float
     auc: float
+    sparse: SparseTest | None = None
+    sparse_q_value: float | None = None
 
 
 @dataclass(frozen=True)
@@ -94,9 +97,16 @@ def eligibility(sizes: Mapping[str, int], comparison: str, min_samples: int) -> 
 
 
 def compare_with_rest(
-    per_sample: Mapping[str, FloatArray], levels: Mapping[str, float], tested: Sequence[str]
+    per_sample: Mapping[str, FloatArray],
+    levels: Mapping[str, float],
+    tested: Sequence[str],
+    *,
+    tail: Mapping[str, FloatArray] | None = None,
+    n_permutations: int = 0,
+    seed: int = 0,
 ) -> dict[str, CategoryTest]:
-    """Mann–Whitney U of each tested category against all other samples; BH across them."""
+    """Mann–Whitney U of each tested category against all other samples and, given ``tail`` and
+    ``n_permutations > 0``, the sparse test; BH across all of them (see the module docstring)."""
     raw: dict[str, tuple[float, float, float]] = {}
     for name in tested:
         x = per_sample[name]
@@ -108,12 +118,25 @@ def compare_with_rest(
         auc = float(mwu.statistic) / (x.size * rest.size)
         effect = levels[name] - float(np.median([levels[o] for o in tested if o != name]))
         raw[name] = (p, auc, effect)
-    q_values = benjamini_hochberg([raw[name][0] for name in tested])
+    sparse = (
+        sparse_tests(tail, tested, n_permutations=n_permutations, seed=seed)
+        if tail is not None and n_permutations > 0 and tested
+        else {}
+    )
+    family = [raw[name][0] for name in tested] + [sparse[name].p_value for name in sparse]
+    q_values = benjamini_hochberg(family)
+    q_mean = dict(zip(tested, q_values[: len(tested)], strict=True))
+    q_sparse = dict(zip(sparse, q_values[len(tested) :], strict=True))
     return {
         name: CategoryTest(
-            p_value=raw[name][0], q_value=float(q), effect=raw[name][2], auc=raw[name][1]
+            p_value=raw[name][0],
+            q_value=float(q_mean[name]),
+            effect=raw[name][2],
+            auc=raw[name][1],
+            sparse=sparse.get(name),
+            sparse_q_value=float(q_sparse[name]) if name in q_sparse else None,
         )
-        for name, q in zip(tested, q_values, strict=True)
+        for name in tested
     }
 
 

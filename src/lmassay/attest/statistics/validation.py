@@ -73,6 +73,19 @@ def validate_config(comparison: str, config: StatsConfig) -> None:
             "a finite number > 0",
             "leave it unset for the default of the comparison",
         ),
+        (
+            "sparse_floor",
+            config.sparse_floor is None
+            or (math.isfinite(config.sparse_floor) and config.sparse_floor >= 0.0),
+            "a finite number >= 0",
+            "leave it unset for the default of the comparison",
+        ),
+        (
+            "n_permutations",
+            config.n_permutations == 0 or config.n_permutations >= 19,
+            "0 (no sparse test) or >= 19",
+            "use e.g. 999 permutations (19 is the fewest that can reach p = 0.05)",
+        ),
     ]
     for name, usable, rule, fix in checks:
         if not usable:

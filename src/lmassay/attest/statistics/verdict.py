@@ -1,13 +1,19 @@
 """The flagging rule, the verdict and its one-sentence message.
 
-A category is *flagged* when it is tested, ``q ≤ alpha`` and ``effect > noise_floor``:
-significance alone is not enough, since with many tokens a harmless difference (a re-save, a dtype
+A category is *flagged* for a reason when one of its tests passes with its own floor:
+
+* ``"mean"``: the mean test's ``q ≤ alpha`` and ``effect > noise_floor``;
+* ``"sparse"``: the sparse test's ``q ≤ alpha`` and ``sparse effect > sparse_floor``.
+
+Significance alone is not enough, since with many tokens a harmless difference (a re-save, a dtype
 cast) is significant too.
 
 ``baseline_level`` is the median level over the tested categories (when none can be tested, over
-all categories, with a warning). The verdict is ``"different-model"`` when ``baseline_level >
-different_model_threshold`` (flags are still reported), else ``"tampered"`` if any category is
-flagged, else ``"consistent"``; ``"scored-only"`` for comparison ``"none"``.
+all categories, with a warning). The verdict is ``"different-model"`` (flags are still reported)
+when the weights say so — given ``independent_weights`` (both checkpoints comparable, see
+:mod:`lmassay.attest.weight_relation`), it alone decides — or, without it, when ``baseline_level >
+different_model_threshold``; else ``"tampered"`` if any category is flagged, else
+``"consistent"``; ``"scored-only"`` for comparison ``"none"``.
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ from lmassay.attest.statistics.significance import CategoryTest, count
 
 @dataclass(frozen=True)
 class Flags:
-    """The flagged categories (in test order) and a note for each significant one not flagged."""
+    """The flagged categories (in test order) with their reasons, and a note for each significant
+    one not flagged."""
 
     flagged: list[str]
     within_floor: dict[str, str]
+    reasons: dict[str, tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -43,21 +51,44 @@ def flag(results: Mapping[str, CategoryTest], tested: Sequence[str], rule: FlagR
     """Apply the flagging rule to the tested categories (see the module docstring)."""
     flagged: list[str] = []
     within_floor: dict[str, str] = {}
+    reasons: dict[str, tuple[str, ...]] = {}
     for name in tested:
-        result = results[name]
-        significant = result.q_value <= rule.alpha
-        if significant and rule.noise_floor is not None and result.effect > rule.noise_floor:
+        result, why, small = results[name], [], []
+        if result.q_value <= rule.alpha:
+            if rule.noise_floor is not None and result.effect > rule.noise_floor:
+                why.append("mean")
+            else:
+                small.append(
+                    f"the mean test is significant (q = {result.q_value:.3g}) but its effect, "
+                    f"{result.effect:.3g} {rule.unit}, is not above the noise floor of "
+                    f"{rule.noise_floor:g}"
+                )
+        sparse, q_sparse = result.sparse, result.sparse_q_value
+        if sparse is not None and q_sparse is not None and q_sparse <= rule.alpha:
+            if rule.sparse_floor is not None and sparse.effect > rule.sparse_floor:
+                why.append("sparse")
+            else:
+                small.append(
+                    f"the sparse test is significant (q = {q_sparse:.3g}) but its effect, "
+                    f"{sparse.effect:.3g}, is not above the sparse floor of {rule.sparse_floor:g}"
+                )
+        if why:
             flagged.append(name)
-        elif significant:
-            within_floor[name] = (
-                f"significant (q = {result.q_value:.3g}) but the effect, {result.effect:.3g} "
-                f"{rule.unit}, is not above the noise floor of {rule.noise_floor:g}: not flagged"
-            )
-    return Flags(flagged, within_floor)
+            reasons[name] = tuple(why)
+        elif small:
+            within_floor[name] = "; ".join(small) + ": not flagged"
+    return Flags(flagged, within_floor, reasons)
+
+
+_REASON = {"mean": "its level", "sparse": "a few of its samples"}
 
 
 def judge(
-    rule: FlagRule, levels: Mapping[str, float], tested: Sequence[str], flags: Flags
+    rule: FlagRule,
+    levels: Mapping[str, float],
+    tested: Sequence[str],
+    flags: Flags,
+    independent_weights: bool | None = None,
 ) -> Verdict:
     """The verdict from the category levels and the flags (see the module docstring)."""
     if rule.comparison == "none":
@@ -72,19 +103,27 @@ def judge(
             f"no category could be tested: baseline_level is the median level over {only}"
         )
     threshold = rule.different_model_threshold
-    if threshold is not None and baseline > threshold:
+    if independent_weights is not None:
+        different = independent_weights
+    else:
+        different = threshold is not None and baseline > threshold
+    if different:
         verdict = "different-model"
     elif flags.flagged:
         verdict = "tampered"
     else:
         verdict = "consistent"
-    return Verdict(
-        verdict, baseline, _message(rule, verdict, flags, len(tested), baseline), warnings
-    )
+    message = _message(rule, verdict, flags, len(tested), baseline, independent_weights)
+    return Verdict(verdict, baseline, message, warnings)
 
 
 def _message(
-    rule: FlagRule, verdict: str, flags: Flags, n_tested: int, baseline: float | None
+    rule: FlagRule,
+    verdict: str,
+    flags: Flags,
+    n_tested: int,
+    baseline: float | None,
+    independent_weights: bool | None = None,
 ) -> str:
     unit, flagged = rule.unit, flags.flagged
     what = "KL(reference ‖ model)" if rule.comparison == "kl" else "the difference in bits per byte"
@@ -98,16 +137,25 @@ def _message(
         stand = "stands" if len(flagged) == 1 else "stand"
         also = f"; {count(len(flagged), 'category')} also {stand} out: " if flagged else ""
         also += ", ".join(flagged)
+        if independent_weights:
+            return (
+                "The weights are independent of the reference's (the median tensor differs by "
+                "more than half its norm): this is a different model, not a modified copy of the "
+                f"reference{also}."
+            )
         return (
             f"The median category level of {what} is {baseline:.3g} {unit}, above the "
-            f"different-model threshold of {rule.different_model_threshold:g}: this is a "
+            f"different-model threshold of {rule.different_model_threshold:.3g}: this is a "
             f"different model, not a modified copy of the reference{also}."
         )
     if verdict == "tampered":
+        named = ", ".join(
+            f"{name} ({' and '.join(_REASON[r] for r in flags.reasons[name])})" for name in flagged
+        )
         return (
             f"{len(flagged)} of {n_tested} tested categories "
-            f"{'differs' if len(flagged) == 1 else 'differ'} from the rest by more than "
-            f"{floor} at a false-discovery rate of {rule.alpha:g}: {', '.join(flagged)}."
+            f"{'stands' if len(flagged) == 1 else 'stand'} out from the rest beyond the noise "
+            f"floors at a false-discovery rate of {rule.alpha:g}: {named}."
         )
     if n_tested == 0:
         return (
