@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -93,6 +94,49 @@ def _edit_into_a_file(tmp: Path, model: Path) -> list[str]:
     return ["edit", "--model", str(model), "--facts", str(facts), "--out", str(tmp / "edited")]
 
 
+def _probes_link_to_dev_zero(tmp: Path, model: Path) -> list[str]:
+    (tmp / "zero.jsonl").symlink_to("/dev/zero")
+    return _attest(tmp, model, probes=tmp / "zero.jsonl")
+
+
+def _probes_fifo(tmp: Path, model: Path) -> list[str]:
+    os.mkfifo(tmp / "pipe.jsonl")
+    return _attest(tmp, model, probes=tmp / "pipe.jsonl")
+
+
+def _probes_over_the_limit(tmp: Path, model: Path) -> list[str]:
+    return [*_attest(tmp, model), "--max-file-size", "1KiB"]
+
+
+def _model_copy(tmp: Path, model: Path) -> Path:
+    copy = tmp / "model"
+    shutil.copytree(model, copy)
+    return copy
+
+
+def _truncated_weights(tmp: Path, model: Path) -> list[str]:
+    copy = _model_copy(tmp, model)
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return _attest(tmp, copy)
+
+
+def _garbage_config(tmp: Path, model: Path) -> list[str]:
+    copy = _model_copy(tmp, model)
+    (copy / "config.json").write_text("{garbage")
+    return _attest(tmp, copy)
+
+
+def _diff_truncated(tmp: Path, model: Path) -> list[str]:
+    args = _truncated_weights(tmp, model)
+    return ["diff", str(model), args[args.index("--model") + 1], "--json", str(tmp / "diff.json")]
+
+
+def _registry_not_a_database(tmp: Path, model: Path) -> list[str]:
+    (tmp / "registry.sqlite").write_bytes(b"not a database" * 100)
+    return ["history", str(model), "--registry", str(tmp / "registry.sqlite")]
+
+
 CASES = [
     Case("attest --out is a file", _out_is_a_file, 2, "is a file", must_not_leave=()),
     Case("attest --out under a file", _out_under_a_file, 2, "cannot be written", out="blocker"),
@@ -119,6 +163,26 @@ CASES = [
         must_not_leave=("report.md", "report.html"),
     ),
     Case("edit --out is a file", _edit_into_a_file, 2, "is a file", must_not_leave=()),
+    Case("probes: a link to /dev/zero", _probes_link_to_dev_zero, 2, "is a character device"),
+    Case("probes: a FIFO", _probes_fifo, 2, "named pipe (FIFO)"),
+    Case("probes over --max-file-size", _probes_over_the_limit, 2, "over the 1 KiB limit"),
+    Case("weights cut short", _truncated_weights, 2, "model.safetensors"),
+    Case("config.json is not JSON", _garbage_config, 2, "config.json is not valid JSON"),
+    Case(
+        "diff of weights cut short",
+        _diff_truncated,
+        2,
+        "model.safetensors",
+        out=".",
+        must_not_leave=("diff.json",),
+    ),
+    Case(
+        "registry that is not a database",
+        _registry_not_a_database,
+        2,
+        "is not a usable SQLite database",
+        keeps={"registry.sqlite": "not a database" * 100},
+    ),
 ]
 
 
