@@ -249,3 +249,24 @@ def test_two_attest_runs_on_one_folder_never_mix_their_files(tmp_path, tiny_mode
     rows = (out / "samples.jsonl").read_text().splitlines()
     assert len(rows) == attestation["summary"]["n_samples"] and finished
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "probes.jsonl"]
+
+
+def test_an_os_error_without_a_file_name_reads_as_one_clean_line(capsys):
+    """A full disk during a write outside an output folder (ENOSPC has no file name) used to
+    print 'No space left on device: — check the path…' with an empty path."""
+    import errno
+
+    import typer
+
+    from lmassay.cli._app import run_command
+
+    def full_disk() -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(typer.Exit):
+        run_command("attest", full_disk)
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "attest failed: No space left on device — check the path, its permissions and free disk "
+        "space"
+    )

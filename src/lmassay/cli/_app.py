@@ -92,10 +92,10 @@ def run_command(verb: str, func: Any, *args: Any, **kwargs: Any) -> Any:
         typer.echo(f"{verb} interrupted — no output was written for the unfinished step", err=True)
         raise typer.Exit(130) from None
     except OSError as exc:  # a path that cannot be written or read (permissions, full disk, ...)
-        where = f" {exc.filename}" if exc.filename else ""
+        where = f": {exc.filename}" if exc.filename else ""
         fail(
             verb,
-            f"{exc.strerror or exc}:{where} — check the path, its permissions and free disk space",
+            f"{exc.strerror or exc}{where} — check the path, its permissions and free disk space",
         )
     except MemoryError:
         fail(
