@@ -270,3 +270,9 @@ def test_an_os_error_without_a_file_name_reads_as_one_clean_line(capsys):
         "attest failed: No space left on device — check the path, its permissions and free disk "
         "space"
     )
+
+
+def test_report_of_a_missing_run_creates_nothing(tmp_path):
+    result = runner.invoke(app, ["report", str(tmp_path / "nowhere" / "run")])
+    assert result.exit_code == 2 and "not found" in result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -68,6 +68,8 @@ def rerender_report(run: str | Path) -> tuple[Attestation, dict[str, Any] | None
 
     given = Path(run)
     folder = given if given.is_dir() else given.parent
+    if not folder.is_dir():
+        Attestation.read(given)  # names the missing run; nothing is created for it
     with locked(folder, flag="run folder"):
         att = Attestation.read(given)
         repair = load_repair_record(folder)

@@ -197,6 +197,8 @@ def sign_attestation(
     """
     progress = progress or NullProgress()
     run_folder = Path(run) if Path(run).is_dir() else Path(run).parent
+    if not run_folder.is_dir():
+        load_attestation_file(run)  # names the missing run; nothing is created for it
     with locked(run_folder, flag="run folder"):  # no attest run replaces it while we sign
         att_file, att = load_attestation_file(run)
         folder = _model_dir(att, model_dir)
