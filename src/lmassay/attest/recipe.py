@@ -41,7 +41,7 @@ from lmassay.attest.model_loading import LoadedModel, same_tokenizer
 from lmassay.attest.probes import ProbeSample, ProbeSet, load_probes
 from lmassay.attest.scoring import TokenScores, bits_per_byte, tokenize_texts
 from lmassay.attest.self_probe import choose_prompts, draw_continuations, score_draws
-from lmassay.attest.self_probe_summary import summarise
+from lmassay.attest.self_probe_outputs import summarise
 from lmassay.attest.statistics import Analysis, SampleStatistic, StatsConfig, analyse
 from lmassay.attest.statistics.sparse import tail_statistic
 from lmassay.attest.streaming import score_models

@@ -65,6 +65,7 @@ __all__ = [
     "Draw",
     "DrawScore",
     "SampleSettings",
+    "SampledFrom",
     "choose_prompts",
     "draw_continuations",
     "sample_probes",

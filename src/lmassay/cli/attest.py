@@ -43,6 +43,10 @@ def attest(
     n_permutations: opt.NPermutations = 999,
     min_samples: opt.MinSamples = 5,
     max_file_size: opt.MaxFileSize = DATA_LIMIT_TEXT,
+    self_probe: opt.SelfProbe = 0,
+    self_probe_tokens: opt.SelfProbeTokens = 48,
+    self_probe_prompt_tokens: opt.SelfProbePromptTokens = 16,
+    self_probe_temperature: opt.SelfProbeTemperature = 1.0,
     no_report: opt.NoReport = False,
     quiet: opt.Quiet = False,
     sign: opt.Sign = None,
@@ -57,6 +61,10 @@ def attest(
     A model larger than memory, streamed one block at a time:
 
         lmassay attest --model ./big --reference ./big-ref --probes probes.jsonl --out runs/big --offload stream
+
+    What the model now says (8 continuations per category sampled from it, scored by both):
+
+        lmassay attest --model ./suspect --reference ./ref --probes probes.jsonl --out runs/suspect --self-probe 8
 
     Writes OUT/attestation.json, OUT/samples.jsonl, OUT/report.html and OUT/report.md, and prints the
     markdown summary. Exit 0: consistent; 1: tampered or a different model; 2: could not run.

@@ -212,6 +212,34 @@ DifferentModelThreshold = Annotated[
 MinSamples = Annotated[
     int, typer.Option(rich_help_panel=SCORING, help="Fewest samples for a category to be tested.")
 ]
+SELF_PROBING = "Self-probing (what the model now says)"
+SelfProbe = Annotated[
+    int,
+    typer.Option(
+        "--self-probe",
+        metavar="N",
+        rich_help_panel=SELF_PROBING,
+        help="After the first pass, sample N continuations per category from the model and "
+        "score them with both models: KL(model ‖ reference) on its own text and the excerpts "
+        "the reference finds least likely (0: off). Needs --reference.",
+    ),
+]
+SelfProbeTokens = Annotated[
+    int, typer.Option(rich_help_panel=SELF_PROBING, help="Most new tokens per continuation.")
+]
+SelfProbePromptTokens = Annotated[
+    int,
+    typer.Option(
+        rich_help_panel=SELF_PROBING, help="Tokens of a probe text's start used as the prompt."
+    ),
+]
+SelfProbeTemperature = Annotated[
+    float,
+    typer.Option(
+        rich_help_panel=SELF_PROBING,
+        help="Sampling temperature (1.0: the model's own distribution).",
+    ),
+]
 NoReport = Annotated[bool, typer.Option("--no-report", help="Skip report.html / report.md.")]
 Sign = Annotated[
     Path | None,
@@ -424,6 +452,38 @@ Restart = Annotated[
     ),
 ]
 Force = Annotated[bool, typer.Option("--force", help="Replace an existing --out.")]
+
+# --------------------------------------------------------------------------------------------
+# lmassay probes sample
+
+SampleModel = Annotated[
+    str, typer.Option("--model", "-m", help="The model to sample from: local folder or hub id.")
+]
+SampleReference = Annotated[
+    str | None,
+    typer.Option(
+        "--reference",
+        "-r",
+        help="Also sample from this model (rows marked sampled_from: reference).",
+    ),
+]
+SampleProbes = Annotated[
+    str,
+    typer.Option(
+        "--probes",
+        "-p",
+        help="Probe corpus giving the categories and the prompts (any form attest reads).",
+    ),
+]
+SampleOut = Annotated[
+    str, typer.Option("--out", "-o", help="The probe file to write (.jsonl, atomically).")
+]
+NPerCategory = Annotated[int, typer.Option(help="Continuations per category (per model).")]
+NewTokens = Annotated[int, typer.Option(help="Most new tokens per continuation.")]
+PromptTokens = Annotated[int, typer.Option(help="Tokens of a probe text's start used as prompt.")]
+Temperature = Annotated[
+    float, typer.Option(help="Sampling temperature (1.0: the model's own distribution).")
+]
 
 # --------------------------------------------------------------------------------------------
 

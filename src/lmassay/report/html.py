@@ -47,6 +47,7 @@ from lmassay.report.markdown import (
     fmt_prob,
     full_digest,
     is_number,
+    self_probe_rows,
     short_digest,
     show_token,
     top_tokens,
@@ -267,6 +268,71 @@ def _evidence(att: Attestation) -> list[EvidenceCategory]:
     return out
 
 
+@dataclass
+class SelfProbeExcerpt:
+    id: str
+    logratio: str
+    n_tokens: str
+    prompt: str
+    continuation: str
+    in_top: bool  # among the overall top excerpts
+
+
+@dataclass
+class SelfProbeCategory:
+    name: str
+    mean_kl: str  # the first pass: KL(reference ‖ model) on the probes
+    logratio: str  # KL(model ‖ reference) on the model's own text
+    logratio_se: str
+    n_samples: str
+    n_tokens: str
+    flagged: bool
+    excerpts: list[SelfProbeExcerpt]
+
+
+def _self_probe(att: Attestation) -> dict[str, Any] | None:
+    """The "What the model now says" section: per category both directions and its excerpts."""
+    probe = att.self_probe
+    if probe is None:
+        return None
+    top = {e.id for e in probe.top}
+    categories = [
+        SelfProbeCategory(
+            name=row.name,
+            mean_kl=fmt_num(first.mean_kl if first is not None else None),
+            logratio=fmt_num(row.logratio, signed=True),
+            logratio_se=fmt_num(row.logratio_se),
+            n_samples=fmt_num(row.n_samples),
+            n_tokens=fmt_num(row.n_tokens),
+            flagged=row.name in att.flagged,
+            excerpts=[
+                SelfProbeExcerpt(
+                    id=as_text(e.id, MISSING),
+                    logratio=fmt_num(e.logratio, signed=True),
+                    n_tokens=fmt_num(e.n_tokens),
+                    prompt=as_text(e.prompt),
+                    continuation=as_text(e.continuation),
+                    in_top=e.id in top,
+                )
+                for e in row.top
+            ],
+        )
+        for row, first in self_probe_rows(att)
+    ]
+    return {
+        "n_samples": fmt_num(probe.n_samples),
+        "n_per_category": fmt_num(probe.n_per_category),
+        "new_tokens": fmt_num(probe.new_tokens),
+        "prompt_tokens": fmt_num(probe.prompt_tokens),
+        "temperature": fmt_param(probe.temperature),
+        "seed": fmt_num(probe.seed),
+        "n_empty": fmt_num(probe.n_empty),
+        "logratio": fmt_num(probe.logratio, signed=True),
+        "duration": fmt_num(probe.duration_s),
+        "categories": categories,
+    }
+
+
 def _model_info(role: str, info: ModelInfo | None) -> dict[str, str] | None:
     if info is None:
         return None
@@ -392,6 +458,7 @@ def _context(att: Attestation) -> dict[str, Any]:
         "has_plots": bool(plots),
         "evidence": evidence,
         "evidence_has_tokens": any(s.tokens for e in evidence for s in e.samples),
+        "self_probe": _self_probe(att),
         "models": [
             m
             for m in (_model_info("model", att.model), _model_info("reference", att.reference))

@@ -48,6 +48,8 @@ from lmassay.attest.document import (
     Evidence,
     EvidenceToken,
     ModelInfo,
+    SelfProbeCategory,
+    SelfProbeExcerpt,
     Summary,
     Verdict,
     as_attestation,
@@ -527,6 +529,64 @@ def _evidence(att: Attestation) -> list[str]:
     return lines
 
 
+_SELF_PROBE_PROMPT = 40
+_SELF_PROBE_TEXT = 160
+
+
+def self_probe_rows(att: Attestation) -> list[tuple[SelfProbeCategory, CategoryRow | None]]:
+    """The self-probe categories, largest log-ratio first, each with its first-pass row."""
+    if att.self_probe is None:
+        return []
+    first = {c.name: c for c in att.categories}
+    rows = sorted(
+        att.self_probe.categories,
+        key=lambda c: (-(c.logratio if is_number(c.logratio) else -math.inf), c.name),
+    )
+    return [(row, first.get(row.name)) for row in rows]
+
+
+def _self_probe(att: Attestation) -> list[str]:
+    """The section "What the model now says": both KL directions per category, top excerpts."""
+    probe = att.self_probe
+    if probe is None:
+        return []
+    lines = [
+        "",
+        "## What the model now says",
+        f"{fmt_num(probe.n_samples)} continuations ({fmt_num(probe.n_per_category)} per category, "
+        f"at most {fmt_num(probe.new_tokens)} tokens, temperature {fmt_param(probe.temperature)}) "
+        "sampled from the model and scored by both models. Log-ratio = log p model − log p "
+        "reference per token, which estimates KL(model ‖ reference) on the model's own text; "
+        "the verdict above is the first pass's.",
+        "",
+    ]
+    table = [
+        [
+            markdown_cell(row.name),
+            fmt_num(first.mean_kl if first is not None else None),
+            fmt_num(row.logratio, signed=True),
+            fmt_num(row.logratio_se),
+            fmt_num(row.n_samples),
+        ]
+        for row, first in self_probe_rows(att)
+    ]
+    headers = ["category", "KL(ref‖model) probes", "KL(model‖ref) own text", "± se", "samples"]
+    lines += _table(headers, table, {1, 2, 3, 4})
+    by_category: dict[str, list[SelfProbeExcerpt]] = {}
+    for excerpt in probe.top:
+        by_category.setdefault(as_text(excerpt.category), []).append(excerpt)
+    for name, excerpts in by_category.items():
+        lines += ["", f"**{markdown_text(name)}**"]
+        for excerpt in excerpts:
+            prompt = clip_left(visible_text(excerpt.prompt), _SELF_PROBE_PROMPT)
+            text = clip_right(visible_text(excerpt.continuation), _SELF_PROBE_TEXT)
+            lines.append(
+                f"- {fmt_num(excerpt.logratio, signed=True)} nats/token "
+                f"({markdown_text(excerpt.id)}): {markdown_code(f'{prompt}⟦{text}⟧')}"
+            )
+    return lines
+
+
 def render_markdown(
     att: Attestation | Mapping[str, Any], repair: Mapping[str, Any] | None = None
 ) -> str:
@@ -547,4 +607,5 @@ def render_markdown(
     if warnings:
         lines += ["", *warnings]
     lines += _evidence(doc)
+    lines += _self_probe(doc)
     return "\n".join(line.rstrip() for line in lines) + "\n"

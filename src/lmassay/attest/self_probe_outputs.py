@@ -1,4 +1,6 @@
-"""The ``self_probe`` record of an attestation from scored self-probes (see :mod:`.self_probe`).
+"""What self-probing produces (see :mod:`.self_probe`): the attestation's ``self_probe`` record
+(:func:`summarise`, for ``attest --self-probe``) and a probe file (:func:`write_probe_file`, for
+``lmassay probes sample``).
 
 Per category the estimate of KL(model ‖ reference) per token is the ratio
 ``Σ_i s_i / Σ_i n_i`` over its continuations ``i`` (``s_i`` the summed log-ratio, ``n_i`` its
@@ -12,16 +14,33 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
+from lmassay._atomic import atomic_write_jsonl
 from lmassay.attest.document import (
     SELF_PROBE_DIRECTION,
     SelfProbe,
     SelfProbeCategory,
     SelfProbeExcerpt,
 )
-from lmassay.attest.self_probe import Draw, DrawScore, SampleSettings
+from lmassay.attest.model_loading import ModelOptions
+from lmassay.attest.probes import load_probes
+from lmassay.attest.self_probe import Draw, DrawScore, SampledFrom, SampleSettings, sample_probes
+from lmassay.bounded_read import FileSizeLimit
+from lmassay.errors import InputError, require
+from lmassay.progress import NullProgress, Progress
 
-__all__ = ["EXCERPT_CHARS", "PROMPT_CHARS", "TOP", "TOP_PER_CATEGORY", "summarise"]
+__all__ = [
+    "EXCERPT_CHARS",
+    "PROMPT_CHARS",
+    "TOP",
+    "TOP_PER_CATEGORY",
+    "ProbeSampleConfig",
+    "summarise",
+    "write_probe_file",
+]
 
 TOP = 5
 """Excerpts overall."""
@@ -108,3 +127,89 @@ def _excerpt(draw: Draw, score: DrawScore) -> SelfProbeExcerpt:
         prompt=prompt if len(prompt) <= PROMPT_CHARS else "…" + prompt[-PROMPT_CHARS:],
         continuation=text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "…",
     )
+
+
+# --------------------------------------------------------------------------------------------
+# lmassay probes sample
+
+
+@dataclass(frozen=True)
+class ProbeSampleConfig(ModelOptions, FileSizeLimit):
+    """What ``lmassay probes sample`` needs; :meth:`validate` names the offending flag."""
+
+    model: str
+    """The model to sample from (folder or hub id)."""
+    probes: str
+    """The probe corpus whose categories and texts give the prompts."""
+    out: str
+    """The probe file to write (JSONL)."""
+    reference: str | None = None
+    """Also sample from this model (rows marked ``sampled_from: reference``)."""
+    n_per_category: int = 8
+    prompt_tokens: int = 16
+    new_tokens: int = 48
+    temperature: float = 1.0
+    seed: int = 0
+    text_field: str = "text"
+    category_field: str = "category"
+    id_field: str = "id"
+    split: str | None = None
+
+    @property
+    def settings(self) -> SampleSettings:
+        return SampleSettings(
+            self.n_per_category, self.prompt_tokens, self.new_tokens, self.temperature, self.seed
+        )
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.settings.checks())
+        self.check_file_size_limit()
+        if Path(self.out).is_dir():
+            raise InputError(f"--out {self.out!r} is a folder", "pass the path of a .jsonl file")
+
+
+def write_probe_file(
+    config: ProbeSampleConfig, progress: Progress | None = None
+) -> tuple[Path, dict[str, int]]:
+    """Sample continuations from the model (and the reference) into the probe file ``config.out``,
+    written atomically; returns its path and the rows per ``sampled_from``."""
+    progress = progress or NullProgress()
+    config.validate()
+    probes = load_probes(
+        config.probes,
+        text_field=config.text_field,
+        category_field=config.category_field,
+        id_field=config.id_field,
+        split=config.split,
+        seed=config.seed,
+        min_per_category=1,
+        max_bytes=config.max_file_bytes,
+    )
+    rows: list[dict[str, Any]] = []
+    counts: dict[str, int] = {}
+    sources: list[tuple[SampledFrom, str, ModelOptions]] = [
+        ("model", config.model, config.model_options)
+    ]
+    if config.reference:
+        # --revision names a revision of the model, not of the reference (as in attest)
+        sources.append(
+            ("reference", config.reference, replace(config.model_options, revision=None))
+        )
+    total = config.n_per_category * len(probes.categories)
+    for role, spec, options in sources:
+        progress.log(f"loading the {role} {spec}")
+        drawn = sample_probes(
+            options.load(spec),
+            probes,
+            n_per_category=config.n_per_category,
+            prompt_tokens=config.prompt_tokens,
+            new_tokens=config.new_tokens,
+            temperature=config.temperature,
+            seed=config.seed,
+            sampled_from=role,
+            progress=progress.task(f"sampling from the {role}", total),
+        )
+        counts[role] = len(drawn)
+        rows += drawn
+    return atomic_write_jsonl(config.out, rows), counts
