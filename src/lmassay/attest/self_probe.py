@@ -72,8 +72,10 @@ __all__ = [
     "score_draws",
 ]
 
-BATCH_SIZE = 16
-"""Prompts per ``generate`` call; part of what makes a draw reproducible."""
+BATCH_SIZE = 64
+"""Prompts per ``generate`` call; part of what makes a draw reproducible. On CPU the per-step
+overhead of ``generate`` dominates small models: 72 prompts take 3.6 s in batches of 64 and 10 s
+in batches of 16 (test-size world)."""
 SampledFrom = Literal["model", "reference"]
 _SOURCE_INDEX = {"model": 0, "reference": 1}
 
