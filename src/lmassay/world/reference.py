@@ -341,7 +341,10 @@ def _make_reference(
     world_card = read_card(config.world)
     recipe = RECIPES[config.size]
     trained = _train(config, recipe, root, progress)
-    progress.log("measuring probe perplexity, the unigram baseline and fact recall")
+    progress.log(
+        "measuring probe perplexity and the unigram baseline"
+        + (" and fact recall" if world.facts else "")
+    )
     evaluation = _evaluation(trained, root, config.world, world)
     card: dict[str, Any] = {
         "format": _CARD_FORMAT,
