@@ -561,3 +561,51 @@ def test_perplexity_intervals_contain_the_estimate_and_collapse_without_spread()
     # every sample has the same reference log-prob per token: every resample gives the same value
     assert cat.ppl_reference_ci[0] == pytest.approx(cat.ppl_reference, rel=1e-12)
     assert cat.ppl_reference_ci[1] == pytest.approx(cat.ppl_reference, rel=1e-12)
+
+
+def _with_changed_tokens(samples, category: str, n_changed: int, nats: float = 3.0):
+    """``samples`` with two tokens of the first ``n_changed`` samples of ``category`` raised by
+    ``nats`` (a changed fact), the summed log-probs kept consistent with the KL."""
+    out, done = [], 0
+    for s in samples:
+        if s.category == category and done < n_changed and s.token_kl is not None:
+            kl = s.token_kl.copy()
+            kl[5:7] += nats
+            s = replace(s, token_kl=kl, logprob_model=s.logprob_model - 2 * nats)
+            done += 1
+        out.append(s)
+    return out
+
+
+def test_a_few_changed_samples_are_flagged_by_the_sparse_test_alone() -> None:
+    samples = _with_changed_tokens(kl_samples(11), "topic3", n_changed=5)
+    analysis = analyse(samples, "kl", StatsConfig(n_bootstrap=200))  # 999 permutations
+    cat = by_name(analysis)["topic3"]
+    assert analysis.flagged == ["topic3"] and cat.reasons == ("sparse",)
+    assert cat.n_outliers is not None and cat.n_outliers >= 5
+    assert (
+        cat.effect is not None and cat.effect < DEFAULT_NOISE_FLOOR["kl"]
+    )  # the mean barely moves
+    assert "a few of its samples" in analysis.message
+
+
+def test_fewer_than_three_outliers_are_not_a_sparse_change() -> None:
+    """The rule itself: a significant sparse test with a large effect but two outliers."""
+    from lmassay.attest.statistics.sparse import SparseTest
+    from lmassay.attest.statistics.verdict import flag
+
+    rule = st.records.FlagRule.resolve("kl", StatsConfig())
+    two = SparseTest(hc=9.0, p_value=0.001, outliers=(4, 7), effect=1.5, threshold=1.0)
+    three = replace(two, outliers=(4, 7, 9))
+    for sparse, flagged in ((two, []), (three, ["a"])):
+        assert flag({"a": result_with(sparse)}, ["a"], rule).flagged == flagged
+    assert (
+        "only 2 samples stand out" in flag({"a": result_with(two)}, ["a"], rule).within_floor["a"]
+    )
+
+
+def result_with(sparse):
+    """A category whose mean test is quiet and whose sparse test is significant."""
+    return st.significance.CategoryTest(
+        p_value=0.5, q_value=0.9, effect=0.0, auc=0.5, sparse=sparse, sparse_q_value=0.002
+    )

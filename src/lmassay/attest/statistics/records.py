@@ -31,6 +31,13 @@ DEFAULT_NOISE_FLOOR: dict[str, float] = {"kl": 0.02, "bpb": 0.02}  # nats/token 
 # changed fact is several nats on a few tokens); bpb: bits/byte of a sample's Δbpb.
 DEFAULT_SPARSE_FLOOR: dict[str, float] = {"kl": 0.1, "bpb": 0.02}
 
+# ... and only when it has at least this many outliers: a sparse change is several samples. One or
+# two samples above the others' 99th percentile are what a category's own heavy tail gives (on the
+# real-text world, 60 probes a category, a slant of another category left 2 such samples in
+# hacker-lore, 0.15 nats above, significant by the permutation test; a bf16 cast left 4, at
+# 0.0001). Five edited facts gave 13 (test-size world).
+MIN_OUTLIERS = 3
+
 # A median category level above this means the two models are not the same model at all (another
 # checkpoint, another family), not a tampered copy: bits/byte for bpb. For kl the default is
 # relative (DIFFERENT_MODEL_RATIO); this absolute figure is used only when the reference's own

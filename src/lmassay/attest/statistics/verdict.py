@@ -3,7 +3,8 @@
 A category is *flagged* for a reason when one of its tests passes with its own floor:
 
 * ``"mean"``: the mean test's ``q ≤ alpha`` and ``effect > noise_floor``;
-* ``"sparse"``: the sparse test's ``q ≤ alpha`` and ``sparse effect > sparse_floor``.
+* ``"sparse"``: the sparse test's ``q ≤ alpha``, ``sparse effect > sparse_floor`` and at least
+  :data:`MIN_OUTLIERS` outlier samples.
 
 Significance alone is not enough, since with many tokens a harmless difference (a re-save, a dtype
 cast) is significant too.
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lmassay.attest.statistics.records import FlagRule
+from lmassay.attest.statistics.records import MIN_OUTLIERS, FlagRule
 from lmassay.attest.statistics.significance import CategoryTest, count
 
 
@@ -65,12 +66,18 @@ def flag(results: Mapping[str, CategoryTest], tested: Sequence[str], rule: FlagR
                 )
         sparse, q_sparse = result.sparse, result.sparse_q_value
         if sparse is not None and q_sparse is not None and q_sparse <= rule.alpha:
-            if rule.sparse_floor is not None and sparse.effect > rule.sparse_floor:
+            floor = rule.sparse_floor
+            if floor is not None and sparse.effect > floor and len(sparse.outliers) >= MIN_OUTLIERS:
                 why.append("sparse")
+            elif len(sparse.outliers) < MIN_OUTLIERS:
+                small.append(
+                    f"the sparse test is significant (q = {q_sparse:.3g}) but only "
+                    f"{count(len(sparse.outliers), 'sample')} stand out (fewer than {MIN_OUTLIERS})"
+                )
             else:
                 small.append(
                     f"the sparse test is significant (q = {q_sparse:.3g}) but its effect, "
-                    f"{sparse.effect:.3g}, is not above the sparse floor of {rule.sparse_floor:g}"
+                    f"{sparse.effect:.3g}, is not above the sparse floor of {floor:g}"
                 )
         if why:
             flagged.append(name)
