@@ -45,7 +45,10 @@ def zoo_make(
     ] = None,
     kinds: Annotated[
         str | None,
-        typer.Option(help="Comma-separated kinds to make (default: all ten, see below)."),
+        typer.Option(
+            help="Comma-separated kinds to make (default: all ten, see below; on a reference of "
+            "the real-text world, those that apply to it)."
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the tampering data and training.")] = 0,
     quiet: QuietProgress = False,
@@ -71,7 +74,7 @@ def zoo_make(
             config.reference,
             config.out,
             world=config.world,
-            kinds=config.kinds,
+            kinds=config.kinds if kinds else None,  # None: what applies to the reference's world
             seed=config.seed,
             progress=progress,
         )
