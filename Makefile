@@ -31,9 +31,10 @@ lint: setup
 	$(BIN)/mypy
 
 ## the main job, offline: make (or reuse, in the user cache) a world, a reference and a tampered
-## variant; attest it; write $(DEMO_DIR)/report.html
+## variant; attest it; write $(DEMO_DIR)/run/report.html (the README's other examples put
+## their folders beside it, in $(DEMO_DIR)/pair and runs/)
 demo: setup
-	$(BIN)/lmassay demo --out $(DEMO_DIR)
+	$(BIN)/lmassay demo --out $(DEMO_DIR)/run
 
 bench: setup
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
