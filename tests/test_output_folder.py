@@ -187,3 +187,21 @@ def test_a_killed_run_leaves_the_old_folder_and_its_leftovers_are_cleaned(tmp_pa
         folder.commit()
     assert (out / "a.json").read_text() == "new a"
     assert _siblings(out) == []
+
+
+def test_a_failed_second_rename_puts_the_old_folder_back(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    _old_run(out)
+    monkeypatch.setattr(output_folder, "exchange", lambda a, b: False)
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if ".partial-" in str(src):
+            raise OSError(errno.EIO, "Input/output error")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(output_folder.os, "replace", failing_replace)
+    with pytest.raises(InputError, match="Input/output error"), OutputFolder(out) as folder:
+        (folder.staging / "a.json").write_text("new a")
+        folder.commit()
+    assert (out / "a.json").read_text() == "old a" and (out / "b.jsonl").read_text() == "old b"

@@ -179,7 +179,12 @@ def publish(staging: Path, out: Path) -> None:
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         os.replace(out, old)
-    os.replace(staging, out)
+    try:
+        os.replace(staging, out)
+    except OSError:
+        if old is not None:
+            os.replace(old, out)  # put the previous set back
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
