@@ -25,8 +25,10 @@ class AttestConfig(ModelOptions, FileSizeLimit):
 
     model: str
     """Model under test: a local folder or a Hugging Face hub id."""
-    probes: str
-    """Probe corpus: JSONL, a folder of category sub-folders of .txt files, a saved HF dataset or parquet."""
+    probes: str | None
+    """Probe corpus: JSONL, a folder of category sub-folders of .txt files, a saved HF dataset,
+    parquet, ``hf:`` dataset, suite file, ``builtin:NAME`` or built suite folder; None: the
+    shipped offline suite (:data:`lmassay.attest.suites.DEFAULT_SUITE`)."""
     out: str
     """Output folder for attestation.json, samples.jsonl, report.html and report.md."""
     reference: str | None = None
@@ -59,6 +61,9 @@ class AttestConfig(ModelOptions, FileSizeLimit):
     evidence_tokens: int = 5
     context_tokens: int = 12
     write_report: bool = True
+    chat_template: bool = False
+    """Score conversation probes' responses under the model's chat template (see
+    :mod:`lmassay.attest.conditioned`)."""
     self_probe: int = 0
     """Continuations per category sampled from the model and scored by both models after the
     first pass (KL(model ‖ reference) on the model's own text; see

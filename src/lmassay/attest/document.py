@@ -62,11 +62,17 @@ STATEMENT_FILE = "attestation.sig"
 KL_DIRECTION = "KL(reference || model), nats/token"
 SELF_PROBE_DIRECTION = "KL(model || reference), nats/token, on the model's own continuations"
 SCHEMA_FILE = "attestation.schema.json"
+DEFAULT_SUITE_NOTE = (
+    "the default: no --probes was given, so the shipped public-domain suite builtin:offline "
+    "was scored"
+)
+"""What the reports say beside ``probes`` when ``probes.default_suite`` is true."""
 _FIX_RERUN = "run `lmassay attest` again to write a complete attestation.json"
 R = TypeVar("R", bound=Record)
 
 __all__ = [
     "ATTESTATION_FILE",
+    "DEFAULT_SUITE_NOTE",
     "KL_DIRECTION",
     "SCHEMA",
     "SELF_PROBE_DIRECTION",
@@ -312,6 +318,13 @@ class ProbesInfo(Record):
     split: OptStr = None
     per_category: OptInt = None
     seed: OptInt = None
+    suite: OptStr = None
+    """The suite's name (a suite file, ``builtin:NAME`` or a built suite folder); absent otherwise."""
+    default_suite: OptBool = None
+    """True when no ``--probes`` was given and the shipped offline suite was scored."""
+    sources: Annotated[tuple[Mapping[str, Any], ...], items(mapping(anything))] = ()
+    """Per dataset source (``hf:``, suites): dataset, config, split, revision, resolved commit,
+    licence, counts; absent for plain files."""
 
 
 @dataclass(frozen=True, kw_only=True)

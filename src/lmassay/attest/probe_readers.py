@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +52,8 @@ class Record:
     text: str
     source: str | None
     where: str
+    messages: tuple[tuple[str, str], ...] | None = None
+    """A conversation sample's turns before the response (``text``), as ``(role, content)``."""
 
 
 @dataclass(frozen=True)
@@ -184,17 +186,22 @@ def _record_from_mapping(
             f"give every sample a non-empty string {fields.category!r}, "
             "or pass --category-field NAME to use another field",
         )
-    if fields.text not in obj:
-        raise ProbeError(
-            f"{prefix}: no {fields.text!r} field (fields: {_names(obj)})",
-            f"add a string {fields.text!r} to every sample, or pass --text-field NAME",
-        )
-    text = obj[fields.text]
-    if not isinstance(text, str):
-        raise ProbeError(
-            f"{prefix}: text field {fields.text!r} is {_describe(text)}, not a string",
-            f"make {fields.text!r} a string, or pass --text-field NAME to use another field",
-        )
+    messages: tuple[tuple[str, str], ...] | None = None
+    if fields.text not in obj and is_conversation(obj):
+        text, messages = conversation_parts(obj, prefix)
+    else:
+        if fields.text not in obj:
+            raise ProbeError(
+                f"{prefix}: no {fields.text!r} field (fields: {_names(obj)})",
+                f"add a string {fields.text!r} to every sample (or 'prompt' and 'response', or "
+                "'messages'), or pass --text-field NAME",
+            )
+        text = obj[fields.text]
+        if not isinstance(text, str):
+            raise ProbeError(
+                f"{prefix}: text field {fields.text!r} is {_describe(text)}, not a string",
+                f"make {fields.text!r} a string, or pass --text-field NAME to use another field",
+            )
     sample_id = _coerce_id(obj.get(fields.id), default_id, prefix, fields.id)
     source = obj.get("source")
     if source is not None and not isinstance(source, str):
@@ -206,7 +213,56 @@ def _record_from_mapping(
         _check_encodable(value, prefix, name)
     if source is not None:
         _check_encodable(source, prefix, "source")
-    return Record(sample_id, category, text, source, where)
+    for role, content in messages or ():
+        _check_encodable(content, prefix, f"a {role!r} message")
+    return Record(sample_id, category, text, source, where, messages)
+
+
+CONVERSATION_FIELDS = ("prompt", "response", "system", "messages")
+"""The fields of a conversation sample: ``prompt`` + ``response`` (optional ``system``), or
+``messages``: a list of ``{"role", "content"}`` whose last turn is the ``assistant``'s response."""
+
+
+def is_conversation(obj: dict[str, Any]) -> bool:
+    """Whether a sample is a conversation: it has ``prompt`` and ``response``, or ``messages``."""
+    has_pair = obj.get("prompt") is not None and obj.get("response") is not None
+    return has_pair or obj.get("messages") is not None
+
+
+def conversation_parts(obj: dict[str, Any], prefix: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """A conversation sample's response and the turns before it (see :data:`CONVERSATION_FIELDS`)."""
+    fix = (
+        'give {"prompt": "...", "response": "..."} or {"messages": [{"role": "user", "content": '
+        '"..."}, {"role": "assistant", "content": "..."}]}'
+    )
+    if obj.get("messages") is not None:
+        raw = obj["messages"]
+        if not isinstance(raw, list) or len(raw) < 2:
+            raise ProbeError(f"{prefix}: 'messages' is not a list of two or more turns", fix)
+        turns: list[tuple[str, str]] = []
+        for number, turn in enumerate(raw, start=1):
+            role = turn.get("role") if isinstance(turn, dict) else None
+            content = turn.get("content") if isinstance(turn, dict) else None
+            if not isinstance(role, str) or not isinstance(content, str):
+                raise ProbeError(
+                    f"{prefix}: message {number} is not an object with string 'role' and 'content'",
+                    fix,
+                )
+            turns.append((role, content))
+        if turns[-1][0] != "assistant":
+            raise ProbeError(
+                f"{prefix}: the last message's role is {turns[-1][0]!r}, not 'assistant'",
+                "end 'messages' with the assistant's response (the scored text)",
+            )
+        return turns[-1][1], tuple(turns[:-1])
+    parts = {}
+    for name in ("system", "prompt", "response"):
+        value = obj.get(name)
+        if value is not None and not isinstance(value, str):
+            raise ProbeError(f"{prefix}: {name!r} is {_describe(value)}, not a string", fix)
+        parts[name] = value
+    context = (("system", parts["system"]),) if parts["system"] is not None else ()
+    return str(parts["response"]), (*context, ("user", str(parts["prompt"])))
 
 
 def _coerce_id(value: Any, default: str, prefix: str, id_field: str) -> str:
@@ -369,7 +425,8 @@ def _decode_txt(data: bytes, path: Path) -> str:
 
 def _require_columns(columns: Sequence[str], path: Path, fields: Fields) -> None:
     listed = ", ".join(repr(c) for c in columns) or "none"
-    if fields.text not in columns:
+    conversation = "messages" in columns or {"prompt", "response"} <= set(columns)
+    if fields.text not in columns and not conversation:
         raise ProbeError(
             f"{path} has no column {fields.text!r} for the text (columns: {listed})",
             "pass --text-field NAME naming the text column",
@@ -382,8 +439,8 @@ def _require_columns(columns: Sequence[str], path: Path, fields: Fields) -> None
 
 
 def _wanted_columns(columns: Sequence[str], fields: Fields) -> list[str]:
-    wanted = [fields.text, fields.category]
-    for optional in (fields.id, "source"):
+    wanted = [fields.category]
+    for optional in (fields.text, fields.id, "source", *CONVERSATION_FIELDS):
         if optional in columns and optional not in wanted:
             wanted.append(optional)
     return wanted
@@ -444,17 +501,19 @@ def _read_hf_table(path: Path, fields: Fields, split: str | None, limit: int) ->
 
 
 def _records_from_table(table: pa.Table, path: Path, fields: Fields) -> list[Record]:
-    if table.num_rows == 0:
-        raise ProbeError(f"{path} has no rows", "point --probes at a non-empty dataset")
-    texts = table.column(fields.text).to_pylist()
-    categories = table.column(fields.category).to_pylist()
-    names = table.column_names
-    ids = table.column(fields.id).to_pylist() if fields.id in names else [None] * len(texts)
-    sources = table.column("source").to_pylist() if "source" in names else [None] * len(texts)
+    return records_from_rows(table.to_pylist(), str(path), fields)
+
+
+def records_from_rows(rows: Iterable[dict[str, Any]], label: str, fields: Fields) -> list[Record]:
+    """Records of table rows (dicts) read from ``label``, row ids ``row-N`` where none is given."""
     records: list[Record] = []
-    for index, (text, category, raw_id, source) in enumerate(
-        zip(texts, categories, ids, sources, strict=True)
-    ):
-        row = {fields.text: text, fields.category: category, fields.id: raw_id, "source": source}
+    path = Path(label)
+    for index, row in enumerate(rows):
+        if index == 0:
+            _require_columns(list(row), path, fields)
+        if row.get(fields.text) is None and is_conversation(row):
+            row.pop(fields.text, None)  # a conversation row of a table with a text column too
         records.append(_record_from_mapping(row, path, f"row {index}", f"row-{index}", fields))
+    if not records:
+        raise ProbeError(f"{label} has no rows", "point --probes at a non-empty dataset")
     return records

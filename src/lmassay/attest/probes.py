@@ -40,6 +40,8 @@ The samples are returned sorted by ``(category, id)``, and the corpus digest is:
     sha256( for each sample in (category, id) order:
             json.dumps([id, category, text], ensure_ascii=False) + "\\n"   encoded as UTF-8 )
 
+(a conversation sample adds its earlier turns: ``[id, category, response, [[role, content], …]]``)
+
 over the samples actually used (after skipping empty texts and subsampling).  It names the
 content, not its container: the same samples give the same digest whether they came from
 JSONL, a folder of ``.txt`` files, a saved dataset or parquet.  ``source`` is not part of it.
@@ -51,15 +53,21 @@ import hashlib
 import json
 import os
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from lmassay._atomic import atomic_write_jsonl
-from lmassay.attest.probe_readers import Fields, Record, detect_format, read_records
+from lmassay.attest.probe_readers import (
+    Fields,
+    Record,
+    detect_format,
+    read_records,
+    records_from_rows,
+)
 from lmassay.bounded_read import DATA_LIMIT
 from lmassay.digests import Digest
 from lmassay.errors import ProbeError
@@ -86,11 +94,28 @@ class ProbeSample:
     category: str
     text: str
     source: str | None = None
+    messages: tuple[tuple[str, str], ...] | None = None
+    """A conversation sample: the ``(role, content)`` turns before its response, which is
+    ``text`` (the only part scored; see :mod:`lmassay.attest.conditioned`)."""
 
     @property
     def n_bytes(self) -> int:
         """Length of the text in UTF-8 bytes (the denominator of bits per byte)."""
         return len(self.text.encode("utf-8"))
+
+    def to_json(self) -> dict[str, Any]:
+        """The sample as a line of a probe file: ``{"id", "category", "text"}``, or for a
+        conversation ``{"id", "category", "messages"}`` ending with the assistant's response;
+        plus ``"source"`` when it is set."""
+        row: dict[str, Any] = {"id": self.id, "category": self.category}
+        if self.messages is None:
+            row["text"] = self.text
+        else:
+            turns = [*self.messages, ("assistant", self.text)]
+            row["messages"] = [{"role": role, "content": content} for role, content in turns]
+        if self.source is not None:
+            row["source"] = self.source
+        return row
 
 
 @dataclass(frozen=True)
@@ -120,9 +145,18 @@ class ProbeSet:
     def __len__(self) -> int:
         return len(self.samples)
 
+    sources: tuple[dict[str, Any], ...] = ()
+    """Where the samples came from when they were read from datasets (``hf:``, suites): per
+    source its dataset, config, split, requested revision and resolved commit, licence, count."""
+    suite: str | None = None
+    """The suite's name (a suite file or ``builtin:NAME``)."""
+    default_suite: bool = False
+    """The built-in offline suite, used because no ``--probes`` was given."""
+
     def to_json(self) -> dict[str, Any]:
-        """The corpus description recorded in ``attestation.json`` (no texts)."""
-        return {
+        """The corpus description recorded in ``attestation.json`` (no texts); ``suite``,
+        ``default_suite`` and ``sources`` only where they apply."""
+        out = {
             "path": self.path,
             "format": self.format,
             "digest": self.digest.to_json(),
@@ -136,6 +170,13 @@ class ProbeSet:
             "per_category": self.per_category,
             "seed": self.seed,
         }
+        if self.suite is not None:
+            out["suite"] = self.suite
+        if self.default_suite:
+            out["default_suite"] = True
+        if self.sources:
+            out["sources"] = [dict(source) for source in self.sources]
+        return out
 
 
 def load_probes(
@@ -149,6 +190,7 @@ def load_probes(
     seed: int = 0,
     min_per_category: int = 5,
     max_bytes: int = DATA_LIMIT,
+    default_suite: bool = False,
 ) -> ProbeSet:
     """Load a probe corpus from ``path`` (format detected; see the module docstring).
 
@@ -181,10 +223,11 @@ def load_probes(
         raise ProbeError(f"seed={seed} is negative", "pass --seed 0 or a larger integer")
     fields = Fields(text=text_field, category=category_field, id=id_field)
     source = Path(path)
-    fmt = detect_format(source)
     warnings: list[str] = []
-    records = read_records(source, fmt, fields, split, warnings, limit=max_bytes)
-    samples = _validate(records, source, warnings)
+    read = _read_any(str(path), fields, split, warnings, max_bytes)
+    samples = _validate(read.records, source, warnings)
+    if read.expected_digest is not None:
+        _check_built_digest(samples, read.expected_digest, source)
     if per_category is not None:
         samples = _subsample(samples, per_category, seed, warnings)
     _warn_small_categories(samples, min_per_category, warnings)
@@ -193,23 +236,93 @@ def load_probes(
     return ProbeSet(
         samples=ordered,
         path=str(path),
-        format=fmt,
+        format=read.format,
         digest=probes_digest(ordered),
         warnings=tuple(warnings),
         text_field=text_field,
         category_field=category_field,
         id_field=id_field,
-        split=split if fmt == "hf-dataset" else None,
+        split=split if read.format in ("hf-dataset", "hf") else None,
         per_category=per_category,
         seed=seed,
+        sources=read.sources,
+        suite=read.suite,
+        default_suite=default_suite,
     )
+
+
+@dataclass(frozen=True)
+class _Read:
+    """Records as read from any probe source, and what the corpus records about the source."""
+
+    records: list[Record]
+    format: str
+    sources: tuple[dict[str, Any], ...] = ()
+    suite: str | None = None
+    expected_digest: str | None = None  # a built suite's recorded digest of probes.jsonl
+
+
+def _read_any(
+    spec: str, fields: Fields, split: str | None, warnings: list[str], max_bytes: int
+) -> _Read:
+    """The records of ``--probes``: ``hf:`` datasets, suites (files, ``builtin:``, built
+    folders) and the four file forms."""
+    from lmassay.attest import suites
+    from lmassay.attest.hub_probes import HF_PREFIX, open_rows, parse_hf
+
+    if spec.startswith(HF_PREFIX):
+        rows, origin, more = open_rows(parse_hf(spec), split)
+        warnings.extend(more)
+        records = records_from_rows(rows, spec, fields)
+        source = {**origin.to_json(), "n_samples": len(records)}
+        return _Read(records, "hf", sources=(source,))
+    if suites.is_suite_spec(spec):
+        suite = suites.load_suite(spec)
+        if split is not None:
+            warnings.append(f"split {split!r} ignored: a suite names each source's split")
+        parts = suites.read_suite_records(suite, warnings, max_bytes=max_bytes)
+        records = [r for part in parts for r in part.records]
+        sources = tuple(
+            {**part.origin, "n_rows_read": part.n_rows_read, "n_samples": len(part.records)}
+            for part in parts
+        )
+        return _Read(records, "suite", sources=sources, suite=suite.name)
+    folder = Path(spec)
+    if folder.is_dir() and (folder / suites.SUITE_FILE).is_file():
+        built = suites.read_built_suite(folder)
+        plain = Fields(text="text", category="category", id="id")  # as build_suite writes it
+        records = read_records(built.probes_path, "jsonl", plain, None, warnings, limit=max_bytes)
+        digest = built.manifest.get("digest") or {}
+        return _Read(
+            records,
+            "suite-folder",
+            sources=tuple(built.manifest.get("sources") or ()),
+            suite=str(built.manifest.get("name")),
+            expected_digest=str(digest.get("value")),
+        )
+    fmt = detect_format(folder)
+    return _Read(read_records(folder, fmt, fields, split, warnings, limit=max_bytes), fmt)
+
+
+def _check_built_digest(samples: Sequence[ProbeSample], expected: str, folder: Path) -> None:
+    """Refuse a built suite whose probes.jsonl no longer has the digest its suite.json records."""
+    actual = probes_digest(samples).value
+    if actual != expected:
+        raise ProbeError(
+            f"suite folder {folder}: probes.jsonl has digest sha256:{actual[:16]}…, but "
+            f"suite.json records sha256:{expected[:16]}… (the probes were changed)",
+            "build the suite again with `lmassay probes build`, or restore probes.jsonl",
+        )
 
 
 def probes_digest(samples: Iterable[ProbeSample]) -> Digest:
     """Digest of samples as described in the module docstring (sorted here by (category, id))."""
     hasher = hashlib.sha256()
     for sample in sorted(samples, key=lambda s: (s.category, s.id)):
-        line = json.dumps([sample.id, sample.category, sample.text], ensure_ascii=False) + "\n"
+        parts: list[Any] = [sample.id, sample.category, sample.text]
+        if sample.messages is not None:
+            parts.append([list(turn) for turn in sample.messages])
+        line = json.dumps(parts, ensure_ascii=False) + "\n"
         hasher.update(line.encode("utf-8"))
     return Digest("sha256", hasher.hexdigest())
 
@@ -217,19 +330,20 @@ def probes_digest(samples: Iterable[ProbeSample]) -> Digest:
 def write_probes_jsonl(samples: Iterable[ProbeSample], path: str | os.PathLike[str]) -> Path:
     """Write samples as a JSONL probe file (atomically) that :func:`load_probes` reads back.
 
-    Each line is ``{"id", "category", "text"}`` plus ``"source"`` when it is set, in the order
-    given.
+    Each line is :meth:`ProbeSample.to_json`, in the order given.
     """
-    rows: list[dict[str, str]] = []
-    for sample in samples:
-        row = {"id": sample.id, "category": sample.category, "text": sample.text}
-        if sample.source is not None:
-            row["source"] = sample.source
-        rows.append(row)
-    return atomic_write_jsonl(path, rows)
+    return atomic_write_jsonl(path, (sample.to_json() for sample in samples))
 
 
 # --------------------------------------------------------------------------- validation
+
+
+def subsample_records(
+    records: list[K], per_category: int, seed: int, warnings: list[str]
+) -> list[K]:
+    """Keep ``per_category`` records (or samples) of each category, chosen as the module
+    docstring says (used by suites for each source's ``n``)."""
+    return _subsample(records, per_category, seed, warnings)
 
 
 def _validate(records: list[Record], path: Path, warnings: list[str]) -> list[ProbeSample]:
@@ -246,7 +360,11 @@ def _validate(records: list[Record], path: Path, warnings: list[str]) -> list[Pr
         shown = ", ".join(repr(i) for i in empty[:_MAX_LISTED])
         more = f" and {len(empty) - _MAX_LISTED} more" if len(empty) > _MAX_LISTED else ""
         warnings.append(f"skipped {len(empty)} empty texts: ids {shown}{more}")
-    samples = [ProbeSample(r.id, r.category, r.text, r.source) for r in records if r.text.strip()]
+    samples = [
+        ProbeSample(r.id, r.category, r.text, r.source, r.messages)
+        for r in records
+        if r.text.strip()
+    ]
     if not samples:
         raise ProbeError(
             f"{path}: all {len(records)} texts are empty or only whitespace",
@@ -255,13 +373,21 @@ def _validate(records: list[Record], path: Path, warnings: list[str]) -> list[Pr
     return samples
 
 
-def _subsample(
-    samples: list[ProbeSample], per_category: int, seed: int, warnings: list[str]
-) -> list[ProbeSample]:
-    by_category: dict[str, list[ProbeSample]] = {}
+class _Keyed(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def category(self) -> str: ...
+
+
+K = TypeVar("K", bound=_Keyed)
+
+
+def _subsample(samples: list[K], per_category: int, seed: int, warnings: list[str]) -> list[K]:
+    by_category: dict[str, list[K]] = {}
     for sample in samples:
         by_category.setdefault(sample.category, []).append(sample)
-    kept: list[ProbeSample] = []
+    kept: list[K] = []
     short: list[str] = []
     for category in sorted(by_category):
         group = sorted(by_category[category], key=lambda s: s.id)

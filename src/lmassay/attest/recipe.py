@@ -18,6 +18,7 @@ import numpy as np
 
 from lmassay._atomic import atomic_write_jsonl
 from lmassay.attest.baseline import Baseline, load_baseline
+from lmassay.attest.conditioned import ScoringTokens, keep_scored, tokenize_samples
 from lmassay.attest.config import AttestConfig
 from lmassay.attest.document import (
     KL_DIRECTION,
@@ -39,12 +40,13 @@ from lmassay.attest.document import Comparison as Compared
 from lmassay.attest.evidence import excerpt, rank_samples, token_evidence
 from lmassay.attest.model_loading import LoadedModel, same_tokenizer
 from lmassay.attest.probes import ProbeSample, ProbeSet, load_probes
-from lmassay.attest.scoring import TokenScores, bits_per_byte, tokenize_texts
+from lmassay.attest.scoring import TokenScores, bits_per_byte
 from lmassay.attest.self_probe import choose_prompts, draw_continuations, score_draws
 from lmassay.attest.self_probe_outputs import summarise
 from lmassay.attest.statistics import Analysis, SampleStatistic, StatsConfig, analyse
 from lmassay.attest.statistics.sparse import tail_statistic
 from lmassay.attest.streaming import score_models
+from lmassay.attest.suites import BUILTIN_PREFIX, DEFAULT_SUITE
 from lmassay.attest.weight_relation import weight_relation
 from lmassay.errors import InputError
 from lmassay.output_folder import OutputFolder
@@ -84,6 +86,8 @@ class _Scored:
     reference: list[TokenScores] | None = None
     baseline_logprobs: list[float] | None = None
     baseline_n_tokens: list[int] | None = None
+    tokens: ScoringTokens | None = None
+    """The model's token lists (context + scored tokens), for re-scoring evidence."""
 
     def reference_n_tokens(self, index: int) -> int | None:
         """Tokens of sample ``index`` under the reference's (or baseline's) own tokenizer, for bpb."""
@@ -159,8 +163,7 @@ def _run(
     )
     _check_self_probe(config, model, reference)
 
-    texts = [s.text for s in probes.samples]
-    scored = _score(texts, model, reference, baseline, config, progress)
+    scored = _score(probes.samples, model, reference, baseline, config, progress)
     stats_input = _statistics_input(probes.samples, scored)
     rows = _sample_rows(probes.samples, scored, stats_input)
     progress.log(
@@ -214,7 +217,7 @@ def _weight_change(
 
 def _load_probes(config: AttestConfig) -> ProbeSet:
     return load_probes(
-        config.probes,
+        config.probes or f"{BUILTIN_PREFIX}{DEFAULT_SUITE}",
         text_field=config.text_field,
         category_field=config.category_field,
         id_field=config.id_field,
@@ -223,6 +226,7 @@ def _load_probes(config: AttestConfig) -> ProbeSet:
         seed=config.seed,
         min_per_category=config.min_samples,
         max_bytes=config.max_file_bytes,
+        default_suite=config.probes is None,
     )
 
 
@@ -320,7 +324,7 @@ def _config_json(config: AttestConfig) -> dict[str, Any]:
 
 
 def _score(
-    texts: Sequence[str],
+    samples: Sequence[ProbeSample],
     model: LoadedModel,
     reference: LoadedModel | None,
     baseline: Baseline | None,
@@ -329,9 +333,8 @@ def _score(
 ) -> _Scored:
     if reference is not None and config.comparison != "bpb" and same_tokenizer(model, reference):
         max_length = _paired_max_length(config, model, reference)
-        token_lists = tokenize_texts(
-            model.tokenizer, texts, progress.task("tokenising", len(texts))
-        )
+        tokens = _tokenize(samples, model, config, progress.task("tokenising", len(samples)))
+        token_lists = tokens.token_lists
         total = sum(len(t) for t in token_lists)
         scores = score_models(
             token_lists,
@@ -343,15 +346,16 @@ def _score(
             token_budget=config.token_budget,
             progress=progress.task("scoring model + reference (tokens)", total),
         )
-        return _Scored("kl", scores, scores)
+        scores = keep_scored(scores, tokens)
+        return _Scored("kl", scores, scores, tokens=tokens)
     if reference is not None and config.comparison == "kl":
         raise InputError(
             f"--comparison kl needs one tokenizer, but {model.name!r} and {reference.name!r} have different vocabularies",
             "use --comparison auto (bits per byte) or a reference with the same tokenizer",
         )
-    own = _score_alone(texts, model, config, progress, "model")
+    own = _score_alone(samples, model, config, progress, "model")
     if reference is not None:
-        return _Scored("bpb", own, _score_alone(texts, reference, config, progress, "reference"))
+        return _Scored("bpb", own, _score_alone(samples, reference, config, progress, "reference"))
     if baseline is not None:
         return _Scored(
             "bpb", own, baseline_logprobs=baseline.logprobs, baseline_n_tokens=baseline.n_tokens
@@ -364,13 +368,32 @@ def _paired_max_length(config: AttestConfig, model: LoadedModel, reference: Load
     return config.max_length or min(model.max_length, reference.max_length)
 
 
-def _score_alone(
-    texts: Sequence[str], loaded: LoadedModel, config: AttestConfig, progress: Progress, role: str
-) -> list[TokenScores]:
-    token_lists = tokenize_texts(
-        loaded.tokenizer, texts, progress.task(f"tokenising for {role}", len(texts))
+def _tokenize(
+    samples: Sequence[ProbeSample], loaded: LoadedModel, config: AttestConfig, progress: Any
+) -> ScoringTokens:
+    """``loaded``'s token lists of the samples (conversations: see :mod:`.conditioned`)."""
+    return tokenize_samples(
+        loaded.tokenizer,
+        samples,
+        prefix_token_id=loaded.prefix_token_id,
+        chat_template=config.chat_template,
+        name=repr(loaded.name),
+        progress=progress,
     )
-    return score_models(
+
+
+def _score_alone(
+    samples: Sequence[ProbeSample],
+    loaded: LoadedModel,
+    config: AttestConfig,
+    progress: Progress,
+    role: str,
+) -> list[TokenScores]:
+    tokens = _tokenize(
+        samples, loaded, config, progress.task(f"tokenising for {role}", len(samples))
+    )
+    token_lists = tokens.token_lists
+    scores = score_models(
         token_lists,
         loaded,
         offload=config.offload,
@@ -379,6 +402,7 @@ def _score_alone(
         token_budget=config.token_budget,
         progress=progress.task(f"scoring {role} (tokens)", sum(len(t) for t in token_lists)),
     )
+    return keep_scored(scores, tokens)
 
 
 def _reference_logprob(scored: _Scored, index: int) -> float | None:
@@ -553,9 +577,16 @@ def _rescore_with_topk(
     reference: LoadedModel,
     config: AttestConfig,
 ) -> list[TokenScores]:
-    token_lists = [scored.model[i].token_ids.tolist() for i in chosen]
-    return score_models(
-        token_lists,
+    tokens = (
+        scored.tokens.subset(chosen)
+        if scored.tokens is not None
+        else ScoringTokens(
+            [scored.model[i].token_ids.tolist() for i in chosen],
+            [scored.model[i].n_tokens for i in chosen],
+        )
+    )
+    scores = score_models(
+        tokens.token_lists,
         model,
         reference,
         offload=config.offload,
@@ -564,6 +595,7 @@ def _rescore_with_topk(
         token_budget=config.token_budget,
         topk=5,
     )
+    return keep_scored(scores, tokens)
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,8 +17,8 @@ from lmassay.progress import cli_progress
 @app.command()
 def attest(
     model: opt.Model,
-    probes: opt.Probes,
     out: opt.Out,
+    probes: opt.Probes = None,
     reference: opt.Reference = None,
     baseline: opt.Baseline = None,
     text_field: opt.TextField = "text",
@@ -42,6 +42,7 @@ def attest(
     n_bootstrap: opt.NBootstrap = 1000,
     n_permutations: opt.NPermutations = 999,
     min_samples: opt.MinSamples = 5,
+    chat_template: opt.ChatTemplate = False,
     max_file_size: opt.MaxFileSize = DATA_LIMIT_TEXT,
     self_probe: opt.SelfProbe = 0,
     self_probe_tokens: opt.SelfProbeTokens = 48,
@@ -61,6 +62,18 @@ def attest(
     A model larger than memory, streamed one block at a time:
 
         lmassay attest --model ./big --reference ./big-ref --probes probes.jsonl --out runs/big --offload stream
+
+    Without --probes, the shipped public-domain suite (builtin:offline; no network):
+
+        lmassay attest --model ./suspect --reference ./ref --out runs/offline
+
+    A chat model on the built-in refusal suite, answers scored under its chat template:
+
+        lmassay attest --model ./chat --reference ./chat-ref --probes builtin:refusal --chat-template --out runs/chat
+
+    Against a reference cache (`lmassay reference build`): only the model runs:
+
+        lmassay attest --model ./suspect --reference-cache base.lmref --probes probes.jsonl --out runs/suspect
 
     What the model now says (8 continuations per category sampled from it, scored by both):
 

@@ -128,11 +128,22 @@ Model = Annotated[
     str, typer.Option("--model", "-m", help="Model under test: local folder or hub id.")
 ]
 Probes = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--probes",
         "-p",
-        help="Probe corpus: .jsonl, folder of category/*.txt, saved HF dataset or .parquet.",
+        help="Probe corpus: .jsonl, folder of category/*.txt, saved HF dataset, .parquet, "
+        "hf:ORG/NAME[:CONFIG][@REVISION] (or hf:FOLDER), a suite .yaml, builtin:NAME, or a "
+        "folder from `lmassay probes build`. Default: builtin:offline (shipped, no network).",
+    ),
+]
+ChatTemplate = Annotated[
+    bool,
+    typer.Option(
+        "--chat-template",
+        rich_help_panel=SCORING,
+        help="Render conversation probes (prompt + response, or messages) with the model's chat "
+        "template and score only the response tokens (as lm-eval --apply_chat_template).",
     ),
 ]
 Out = Annotated[str, typer.Option("--out", "-o", help="Output folder (created if missing).")]
@@ -144,7 +155,9 @@ Baseline = Annotated[
     ),
 ]
 IdField = Annotated[str, typer.Option(help="Field holding a sample id (optional in the data).")]
-Split = Annotated[str | None, typer.Option(help="Split of a saved HF DatasetDict.")]
+Split = Annotated[
+    str | None, typer.Option(help="Split of an hf: dataset or of a saved HF DatasetDict.")
+]
 PerCategory = Annotated[int | None, typer.Option(help="Subsample N texts per category.")]
 MaxLength = Annotated[
     int | None,
@@ -483,6 +496,21 @@ NewTokens = Annotated[int, typer.Option(help="Most new tokens per continuation."
 PromptTokens = Annotated[int, typer.Option(help="Tokens of a probe text's start used as prompt.")]
 Temperature = Annotated[
     float, typer.Option(help="Sampling temperature (1.0: the model's own distribution).")
+]
+
+# --------------------------------------------------------------------------------------------
+# lmassay probes ls / build
+
+SuiteName = Annotated[
+    str,
+    typer.Argument(
+        metavar="SUITE",
+        help="A built-in suite (NAME or builtin:NAME; see `lmassay probes ls`) or a suite .yaml.",
+    ),
+]
+SuiteOut = Annotated[
+    str,
+    typer.Option("--out", "-o", help="Folder for probes.jsonl and suite.json (replaced whole)."),
 ]
 
 # --------------------------------------------------------------------------------------------

@@ -10,7 +10,10 @@ from lmassay.cli._app import app, run_command
 from lmassay.cli.options import config_from
 from lmassay.progress import cli_progress
 
-probes_app = typer.Typer(help="Probe files: sample them from a model.", no_args_is_help=True)
+probes_app = typer.Typer(
+    help="Probe corpora: list and build the built-in suites, sample probes from a model.",
+    no_args_is_help=True,
+)
 app.add_typer(probes_app, name="probes")
 
 
@@ -56,3 +59,53 @@ def probes_sample(
         path, counts = run_command("probes sample", write_probe_file, config, progress)
     written = ", ".join(f"{n} from the {role}" for role, n in counts.items())
     typer.echo(f"Wrote {path}: {written}")
+
+
+@probes_app.command("ls")
+def probes_ls() -> None:
+    """List the built-in probe suites with their sources, sizes and licences.
+
+    Use one with `lmassay attest --probes builtin:NAME`, or materialise it with
+    `lmassay probes build NAME --out DIR`. Without --probes, attest scores builtin:offline.
+
+    Example:
+
+        lmassay probes ls
+    """
+    from lmassay.attest.suite_build import list_suites
+
+    for info in run_command("probes ls", list_suites):
+        where = "offline" if info.offline else "hub"
+        typer.echo(f"builtin:{info.name}  [{where}]  {info.size}")
+        typer.echo(f"    {info.description}")
+        for source_id, source_where, licence in info.sources:
+            typer.echo(f"    - {source_id}: {source_where} — licence: {licence}")
+
+
+@probes_app.command("build")
+def probes_build(
+    suite: opt.SuiteName,
+    out: opt.SuiteOut,
+    max_file_size: opt.MaxFileSize = DATA_LIMIT_TEXT,
+) -> None:
+    """Materialise a probe suite into OUT/probes.jsonl and OUT/suite.json (sources, resolved
+    revisions, counts and the corpus digest), so it can be sealed, shared and attested offline.
+
+    `lmassay attest --probes OUT` reads the folder and refuses it if probes.jsonl no longer has
+    the digest suite.json records.
+
+    Example:
+
+        lmassay probes build knowledge --out suites/knowledge
+    """
+    from lmassay.attest.suite_build import build_suite
+    from lmassay.bounded_read import size_from_flag
+
+    limit = run_command("probes build", size_from_flag, max_file_size)
+    probes = run_command("probes build", build_suite, suite, out, max_bytes=limit)
+    typer.echo(
+        f"Wrote {out}/probes.jsonl and {out}/suite.json: {len(probes)} samples in "
+        f"{len(probes.categories)} categories, {probes.digest}"
+    )
+    for warning in probes.warnings:
+        typer.echo(f"warning: {warning}", err=True)

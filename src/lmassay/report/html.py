@@ -26,6 +26,7 @@ import jinja2
 from markupsafe import Markup
 
 from lmassay.attest.document import (
+    DEFAULT_SUITE_NOTE,
     KL_DIRECTION,
     Attestation,
     Comparison,
@@ -410,7 +411,8 @@ def _probes(att: Attestation) -> dict[str, str] | None:
     if probes is None or not probes.to_json():
         return None
     return {
-        "path": probes.path or MISSING,
+        "path": (probes.path or MISSING)
+        + (f" — {DEFAULT_SUITE_NOTE}" if probes.default_suite else ""),
         "format": probes.format or MISSING,
         "digest": full_digest(probes.digest),
         "n_samples": fmt_num(probes.n_samples),

@@ -41,6 +41,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeGuard
 
 from lmassay.attest.document import (
+    DEFAULT_SUITE_NOTE,
     KL_DIRECTION,
     Attestation,
     CategoryRow,
@@ -402,6 +403,7 @@ def _overview(att: Attestation) -> list[str]:
             f"- probes: {markdown_text(as_text(probes.path, MISSING))} "
             f"({markdown_text(short_digest(probes.digest))}), "
             f"{fmt_num(probes.n_samples)} samples in {n_categories} categories"
+            + (f"; {DEFAULT_SUITE_NOTE}" if probes.default_suite else "")
         )
     how = _HOW.get(comparison) or markdown_text(att.kl_direction or KL_DIRECTION)
     lines.append(f"- comparison: {markdown_text(comparison.value)}, {how}")
