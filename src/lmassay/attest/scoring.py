@@ -7,6 +7,12 @@ sequence ``s = [p, t_1, …, t_n]`` where ``p`` is the prefix token (the tokeniz
 its EOS token, as lm-evaluation-harness does).  **Every text token is scored exactly once**, as
 ``log P(t_i | preceding tokens)``, and a sample's log-likelihood is the sum over its ``n`` tokens.
 
+A *conversation* sample (a prompt and its response; ``--chat-template``) is given to this scorer
+as the tokens of its rendered context followed by its response, and every one of them is scored as
+above; :func:`lmassay.attest.conditioned.keep_scored` then keeps only the response's tokens, so only
+those count in the sample's log-likelihood, KL and ``n_tokens`` (which tokens exactly, and how the
+context is rendered: :mod:`lmassay.attest.conditioned`).
+
 With context length ``L`` (``max_length``; the model's context by default) texts longer than ``L``
 are scored in disjoint rolling windows, the rule of lm-evaluation-harness
 ``loglikelihood_rolling`` (``get_rolling_token_windows`` with ``context_len=1`` plus
