@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 def _default_mode() -> int:
@@ -29,12 +30,26 @@ def atomic_write_bytes(
     The file gets ``mode``, or by default the permissions an ordinary write would give (0o666 less
     the umask) — not the 0o600 of the temporary file it is written through.
     """
+    with atomic_file(path, mode=mode) as handle:
+        handle.write(data)
+    return Path(path)
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike[str], *, mode: int | None = None) -> Iterator[BinaryIO]:
+    """A binary handle on a temporary file beside ``path`` that replaces ``path`` on success.
+
+    For files written piece by piece (the reference cache writes rows at their offsets as they
+    are scored): on leaving the block the file is flushed, synced, given ``mode`` (as in
+    :func:`atomic_write_bytes`) and renamed over ``path``; an error removes it and leaves ``path``
+    as it was.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        with os.fdopen(fd, "w+b") as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp_name, _default_mode() if mode is None else mode)
@@ -42,7 +57,6 @@ def atomic_write_bytes(
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    return target
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

@@ -35,6 +35,10 @@ class AttestConfig(ModelOptions, FileSizeLimit):
     """Known-good reference model (folder or hub id). Without it the model is scored alone."""
     baseline: str | None = None
     """Without a reference: an earlier attestation folder of a trusted model on the same probes."""
+    reference_cache: str | None = None
+    """Instead of a reference: a cache of its scores on these probes (``lmassay reference build``);
+    only the model runs, and KL is the cache's lower bound (see
+    :mod:`lmassay.attest.reference_cache`)."""
     text_field: str = "text"
     category_field: str = "category"
     id_field: str = "id"
@@ -193,6 +197,28 @@ class AttestConfig(ModelOptions, FileSizeLimit):
             ),
         ]
 
+    def _reference_cache_checks(self) -> list[Check]:
+        """``--reference-cache`` stands in for the reference (checked only when given)."""
+        if self.reference_cache is None:
+            return []
+        return [
+            (
+                not (self.reference or self.baseline),
+                "--reference-cache was given with --reference or --baseline",
+                "give one of them",
+            ),
+            (
+                self.comparison != "bpb",
+                "--reference-cache holds token-level scores, not bits per byte (--comparison bpb)",
+                "use --comparison auto or kl",
+            ),
+            (
+                self.offload == "none",
+                "--reference-cache cannot be used with --offload stream yet",
+                "drop --offload stream, or attest with --reference",
+            ),
+        ]
+
     def _combination_checks(self) -> list[Check]:
         """Flags that only make sense together."""
         return [
@@ -203,8 +229,9 @@ class AttestConfig(ModelOptions, FileSizeLimit):
                 "give one of them",
             ),
             (
-                not (self.comparison == "kl" and not self.reference),
+                not (self.comparison == "kl" and not (self.reference or self.reference_cache)),
                 "--comparison kl needs --reference",
                 "add --reference or use --comparison auto",
             ),
+            *self._reference_cache_checks(),
         ]

@@ -86,6 +86,7 @@ __all__ = [
     "ModelInfo",
     "ProbesInfo",
     "Provenance",
+    "ReferenceCacheInfo",
     "SelfProbe",
     "SelfProbeCategory",
     "SelfProbeExcerpt",
@@ -405,6 +406,36 @@ class SelfProbe(Record):
     duration_s: OptNum = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class CacheCalibration(Record):
+    """The cache's bound against the exact KL on its calibration tokens, for this model."""
+
+    n_tokens: OptInt = None
+    mean_kl: OptNum = None
+    """Exact KL(reference ‖ model) on the calibration tokens, nats/token."""
+    mean_kl_bound: OptNum = None
+    """The cache's bound on the same tokens."""
+    mean_abs_error: OptNum = None
+    max_abs_error: OptNum = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReferenceCacheInfo(Record):
+    """``reference_cache``: the cache ``attest --reference-cache`` read instead of the reference."""
+
+    path: OptStr = None
+    digest: OptDigest = None
+    """SHA-256 of the cache file (what ``lmassay seal`` signs for it)."""
+    top_k: OptInt = None
+    n_tokens: OptInt = None
+    kl: OptStr = None
+    """How KL was computed: a lower bound over the top-K tokens plus one tail bucket."""
+    mean_tail_mass: OptNum = None
+    """The reference's mean probability outside its top-K over the scored tokens."""
+    calibration: Annotated[CacheCalibration | None, optional(record(CacheCalibration))] = None
+    built: OptStr = None
+
+
 _DEFAULT_STATISTIC = {Comparison.KL: "mean_kl", Comparison.BPB: "delta_bpb", Comparison.NONE: "bpb"}
 STATISTICS = ("mean_kl", "delta_bpb", "bpb")
 """The per-sample statistics a test can be run on."""
@@ -432,6 +463,11 @@ class Attestation(Record):
     self_probe: Annotated[SelfProbe | None, optional(record(SelfProbe))] = None
     """``attest --self-probe N``: the second pass on the model's own text; null without it
     (absent in files written before it)."""
+    reference_cache: Annotated[ReferenceCacheInfo | None, optional(record(ReferenceCacheInfo))] = (
+        None
+    )
+    """``attest --reference-cache``: the cache read instead of running the reference; absent
+    otherwise (and in files written before it)."""
 
     @classmethod
     def from_json(cls, raw: Any, source: str = "attestation") -> Attestation:

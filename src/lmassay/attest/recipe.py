@@ -32,6 +32,7 @@ from lmassay.attest.document import (
     ModelInfo,
     ProbesInfo,
     Provenance,
+    ReferenceCacheInfo,
     Summary,
     Verdict,
     from_json,
@@ -40,6 +41,7 @@ from lmassay.attest.document import Comparison as Compared
 from lmassay.attest.evidence import excerpt, rank_samples, token_evidence
 from lmassay.attest.model_loading import LoadedModel, same_tokenizer
 from lmassay.attest.probes import ProbeSample, ProbeSet, load_probes
+from lmassay.attest.reference_cache import CachedScores, score_samples_against_cache
 from lmassay.attest.scoring import TokenScores, bits_per_byte
 from lmassay.attest.self_probe import choose_prompts, draw_continuations, score_draws
 from lmassay.attest.self_probe_outputs import summarise
@@ -86,6 +88,8 @@ class _Scored:
     reference: list[TokenScores] | None = None
     baseline_logprobs: list[float] | None = None
     baseline_n_tokens: list[int] | None = None
+    cache: CachedScores | None = None
+    """``--reference-cache``: the reference's side was read from this cache."""
     tokens: ScoringTokens | None = None
     """The model's token lists (context + scored tokens), for re-scoring evidence."""
 
@@ -188,6 +192,7 @@ def _run(
 
     prov = _provenance(config, started, time.perf_counter() - t0, scored)
     document = _document(analysis, evidence, probes, model, reference, baseline, prov)
+    document = _with_cache(document, scored.cache)
     document = _self_probe_pass(document, config, probes, model, reference, progress)
     return AttestationResult(document=document, samples=rows)
 
@@ -331,6 +336,8 @@ def _score(
     config: AttestConfig,
     progress: Progress,
 ) -> _Scored:
+    if config.reference_cache is not None:
+        return _score_from_cache(config.reference_cache, samples, model, config, progress)
     if reference is not None and config.comparison != "bpb" and same_tokenizer(model, reference):
         max_length = _paired_max_length(config, model, reference)
         tokens = _tokenize(samples, model, config, progress.task("tokenising", len(samples)))
@@ -361,6 +368,40 @@ def _score(
             "bpb", own, baseline_logprobs=baseline.logprobs, baseline_n_tokens=baseline.n_tokens
         )
     return _Scored("none", own)
+
+
+def _score_from_cache(
+    path: str,
+    samples: Sequence[ProbeSample],
+    model: LoadedModel,
+    config: AttestConfig,
+    progress: Progress,
+) -> _Scored:
+    """``--reference-cache``: only the model runs; the reference's top-K, its log-prob of each
+    token and its tail mass come from the cache, and KL is the cache's lower bound (see
+    :mod:`lmassay.attest.reference_cache`)."""
+    cached = score_samples_against_cache(
+        path,
+        samples,
+        model,
+        max_length=config.max_length,
+        token_budget=config.token_budget,
+        progress=progress,
+    )
+    return _Scored("kl", cached.scores, cached.scores, cache=cached)
+
+
+def _with_cache(document: Attestation, cached: CachedScores | None) -> Attestation:
+    """``document`` naming the cached reference and the cache (its digest, K, measured error)."""
+    if cached is None:
+        return document
+    where = "attestation being written"
+    return replace(
+        document,
+        reference=from_json(ModelInfo, cached.cache.header.reference, f"{where}: reference"),
+        reference_cache=from_json(ReferenceCacheInfo, cached.describe(), f"{where}: cache"),
+        warnings=(*document.warnings, cached.note()),
+    )
 
 
 def _paired_max_length(config: AttestConfig, model: LoadedModel, reference: LoadedModel) -> int:
@@ -499,7 +540,7 @@ def _evidence(
         members = [i for i, s in enumerate(samples) if s.category == category]
         # a category flagged for a few samples shows those (its outliers), not its average ones
         ranked_by = "tail_kl" if reasons.get(category) == ("sparse",) else "mean_kl"
-        if scored.comparison == "kl" and reference is not None:
+        if scored.comparison == "kl" and (reference is not None or scored.cache is not None):
             entries = _kl_evidence(members, rows, scored, model, reference, config, ranked_by)
         else:
             entries = _bpb_evidence(members, samples, rows, config)
@@ -519,7 +560,7 @@ def _kl_evidence(
     rows: Sequence[dict[str, Any]],
     scored: _Scored,
     model: LoadedModel,
-    reference: LoadedModel,
+    reference: LoadedModel | None,
     config: AttestConfig,
     ranked_by: str = "mean_kl",
 ) -> list[EvidenceSample]:
@@ -574,9 +615,13 @@ def _rescore_with_topk(
     chosen: Sequence[int],
     scored: _Scored,
     model: LoadedModel,
-    reference: LoadedModel,
+    reference: LoadedModel | None,
     config: AttestConfig,
 ) -> list[TokenScores]:
+    if scored.cache is not None:
+        return scored.cache.rescore(chosen, model, topk=5)
+    if reference is None:
+        raise ValueError("a KL comparison has neither a reference nor a reference cache")
     tokens = (
         scored.tokens.subset(chosen)
         if scored.tokens is not None

@@ -15,6 +15,7 @@ from lmassay.cli import attest as _attest_commands  # noqa: F401  (registers att
 from lmassay.cli import demo as _demo_commands  # noqa: F401  (registers demo)
 from lmassay.cli import edit as _edit_commands  # noqa: F401  (registers edit)
 from lmassay.cli import probes as _probes_commands  # noqa: F401  (registers probes sample)
+from lmassay.cli import reference as _reference_commands  # noqa: F401  (reference build)
 from lmassay.cli import repair as _repair_commands  # noqa: F401  (registers repair)
 from lmassay.cli import seal as _seal_commands  # noqa: F401  (keygen, seal, verify, diff, history)
 from lmassay.cli import world as _world_commands  # noqa: F401  (registers world make, train, pair)

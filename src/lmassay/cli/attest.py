@@ -21,6 +21,7 @@ def attest(
     probes: opt.Probes = None,
     reference: opt.Reference = None,
     baseline: opt.Baseline = None,
+    reference_cache: opt.ReferenceCache = None,
     text_field: opt.TextField = "text",
     category_field: opt.CategoryField = "category",
     id_field: opt.IdField = "id",

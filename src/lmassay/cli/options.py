@@ -107,6 +107,14 @@ Reference = Annotated[
     str | None,
     typer.Option("--reference", "-r", help="Known-good reference model: local folder or hub id."),
 ]
+ReferenceCache = Annotated[
+    str | None,
+    typer.Option(
+        "--reference-cache",
+        help="Instead of --reference: a cache of the reference's top-K scores on these probes "
+        "(`lmassay reference build`); only the model runs, KL is a lower bound.",
+    ),
+]
 Registry = Annotated[
     Path | None,
     typer.Option(help="Registry database (default: $LMASSAY_REGISTRY or the user data folder)."),
