@@ -33,6 +33,8 @@ class AttestConfig(ModelOptions, FileSizeLimit):
     """Output folder for attestation.json, samples.jsonl, report.html and report.md."""
     reference: str | None = None
     """Known-good reference model (folder or hub id). Without it the model is scored alone."""
+    reference_revision: str | None = None
+    """Hub revision (branch, tag or commit) of a hub-id reference; ``revision`` is the model's."""
     baseline: str | None = None
     """Without a reference: an earlier attestation folder of a trusted model on the same probes."""
     reference_cache: str | None = None
@@ -114,6 +116,15 @@ class AttestConfig(ModelOptions, FileSizeLimit):
                 "use auto, kl or bpb",
             ),
             (0 < self.alpha < 1, f"--alpha {self.alpha} is outside (0, 1)", "use e.g. 0.05"),
+            (
+                self.reference_revision is None
+                or (
+                    bool(self.reference_revision)
+                    and self.reference_revision.strip() == self.reference_revision
+                ),
+                f"--reference-revision {self.reference_revision!r} is not a revision",
+                "pass a branch, tag or commit",
+            ),
             (
                 self.noise_floor is None or self.noise_floor >= 0,
                 f"--noise-floor {self.noise_floor} is negative",

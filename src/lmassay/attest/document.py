@@ -18,7 +18,7 @@ Layout::
       ├─ summary: Summary                 totals and the test's settings
       ├─ categories: CategoryRow, …       one row per probe category, sorted by name
       ├─ evidence: Evidence, …            per flagged category: EvidenceSample → EvidenceToken
-      ├─ model, reference: ModelInfo      digest (lmassay.digests.Digest), dtype, device, …
+      ├─ model, reference: ModelInfo      digest (lmassay.digests.Digest), dtype, device, hub, …
       ├─ baseline: BaselineInfo           the --baseline run, if any
       ├─ probes: ProbesInfo               the corpus digest and counts
       └─ provenance: Provenance           versions, seed, resolved config, timing
@@ -83,6 +83,7 @@ __all__ = [
     "Evidence",
     "EvidenceSample",
     "EvidenceToken",
+    "HubInfo",
     "ModelInfo",
     "ProbesInfo",
     "Provenance",
@@ -278,8 +279,22 @@ class Evidence(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class HubInfo(Record):
+    """``model.hub`` / ``reference.hub``: the hub id, the revision asked for and the commit the
+    snapshot resolved to (only for a hub id; absent in older files and for local folders)."""
+
+    id: Str
+    revision: OptStr = None
+    commit: Str
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelInfo(Record):
-    """``model`` / ``reference``: what was loaded, and its content digest."""
+    """``model`` / ``reference``: what was loaded, and its content digest.
+
+    ``digest`` is the folder's (null for a model passed in memory, which is named by
+    ``tensors_digest`` instead); ``hub`` is there when the model was given as a hub id.
+    """
 
     name: OptStr = None
     path: OptStr = None
@@ -292,6 +307,10 @@ class ModelInfo(Record):
     max_length: OptInt = None
     prefix_token_id: OptInt = None
     architecture: OptStr = None
+    hub: Annotated[HubInfo | None, optional(record(HubInfo))] = None
+    tensors_digest: OptDigest = None
+    """A model passed in memory: the root over its state dict's tensors (see
+    :func:`lmassay.attest.model_loading.state_dict_digest`)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Any
 from lmassay.attest.checkpoint_reader import DAMAGED_FIX, safetensors_entries
 from lmassay.attest.model_source import (
     PICKLE_SUFFIXES,
+    HubSnapshot,
     check_config,
     check_weights,
-    resolve_model_path,
+    locate_model,
 )
 from lmassay.choices import DTYPES, Dtype
 from lmassay.digests import Digest, digest_entries, digest_file, list_files, model_identity
@@ -61,32 +62,74 @@ TOKENIZER_FILES = (
 
 @dataclass
 class LoadedModel:
-    """A model, its tokenizer and what lmassay records about them."""
+    """A model, its tokenizer and what lmassay records about them.
+
+    A model loaded from a folder (or a hub snapshot) has its ``folder`` and that folder's
+    ``folder_digest``; a model handed over in memory (:func:`in_memory_model`) has neither, and is
+    named instead by ``tensors_digest``, a root over its state dict's tensors.
+    """
 
     name: str
-    path: Path
+    folder: Path | None
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
-    digest: Digest
-    tokenizer_digest: Digest
+    folder_digest: Digest | None
+    tokenizer_files_digest: Digest | None
     files: list[str]
     device: str
     dtype: str
     max_length: int
     prefix_token_id: int
     extra: dict[str, Any] = field(default_factory=dict)
+    hub: HubSnapshot | None = None
+    """The hub id, revision and resolved commit, when ``name`` was a hub id."""
+    tensors_digest: Digest | None = None
+    """In-memory models only: :func:`state_dict_digest` of the model."""
+
+    @property
+    def path(self) -> Path:
+        """The folder the model was loaded from (an in-memory model has none: an error)."""
+        if self.folder is None:
+            raise InputError(
+                f"model {self.name!r} was passed in memory and has no folder",
+                "pass the model's folder or hub id for this step",
+            )
+        return self.folder
+
+    @property
+    def digest(self) -> Digest:
+        """The folder's content digest (its model_signing manifest root; none in memory)."""
+        if self.folder_digest is None:
+            raise InputError(
+                f"model {self.name!r} was passed in memory and has no folder digest",
+                "pass the model's folder or hub id for this step",
+            )
+        return self.folder_digest
+
+    @property
+    def tokenizer_digest(self) -> Digest:
+        """The digest of the tokenizer's files (an in-memory tokenizer has none: an error)."""
+        if self.tokenizer_files_digest is None:
+            raise InputError(
+                f"the tokenizer of {self.name!r} was passed in memory and has no file digest",
+                "pass the model's folder or hub id for this step",
+            )
+        return self.tokenizer_files_digest
 
     @property
     def n_parameters(self) -> int:
         return int(sum(p.numel() for p in self.model.parameters()))
 
     def describe(self) -> dict[str, Any]:
-        """The JSON description written to ``attestation.json``."""
-        return {
+        """The JSON description written to ``attestation.json`` (``hub`` only for a hub id,
+        ``tensors_digest`` only for a model passed in memory)."""
+        described: dict[str, Any] = {
             "name": self.name,
-            "path": str(self.path),
-            "digest": self.digest.to_json(),
-            "tokenizer_digest": self.tokenizer_digest.to_json(),
+            "path": None if self.folder is None else str(self.folder),
+            "digest": None if self.folder_digest is None else self.folder_digest.to_json(),
+            "tokenizer_digest": None
+            if self.tokenizer_files_digest is None
+            else self.tokenizer_files_digest.to_json(),
             "files": self.files,
             "dtype": self.dtype,
             "device": self.device,
@@ -95,6 +138,11 @@ class LoadedModel:
             "prefix_token_id": self.prefix_token_id,
             "architecture": type(self.model).__name__,
         }
+        if self.hub is not None:
+            described["hub"] = self.hub.to_json()
+        if self.tensors_digest is not None:
+            described["tensors_digest"] = self.tensors_digest.to_json()
+        return described
 
 
 def is_device_name(device: str) -> bool:
@@ -253,11 +301,13 @@ def load_model(
     """
     resolved_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, resolved_device)
-    path = resolve_model_path(spec, revision=revision, allow_pickle=allow_pickle)
+    source = locate_model(spec, revision=revision, allow_pickle=allow_pickle)
+    path = source.path
     if (path / ADAPTER_CONFIG).is_file() and not (path / "config.json").is_file():
         return _load_adapter(
             spec,
             path,
+            hub=source.hub,
             device=device,
             dtype=dtype,
             allow_pickle=allow_pickle,
@@ -289,17 +339,72 @@ def load_model(
     model.eval()
     return LoadedModel(
         name=spec,
-        path=path,
+        folder=path,
         model=model,
         tokenizer=tokenizer,
-        digest=digest,
-        tokenizer_digest=tokenizer_digest,
+        folder_digest=digest,
+        tokenizer_files_digest=tokenizer_digest,
         files=files,
         device=resolved_device,
         dtype=str(torch_dtype).removeprefix("torch."),
         max_length=context_length(model.config, tokenizer),
         prefix_token_id=prefix_token(tokenizer, spec),
         extra={"materialised": materialise, "trust_remote_code": trust_remote_code},
+        hub=source.hub,
+    )
+
+
+def state_dict_digest(model: PreTrainedModel) -> Digest:
+    """A root digest over the model's state dict: SHA-256 of each tensor's bytes (as stored in
+    memory, native byte order), rooted with :func:`~lmassay.digests.digest_entries` over the
+    sorted ``(name, digest)`` pairs, every state-dict entry included (tied tensors under each
+    of their names).  The per-tensor SHA-256 is what ``lmassay seal`` records per tensor of a
+    ``.safetensors`` file, so a tensor can be matched to a sealed one of the same dtype."""
+    import hashlib
+
+    import torch
+
+    entries = []
+    for name, tensor in model.state_dict().items():
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)  # (N,)
+        raw = flat.view(torch.uint8).numpy()  # (N * itemsize,)
+        entries.append((name, Digest("sha256", hashlib.sha256(raw.tobytes()).hexdigest())))
+    return digest_entries(entries)
+
+
+def in_memory_model(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str
+) -> LoadedModel:
+    """A model and tokenizer already loaded (a notebook's objects), described for an attestation.
+
+    The model is scored where it is (its device and dtype) and put in eval mode; no folder and no
+    folder digest are recorded (none was hashed): its identity is :func:`state_dict_digest`.
+    """
+    parameter = next(iter(model.parameters()), None)
+    if parameter is None:
+        raise InputError(f"model {name!r} has no parameters", "pass a causal language model")
+    rows = int(model.get_input_embeddings().weight.shape[0])  # type: ignore[index]  # (V, D)
+    if len(tokenizer) > rows:
+        raise InputError(
+            f"the tokenizer given with {name!r} has {len(tokenizer)} tokens but the model's "
+            f"input embedding has {rows} rows",
+            "pass the tokenizer the model was trained with",
+        )
+    model.eval()
+    return LoadedModel(
+        name=name,
+        folder=None,
+        model=model,
+        tokenizer=tokenizer,
+        folder_digest=None,
+        tokenizer_files_digest=None,
+        files=[],
+        device=str(parameter.device),
+        dtype=str(parameter.dtype).removeprefix("torch."),
+        max_length=context_length(model.config, tokenizer),
+        prefix_token_id=prefix_token(tokenizer, name),
+        extra={"materialised": True, "in_memory": True},
+        tensors_digest=state_dict_digest(model),
     )
 
 
@@ -447,6 +552,7 @@ def _load_adapter(
     spec: str,
     path: Path,
     *,
+    hub: HubSnapshot | None,
     device: str,
     dtype: str,
     allow_pickle: bool,
@@ -486,17 +592,18 @@ def _load_adapter(
     entries = [(f"adapter/{rel}", digest_file(path / rel)) for rel in files]
     return LoadedModel(
         name=spec,
-        path=path,
+        folder=path,
         model=model,
         tokenizer=base.tokenizer,
-        digest=digest_entries([*entries, ("base", base.digest)]),
-        tokenizer_digest=base.tokenizer_digest,
+        folder_digest=digest_entries([*entries, ("base", base.digest)]),
+        tokenizer_files_digest=base.tokenizer_files_digest,
         files=files,
         device=base.device,
         dtype=base.dtype,
         max_length=base.max_length,
         prefix_token_id=base.prefix_token_id,
         extra={**base.extra, "adapter_of": {"name": base_spec, "digest": base.digest.to_json()}},
+        hub=hub,
     )
 
 

@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from lmassay.errors import ModelLoadError
 
-__all__ = ["PICKLE_SUFFIXES", "check_config", "check_weights", "resolve_model_path"]
+__all__ = [
+    "PICKLE_SUFFIXES",
+    "HubSnapshot",
+    "ModelSource",
+    "check_config",
+    "check_weights",
+    "locate_model",
+    "resolve_model_path",
+]
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.py", "*.md"]
@@ -37,26 +48,84 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def resolve_model_path(
-    spec: str, *, revision: str | None = None, allow_pickle: bool = False
-) -> Path:
-    """A local folder for ``spec``: the folder itself, or a hub snapshot (cache first)."""
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+@dataclass(frozen=True)
+class HubSnapshot:
+    """A hub model id resolved to a snapshot: the id, the revision asked for and its commit."""
+
+    id: str
+    revision: str | None
+    """As asked (``--revision``: a branch, tag or commit); None: the repository's default branch."""
+    commit: str
+    """The commit hash the snapshot holds (huggingface_hub's ``snapshots/COMMIT`` folder)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "revision": self.revision, "commit": self.commit}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's files are: a local folder, and the hub snapshot it is (None: not a hub id)."""
+
+    path: Path
+    hub: HubSnapshot | None = None
+
+
+def is_hub_id(spec: str) -> bool:
+    """Whether ``spec`` (not an existing path) has the form of a hub id (``NAME`` or ``ORG/NAME``)."""
+    looks_like_path = spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").replace(
+        "/", "", 1
+    )
+    return bool(spec) and not looks_like_path and spec.count("/") <= 1
+
+
+def locate_model(
+    spec: str, *, revision: str | None = None, allow_pickle: bool = False, what: str = "model"
+) -> ModelSource:
+    """The local folder of ``spec`` (a folder, used as is; or a hub id, resolved to its snapshot:
+    the cache first, a download only when the hub answers) and, for a hub id, the commit.
+
+    ``revision`` (a branch, tag or commit) applies to hub ids; a local folder ignores it.
+    """
     local = Path(spec).expanduser()
     if local.exists():
         if not local.is_dir():
             raise ModelLoadError(
-                f"model path {spec!r} is a file, not a folder",
+                f"{what} path {spec!r} is a file, not a folder",
                 "pass the folder that holds config.json and the weights",
             )
-        return local
-    looks_like_path = spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").replace(
-        "/", "", 1
-    )
-    if looks_like_path or spec.count("/") > 1:
-        raise ModelLoadError(f"model folder {spec!r} does not exist", "check the path")
+        return ModelSource(local)
+    if not is_hub_id(spec):
+        raise ModelLoadError(f"{what} folder {spec!r} does not exist", "check the path")
+    path = _snapshot(spec, revision, allow_pickle, what)
+    return ModelSource(path, _hub_snapshot(spec, revision, path))
 
+
+def resolve_model_path(
+    spec: str, *, revision: str | None = None, allow_pickle: bool = False
+) -> Path:
+    """A local folder for ``spec``: the folder itself, or a hub snapshot (cache first)."""
+    return locate_model(spec, revision=revision, allow_pickle=allow_pickle).path
+
+
+def _hub_snapshot(spec: str, revision: str | None, path: Path) -> HubSnapshot:
+    """The snapshot record of ``path``, which huggingface_hub names by its commit."""
+    commit = path.resolve().name
+    if _COMMIT.fullmatch(commit) is None:
+        raise ModelLoadError(
+            f"the hub snapshot of {spec!r} at {path} is not named by a commit hash",
+            "use huggingface_hub's cache (HF_HUB_CACHE), not a local_dir download",
+        )
+    return HubSnapshot(spec, revision, commit)
+
+
+def _snapshot(spec: str, revision: str | None, allow_pickle: bool, what: str) -> Path:
+    """The snapshot folder of hub id ``spec`` (huggingface_hub's own download bars show)."""
     from huggingface_hub import snapshot_download
 
+    at = f" at revision {revision!r}" if revision else ""
     patterns = [*_HUB_PATTERNS, *(["*.bin", "*.pt"] if allow_pickle else [])]
     try:
         return Path(
@@ -64,21 +133,22 @@ def resolve_model_path(
                 spec, revision=revision, allow_patterns=patterns, local_files_only=True
             )
         )
-    except Exception as exc:
+    except Exception as exc:  # huggingface_hub's errors share no base class worth naming
         cached_error = exc
     if not _hub_reachable():
+        download = f"hf download {spec}" + (f" --revision {revision}" if revision else "")
         raise ModelLoadError(
-            f"model {spec!r} is neither a local folder nor in the Hugging Face cache, and the hub "
-            f"cannot be reached (offline)",
-            "pass a local model folder, or download it first where the hub is reachable "
-            "(huggingface-cli download ID)",
+            f"{what} {spec!r}{at} is neither a local folder nor in the Hugging Face cache, and "
+            f"the hub cannot be reached (offline)",
+            f"pass a local model folder, or download it first where the hub is reachable "
+            f"({download})",
         ) from cached_error
     try:
         return Path(snapshot_download(spec, revision=revision, allow_patterns=patterns))
     except Exception as exc:
         raise ModelLoadError(
-            f"could not download model {spec!r} from the hub ({type(exc).__name__}: {exc})",
-            "check the id, your network and HF_TOKEN for gated models",
+            f"could not download {what} {spec!r}{at} from the hub ({type(exc).__name__}: {exc})",
+            "check the id, the revision, your network and HF_TOKEN for gated models",
         ) from exc
 
 

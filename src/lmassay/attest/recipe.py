@@ -155,8 +155,8 @@ def _run(
 
     materialise = config.offload == "none"
     model = config.load(config.model, materialise=materialise)
-    # --revision names a revision of the model under test, not of the reference.
-    reference_options = replace(config.model_options, revision=None)
+    # --revision names a revision of the model under test; the reference's is its own.
+    reference_options = replace(config.model_options, revision=config.reference_revision)
     reference = (
         reference_options.load(config.reference, materialise=materialise)
         if config.reference
@@ -216,7 +216,9 @@ def _weight_change(
     local safetensors checkpoints of one architecture (see :mod:`lmassay.attest.weight_relation`)."""
     if reference is None or config.different_model_threshold is not None:
         return None  # an explicit threshold asks for the functional call
-    relation = weight_relation(str(model.path), str(reference.path), progress)
+    if model.folder is None or reference.folder is None:
+        return None  # a model passed in memory has no checkpoint files to compare
+    relation = weight_relation(str(model.folder), str(reference.folder), progress)
     return relation.median_relative_change if relation is not None else None
 
 

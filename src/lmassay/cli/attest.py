@@ -32,6 +32,8 @@ def attest(
     dtype: opt.Dtype = "auto",
     allow_pickle: opt.AllowPickle = False,
     trust_remote_code: opt.TrustRemoteCode = False,
+    revision: opt.Revision = None,
+    reference_revision: opt.ReferenceRevision = None,
     max_length: opt.MaxLength = None,
     token_budget: opt.TokenBudget = None,
     offload: opt.Offload = "none",

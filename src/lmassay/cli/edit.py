@@ -79,6 +79,7 @@ def edit(
     dtype: opt.EditDtype = "float32",
     allow_pickle: opt.AllowPickle = False,
     trust_remote_code: opt.TrustRemoteCode = False,
+    revision: opt.Revision = None,
     overwrite: opt.Overwrite = False,
     max_file_size: opt.MaxFileSize = DATA_LIMIT_TEXT,
     quiet: opt.Quiet = False,

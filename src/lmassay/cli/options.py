@@ -78,6 +78,24 @@ TrustRemoteCode = Annotated[
         help="Allow the model's own Python code to run.",
     ),
 ]
+Revision = Annotated[
+    str | None,
+    typer.Option(
+        "--revision",
+        rich_help_panel=LOADING,
+        help="Hub revision (branch, tag or commit) of a hub-id --model; the commit it resolves "
+        "to is recorded. A local folder ignores it.",
+    ),
+]
+ReferenceRevision = Annotated[
+    str | None,
+    typer.Option(
+        "--reference-revision",
+        rich_help_panel=LOADING,
+        help="Hub revision of a hub-id --reference (default: its default branch); the commit is "
+        "recorded.",
+    ),
+]
 
 # --------------------------------------------------------------------------------------------
 # Shared by several commands

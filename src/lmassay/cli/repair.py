@@ -42,6 +42,7 @@ def repair(
     seed: opt.Seed = 0,
     allow_pickle: opt.AllowPickle = False,
     trust_remote_code: opt.TrustRemoteCode = False,
+    revision: opt.Revision = None,
     restart: opt.Restart = False,
     force: opt.Force = False,
     max_file_size: opt.MaxFileSize = DATA_LIMIT_TEXT,

@@ -183,8 +183,9 @@ def verify_facts(
 
 
 def describe_input(loaded: LoadedModel) -> dict[str, Any]:
-    """The input model as ``edit.json`` records it (its dtype as its config.json states it)."""
-    return {
+    """The input model as ``edit.json`` records it (its dtype as its config.json states it; for
+    a hub id, ``hub``: the id, the revision asked for and the commit it resolved to)."""
+    described = {
         "name": loaded.name,
         "path": str(loaded.path),
         "digest": loaded.digest.to_json(),
@@ -194,6 +195,9 @@ def describe_input(loaded: LoadedModel) -> dict[str, Any]:
         "architecture": type(loaded.model).__name__,
         "n_parameters": loaded.n_parameters,
     }
+    if loaded.hub is not None:
+        described["hub"] = loaded.hub.to_json()
+    return described
 
 
 def _method(config: EditConfig, tensor: EditedTensor) -> dict[str, Any]:

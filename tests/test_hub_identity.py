@@ -1,0 +1,151 @@
+"""Hub-native identity: hub ids resolved through huggingface_hub's cache layout (no network),
+the revision asked for and the commit it resolved to recorded in attestation.json, edit.json and
+by seal, verify and diff; the offline hint; one --device/--revision definition for every command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import jsonschema
+import pytest
+from typer.testing import CliRunner
+
+from conftest import world_rows
+from lmassay.attest.document import Attestation, json_schema
+from lmassay.attest.model_source import locate_model
+from lmassay.cli import app
+from lmassay.errors import ModelLoadError
+
+MAIN = "a" * 40
+V1 = "b" * 40
+
+
+def _fake_snapshot(
+    cache: Path, repo: str, commit: str, source: Path, refs: tuple[str, ...]
+) -> Path:
+    """``source``'s files as huggingface_hub lays a snapshot out: blobs, links, refs."""
+    org, name = repo.split("/")
+    root = cache / f"models--{org}--{name}"
+    snapshot = root / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (root / "blobs").mkdir(exist_ok=True)
+    for file in sorted(source.iterdir()):
+        blob = root / "blobs" / f"{commit[:8]}-{file.name}"
+        shutil.copyfile(file, blob)
+        (snapshot / file.name).symlink_to(Path("..", "..", "blobs", blob.name))
+    (root / "refs").mkdir(exist_ok=True)
+    for ref in refs:
+        (root / "refs" / ref).write_text(commit)
+    return snapshot
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch, tiny_model_dir, world_tokenizer) -> Path:
+    """A hub cache holding ``org/tiny`` at two commits: main (``MAIN``) and tag v1 (``V1``,
+    another seed's weights)."""
+    import huggingface_hub.constants
+
+    from conftest import save_tiny_model
+
+    cache = tmp_path / "hub"
+    other = save_tiny_model(tmp_path / "other", world_tokenizer, seed=1)
+    _fake_snapshot(cache, "org/tiny", MAIN, tiny_model_dir, ("main",))
+    _fake_snapshot(cache, "org/tiny", V1, other, ("v1",))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+def test_locate_model_records_the_resolved_commit(hub_cache) -> None:
+    main = locate_model("org/tiny")
+    assert main.hub is not None and main.hub.to_json() == {
+        "id": "org/tiny",
+        "revision": None,
+        "commit": MAIN,
+    }
+    assert main.path == hub_cache / "models--org--tiny" / "snapshots" / MAIN
+    tagged = locate_model("org/tiny", revision="v1")
+    assert tagged.hub is not None and (tagged.hub.revision, tagged.hub.commit) == ("v1", V1)
+    by_commit = locate_model("org/tiny", revision=V1)
+    assert by_commit.hub is not None and by_commit.hub.commit == V1
+    assert locate_model(str(main.path)).hub is None  # a folder is a folder, even in the cache
+
+
+def test_uncached_id_offline_names_hf_download(hub_cache) -> None:
+    with pytest.raises(ModelLoadError) as caught:
+        locate_model("org/missing", revision="v2")
+    line = caught.value.one_line("attest")
+    assert "hf download org/missing --revision v2" in line
+    assert "huggingface-cli" not in line
+    with pytest.raises(ModelLoadError, match="at revision 'nope'"):
+        locate_model("org/tiny", revision="nope")
+
+
+def _probes(path: Path) -> Path:
+    rows = [{"category": c, "text": t} for c, t in world_rows(0, 5)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+FAST = ["--n-bootstrap", "50", "--n-permutations", "0", "--no-report", "--quiet"]
+
+
+def test_attest_records_model_and_reference_commits(hub_cache, tmp_path) -> None:
+    probes = _probes(tmp_path / "probes.jsonl")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app,
+        [
+            *("attest", "-m", "org/tiny", "--revision", "v1", "-r", "org/tiny"),
+            *("--reference-revision", "main", "-p", str(probes), "--out", str(out)),
+            *("--device", "cpu", *FAST),
+        ],
+    )
+    assert result.exit_code in (0, 1), result.output
+    raw = json.loads((out / "attestation.json").read_text())
+    jsonschema.validate(raw, json_schema())
+    assert raw["model"]["hub"] == {"id": "org/tiny", "revision": "v1", "commit": V1}
+    assert raw["reference"]["hub"] == {"id": "org/tiny", "revision": "main", "commit": MAIN}
+    assert raw["model"]["path"].endswith(f"snapshots/{V1}")
+    assert raw["model"]["digest"] != raw["reference"]["digest"]  # two commits, two weights
+    document = Attestation.read(out / "attestation.json")
+    assert document.model is not None and document.model.hub is not None
+    assert document.model.hub.commit == V1
+    assert document.to_json() == raw  # typed and back, exactly
+    config = raw["provenance"]["config"]
+    assert (config["revision"], config["reference_revision"]) == ("v1", "main")
+
+
+def test_a_local_folder_records_no_hub(tiny_model_dir, tmp_path) -> None:
+    from lmassay.attest.model_loading import load_model
+
+    described = load_model(str(tiny_model_dir), device="cpu").describe()
+    assert "hub" not in described and "tensors_digest" not in described
+
+
+def test_older_model_records_stay_readable() -> None:
+    """A v1 file written before ``hub`` existed reads, and writes back without it."""
+    from lmassay.attest.document import ModelInfo, from_json
+
+    old = {"name": "m", "path": "/m", "digest": {"algorithm": "sha256", "value": "0" * 64}}
+    info = from_json(ModelInfo, old, "old file")
+    assert info.hub is None and info.to_json() == old
+    with pytest.raises(Exception, match="hub"):
+        from_json(ModelInfo, {**old, "hub": {"id": "x"}}, "broken file")
+
+
+@pytest.mark.parametrize("command", ["attest", "edit", "repair"])
+def test_revision_reaches_every_loading_command(command: str) -> None:
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "--revision" in result.output and "cuda:N" in result.output
+
+
+def test_bad_revision_is_one_line(tmp_path) -> None:
+    result = CliRunner().invoke(
+        app, ["attest", "-m", "org/tiny", "--revision", " v1", "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 2
+    assert "--revision" in result.output and "Traceback" not in result.output
