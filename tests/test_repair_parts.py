@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -294,7 +295,7 @@ def test_default_learning_rate_follows_the_method():
 # Early stopping on the held-out gap
 
 
-def test_early_stop_needs_a_gap_that_training_closed():
+def test_early_stop_needs_every_group_under_the_stop_gap():
     from lmassay.repair.training import (
         LoopResult,
         LoopSettings,
@@ -304,13 +305,105 @@ def test_early_stop_needs_a_gap_that_training_closed():
 
     settings = LoopSettings(objective="lm", steps=10, lr=1e-3, batch_size=1, seq_len=8, seed=0,
                             stop_gap=0.01)  # fmt: skip
-    seen = LoopResult(losses=[], history=[{"step": 0, "gap": 0.04}])
+    seen = LoopResult(losses=[], history=[{"step": 0, "worst": 0.04}])
     assert _effective_stop_gap(seen, settings) == 0.01 and seen.early_stop_note is None
     assert not _repaired(seen, 0.01)  # the check before training never stops it
-    seen.history.append({"step": 25, "gap": 0.005})
+    seen.history.append({"step": 25, "worst": 0.02})  # a group (repaired or not) still stands out
+    assert not _repaired(seen, 0.01)
+    seen.history.append({"step": 50, "worst": 0.005})
     assert _repaired(seen, 0.01)
-    blind = LoopResult(losses=[], history=[{"step": 0, "gap": 0.003}])
+    blind = LoopResult(losses=[], history=[{"step": 0, "worst": 0.003}])
     assert _effective_stop_gap(blind, settings) is None
     assert "no early stop" in (blind.early_stop_note or "")
-    blind.history.append({"step": 25, "gap": 0.001})
+    blind.history.append({"step": 25, "worst": 0.001})
     assert not _repaired(blind, None)
+
+
+def test_monitor_effects_watch_every_group(monkeypatch):
+    """Each group's effect is its level minus the median of the others; the worst may be a
+    category that was not repaired (here b, pushed up while a came down)."""
+    from lmassay.repair import training
+
+    levels = {"a": 0.12, "b": 0.30, "c": 0.10, "s": 0.08}
+    rows = {name: [[i] for i in range(3)] for name in levels}
+    by_row = {id(rows[name]): value for name, value in levels.items()}
+    monkeypatch.setattr(training, "_sample_kls", lambda models, r: [by_row[id(r)]] * len(r))
+    models = training.Models(
+        model=torch.nn.Identity(), reference=object(), start=None, device=torch.device("cpu")
+    )
+    streams = training.Streams(torch.zeros(1), None, rows, ("a",))
+    settings = training.LoopSettings("distill", 1, 1e-3, 1, 8, 0)
+    check = training._monitor(models, streams, settings)
+    assert check is not None and check["levels"] == pytest.approx(levels)
+    assert check["effects"]["b"] == pytest.approx(0.30 - 0.10)  # median of 0.12, 0.10, 0.08
+    assert check["gap"] == pytest.approx(0.12 - 0.10)  # a: median of 0.30, 0.10, 0.08
+    assert check["worst_group"] == "b" and check["worst"] == pytest.approx(0.20)
+    one = training.Streams(torch.zeros(1), None, {"a": rows["a"]}, ("a",))
+    assert training._monitor(models, one, settings) is None  # nothing to compare with
+
+
+# --------------------------------------------------------------------------------------------
+# The loop keeps the best held-out check, also across a resume
+
+
+def _tiny_loop(world_tokenizer, tmp_path, monkeypatch, worst, *, keep_best=True, fail_at=None,
+               first_check=0):  # fmt: skip
+    """A tiny GPT-2 distilled toward another for 20 steps, checked every 5 (steps 0-20) with
+    the scripted worst effects ``worst``; returns the final weights, those at each check, and
+    the result."""
+    from lmassay.repair import training
+    from lmassay.world.tiny_lm import build_model, tiny_gpt2_config
+
+    tok = world_tokenizer
+    config = tiny_gpt2_config(len(tok), n_layer=1, n_embd=32, n_positions=32,
+                              bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)  # fmt: skip
+    model, reference = build_model(config, seed=0), build_model(config, seed=1)
+    for p in reference.parameters():
+        p.requires_grad_(False)
+    seen: dict[int, dict[str, torch.Tensor]] = {}
+    steps = iter(range(first_check, 25, 5))
+
+    def scripted(models, streams, settings):
+        step = next(steps)
+        if step == fail_at:
+            raise KeyboardInterrupt  # a kill between the checkpoint of step 10 and the end
+        seen[step] = {k: v.detach().clone() for k, v in model.named_parameters()}
+        return {"gap": worst[step], "worst": worst[step], "worst_group": "a", "levels": {}}
+
+    monkeypatch.setattr(training, "_monitor", scripted)
+    texts = [" ".join(["the river town keeps its granary"] * 4)] * 8
+    models = training.Models(model, reference, contextlib.nullcontext, torch.device("cpu"))
+    streams = training.Streams(training.token_stream(tok, texts), None, {}, ("a",))
+    settings = training.LoopSettings("distill", 20, 1e-2, 2, 16, 0, eval_every=5,
+                                     checkpoint_every=10, keep_best=keep_best)  # fmt: skip
+    result = training.run_loop(models, streams, settings, tmp_path / "checkpoints")
+    final = {k: v.detach().clone() for k, v in model.named_parameters()}
+    return final, seen, result
+
+
+WORST = {0: 0.5, 5: 0.3, 10: 0.1, 15: 0.4, 20: 0.6}
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_loop_restores_the_best_check_and_a_resumed_run_does_too(
+    world_tokenizer, tmp_path, monkeypatch
+):
+    final, seen, result = _tiny_loop(world_tokenizer, tmp_path / "a", monkeypatch, WORST)
+    assert _same(final, seen[10]) and not _same(final, seen[20])
+    assert result.restored_best and result.best_step == 10 and result.best_worst == 0.1
+    last, seen_last, kept_last = _tiny_loop(
+        world_tokenizer, tmp_path / "b", monkeypatch, WORST, keep_best=False
+    )
+    assert _same(last, seen_last[20]) and not kept_last.restored_best
+
+    with pytest.raises(KeyboardInterrupt):
+        _tiny_loop(world_tokenizer, tmp_path / "c", monkeypatch, WORST, fail_at=15)
+    assert latest_checkpoint(tmp_path / "c" / "checkpoints").name == "step-0000010"
+    resumed, _, again = _tiny_loop(
+        world_tokenizer, tmp_path / "c", monkeypatch, WORST, first_check=15
+    )
+    assert again.resumed_from == 10 and again.best_step == 10
+    assert _same(resumed, final)

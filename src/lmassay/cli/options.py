@@ -440,7 +440,16 @@ RepairKlWeight = Annotated[
     float,
     typer.Option(
         rich_help_panel=TRAINING,
-        help="narrow/distill: weight of the KL penalty on the other categories (0: off).",
+        help="narrow/distill: weight of the anchor on the other categories' text (0: off): "
+        "KL to the reference for distill, to the model before repair for narrow.",
+    ),
+]
+AnchorSamples = Annotated[
+    int | None,
+    typer.Option(
+        rich_help_panel=TRAINING,
+        help="narrow/distill: texts sampled from the reference to anchor the categories --data "
+        "lacks. Default: 256 when --data lacks a category the repair does not target; 0: never.",
     ),
 ]
 Holdout = Annotated[
@@ -456,9 +465,9 @@ StopGap = Annotated[
     float | None,
     typer.Option(
         rich_help_panel=MONITORING,
-        help="Stop once the held-out gap (largest repaired category's KL level minus the "
-        "others' median, on held-out repair text) is at most this. Default: half the noise "
-        "floor for narrow and wide; distill runs all steps.",
+        help="Stop once every held-out group's effect (its KL level minus the others' median, "
+        "on held-out repair text) is at most this. Default: half the noise floor for narrow "
+        "and wide; distill runs all steps.",
     ),
 ]
 EarlyStop = Annotated[
@@ -466,7 +475,16 @@ EarlyStop = Annotated[
     typer.Option(
         "--early-stop/--no-early-stop",
         rich_help_panel=MONITORING,
-        help="Allow stopping on the held-out gap.",
+        help="Allow stopping on the held-out effects.",
+    ),
+]
+KeepBest = Annotated[
+    bool,
+    typer.Option(
+        "--keep-best/--keep-last",
+        rich_help_panel=MONITORING,
+        help="Keep the weights of the held-out check whose worst category effect is smallest, "
+        "or those of the last step.",
     ),
 ]
 CheckpointEvery = Annotated[

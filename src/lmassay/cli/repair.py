@@ -30,10 +30,12 @@ def repair(
     lora_rank: opt.LoraRank = 8,
     lora_alpha: opt.LoraAlpha = 16,
     kl_weight: opt.RepairKlWeight = 1.0,
+    anchor_samples: opt.AnchorSamples = None,
     holdout: opt.Holdout = 0.1,
     eval_every: opt.EvalEvery = 25,
     stop_gap: opt.StopGap = None,
     early_stop: opt.EarlyStop = True,
+    keep_best: opt.KeepBest = True,
     checkpoint_every: opt.CheckpointEvery = 50,
     save_adapter: opt.SaveAdapter = False,
     gradient_checkpointing: opt.GradientCheckpointing = "auto",
@@ -50,8 +52,11 @@ def repair(
 ) -> None:
     """Repair the flagged categories, then attest again on the same held-out probes.
 
-    Exit 0 when every repaired category is back under the noise floor and no other category became
-    flagged; 1 otherwise; 2 when it cannot run (for example when --data contains judging probes).
+    Exit 0 when every repaired category is back under the noise floor and no other category is
+    flagged; 1 otherwise (the model kept is the best held-out check's, and the message names the
+    category that went wrong); 2 when it cannot run (for example when --data contains judging
+    probes). When --data lacks categories, distill and narrow sample anchor text from the
+    reference.
     A killed run resumes from its last checkpoint (OUT.partial/) when rerun with the same flags.
 
     Example:

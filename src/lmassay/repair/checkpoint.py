@@ -6,7 +6,9 @@ A checkpoint is a folder ``step-NNNNNNN`` holding
 - ``optimizer.safetensors`` + ``optimizer.json``: AdamW's per-parameter tensors, and its
   hyper-parameters and parameter order;
 - ``rng.safetensors``: the states of the data sampler's generator and torch's CPU (and CUDA) RNGs;
-- ``state.json``: the step, the losses so far and the monitoring history.
+- ``state.json``: the step, the losses so far, the monitoring history and the best check's step;
+- ``best.safetensors`` (when a held-out check was made): the trainable parameters at the best
+  check (see :mod:`lmassay.repair.training`), so a resumed run restores the same weights.
 
 It is written into a temporary folder and renamed, and only the newest complete one is kept, so a
 kill at any moment leaves either the previous or the new checkpoint, never a half-written one.
@@ -38,6 +40,9 @@ class TrainingState:
     losses: list[float]
     history: list[dict[str, Any]]
     elapsed_s: float
+    best_step: int | None = None
+    best_worst: float | None = None
+    best_weights: dict[str, torch.Tensor] | None = None
 
 
 def _rng_tensors(generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -74,6 +79,10 @@ def save_checkpoint(
     save_file(tensors, tmp / "optimizer.safetensors")
     atomic_write_json(tmp / "optimizer.json", {"param_groups": opt["param_groups"]})
     save_file(_rng_tensors(generator), tmp / "rng.safetensors")
+    if state.best_weights is not None:
+        save_file(
+            {k: v.contiguous() for k, v in state.best_weights.items()}, tmp / "best.safetensors"
+        )
     atomic_write_json(
         tmp / "state.json",
         {
@@ -81,6 +90,8 @@ def save_checkpoint(
             "losses": state.losses,
             "history": state.history,
             "elapsed_s": state.elapsed_s,
+            "best_step": state.best_step,
+            "best_worst": state.best_worst,
         },
     )
     if final.exists():
@@ -149,9 +160,18 @@ def _restore(
     cuda = [rng[k] for k in sorted(rng) if k.startswith("cuda_")]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)
+    best_step = info.get("best_step")
+    best_weights = None
+    if best_step is not None:
+        best_weights = load_file(path / "best.safetensors")
+        if set(best_weights) != set(trainable):
+            raise _Mismatch("its best weights are other parameters than this run trains")
     return TrainingState(
         step=int(info["step"]),
         losses=[float(x) for x in info["losses"]],
         history=list(info["history"]),
         elapsed_s=float(info["elapsed_s"]),
+        best_step=None if best_step is None else int(best_step),
+        best_worst=None if best_step is None else float(info["best_worst"]),
+        best_weights=best_weights,
     )

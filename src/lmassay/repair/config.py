@@ -56,17 +56,24 @@ class RepairConfig(ModelOptions, FileSizeLimit):
     lora_rank: int = 8
     lora_alpha: int = 16
     kl_weight: float = 1.0
-    """Narrow and distill: weight of KL(start ‖ model) on the other categories' text (0: none)."""
+    """Narrow and distill: weight of the anchor term on the other categories' text (0: none):
+    KL(reference ‖ model) for distill, KL(start ‖ model) for narrow."""
+    anchor_samples: int | None = None
+    """Narrow and distill: texts to sample from the reference as anchor text. By default 256 when
+    --data lacks a category of the attestation that is not repaired, else none; 0: never."""
     holdout: float = 0.1
     """Share of the repair text kept aside to monitor the repair (never trained on)."""
     eval_every: int = 25
     stop_gap: float | None = None
-    """Stop early once the held-out gap (see :mod:`lmassay.repair.training`) is at most this many
-    nats/token. By default narrow and wide stop at half the attestation's noise floor (language-
+    """Stop early once every held-out group's effect (see :mod:`lmassay.repair.training`) is at
+    most this many nats/token. By default narrow and wide stop at half the attestation's noise floor (language-
     model fine-tuning overshoots: it moves a category past the reference), and distill, whose
     target is the reference itself, runs all its steps. Needs a reference."""
     early_stop: bool = True
     """False: run all steps whatever the held-out gap."""
+    keep_best: bool = True
+    """Keep the weights of the held-out check whose worst category effect is smallest (False:
+    keep the last step's)."""
     checkpoint_every: int = 50
     save_adapter: bool = False
     gradient_checkpointing: Checkpointing = "auto"
@@ -123,6 +130,10 @@ class RepairConfig(ModelOptions, FileSizeLimit):
             raise InputError(f"--lora-alpha {self.lora_alpha} is not positive", "pass e.g. 16")
         if not self.kl_weight >= 0:
             raise InputError(f"--kl-weight {self.kl_weight} is negative", "pass 0 or more")
+        if self.anchor_samples is not None and self.anchor_samples < 0:
+            raise InputError(
+                f"--anchor-samples {self.anchor_samples} is negative", "pass 0 or more"
+            )
         if not 0 <= self.holdout < 0.5:
             raise InputError(f"--holdout {self.holdout} is outside [0, 0.5)", "pass e.g. 0.1")
         if self.stop_gap is not None and not self.stop_gap >= 0:
@@ -162,10 +173,12 @@ class RepairConfig(ModelOptions, FileSizeLimit):
             "lora_rank",
             "lora_alpha",
             "kl_weight",
+            "anchor_samples",
             "holdout",
             "eval_every",
             "stop_gap",
             "early_stop",
+            "keep_best",
             "seed",
             "dtype",
         )

@@ -101,6 +101,27 @@ def find_probe_overlap(probes: Sequence[ProbeSample], repair_texts: Iterable[str
     return ProbeOverlap(len(probes), n_texts, tuple(overlapping))
 
 
+def sharing_a_probe_shingle(probes: Sequence[ProbeSample], texts: Sequence[str]) -> set[int]:
+    """The indices of ``texts`` that share at least one word 13-gram shingle with a probe, or
+    contain a probe shorter than one shingle whole: a stricter test than
+    :func:`find_probe_overlap`, for text the repair makes itself (samples from the reference)."""
+    keys: set[bytes] = set()
+    short: list[str] = []
+    for probe in probes:
+        words = _words(probe.text)
+        found = _shingles(words)
+        keys |= found
+        if not found and words:
+            short.append(f" {' '.join(words)} ")
+    hits = set()
+    for index, text in enumerate(texts):
+        words = _words(text)
+        joined = f" {' '.join(words)} "
+        if not keys.isdisjoint(_shingles(words)) or any(w in joined for w in short):
+            hits.add(index)
+    return hits
+
+
 MONITOR_PER_CATEGORY = 16
 """At most this many texts of each category are held out to monitor the repair."""
 
@@ -118,6 +139,7 @@ class RepairTexts:
     anchor: list[str]
     heldout: dict[str, list[str]]
     categories: dict[str, int] = field(default_factory=dict)  # texts per category in the data
+    n_sampled: int = 0  # texts sampled from the reference among the anchor and held-out texts
 
     @property
     def n_heldout(self) -> int:
@@ -172,6 +194,24 @@ def split_repair_texts(
         anchor=anchor,
         heldout=heldout,
         categories={name: len(texts) for name, texts in sorted(by_category.items())},
+    )
+
+
+def add_sampled_anchor(
+    texts: RepairTexts, samples: Sequence[str], group: str, *, holdout: float, seed: int
+) -> RepairTexts:
+    """``texts`` with ``samples`` (texts sampled from the reference) added: a held-out slice
+    (``holdout`` of them, at most :data:`MONITOR_PER_CATEGORY`) monitors the group ``group``, the
+    rest anchor."""
+    rng = random.Random(f"lmassay-repair-samples:{seed}")
+    kept, held = _hold_out(list(samples), holdout, rng)
+    heldout = {**texts.heldout, group: held} if held else dict(texts.heldout)
+    return RepairTexts(
+        train=texts.train,
+        anchor=[*texts.anchor, *kept],
+        heldout=heldout,
+        categories=texts.categories,
+        n_sampled=len(samples),
     )
 
 

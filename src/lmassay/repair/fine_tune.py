@@ -37,7 +37,14 @@ from lmassay.repair.training import (
     token_stream,
 )
 
-__all__ = ["SCHEDULE", "RepairModels", "fine_tune", "save_repaired", "train_dtypes"]
+__all__ = [
+    "SCHEDULE",
+    "RepairModels",
+    "anchor_target",
+    "fine_tune",
+    "save_repaired",
+    "train_dtypes",
+]
 
 SCHEDULE = (
     "AdamW (0.9, 0.95); linear warm-up over 10% of steps (at most 50), cosine to lr/10; clip 1"
@@ -124,7 +131,7 @@ def _streams(
 ) -> Streams:
     tokenizer = loaded.tokenizer
     seq_len = min(config.seq_len, loaded.max_length)
-    anchored = bool(texts.anchor) and config.kl_weight > 0
+    anchored = _anchored(config, texts)
     return Streams(
         train=token_stream(tokenizer, texts.train),
         anchor=token_stream(tokenizer, texts.anchor) if anchored else None,
@@ -134,6 +141,15 @@ def _streams(
         },
         repaired=categories,
     )
+
+
+def _anchored(config: RepairConfig, texts: RepairTexts) -> bool:
+    return bool(texts.anchor) and config.kl_weight > 0
+
+
+def anchor_target(config: RepairConfig) -> str:
+    """What the anchor text is pulled toward: the reference for distill, the start for narrow."""
+    return "reference" if config.mode == "distill" else "start"
 
 
 def _loop_settings(
@@ -154,6 +170,8 @@ def _loop_settings(
         stop_gap=config.resolved_stop_gap(noise_floor),
         checkpoint_every=config.checkpoint_every,
         autocast_dtype=autocast_dtype,
+        anchor_to=anchor_target(config),
+        keep_best=config.keep_best,
     )
 
 
@@ -186,7 +204,8 @@ def fine_tune(
     if checkpointing:
         loaded.model.config.use_cache = False  # no key/value cache while training; restored below
         _checkpointing(loaded.model, on=True)
-    model, start = _trainable(config, loaded, bool(texts.anchor) and config.kl_weight > 0)
+    needs_start = _anchored(config, texts) and anchor_target(config) == "start"
+    model, start = _trainable(config, loaded, needs_start)
     n_trainable, n_total = _count(model)
     streams = _streams(config, loaded, texts, categories)
     settings = _loop_settings(config, loaded, noise_floor, autocast_dtype)
@@ -227,6 +246,8 @@ def _training_record(
         "batch_size": settings.batch_size,
         "seq_len": settings.seq_len,
         "kl_weight": settings.kl_weight if texts.anchor else None,
+        "anchor_to": settings.anchor_to if streams.anchor is not None else None,
+        "keep_best": settings.keep_best,
         "stop_gap": settings.stop_gap,
         "schedule": SCHEDULE,
         "method": config.method,

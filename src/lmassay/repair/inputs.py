@@ -52,6 +52,7 @@ class RepairData:
     data: ProbeSet
     texts: RepairTexts
     overlap: ProbeOverlap
+    probes: ProbeSet  # the probes that judge the repair (no repair text may contain them)
 
 
 def recorded_digest(info: ModelInfo | ProbesInfo | None) -> str | None:
@@ -171,7 +172,7 @@ def read_repair_data(config: RepairConfig, judgement: Judgement, progress: Progr
         + (f", anchoring on {len(texts.anchor)}" if texts.anchor else "")
         + f"; {texts.n_heldout} held out to monitor the repair"
     )
-    return RepairData(data, texts, overlap)
+    return RepairData(data, texts, overlap, probes)
 
 
 def attestation_file(path: str) -> Path:

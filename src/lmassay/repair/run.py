@@ -30,7 +30,14 @@ from lmassay.errors import InputError
 from lmassay.output_folder import check_space, locked, needed_for_copy, publish
 from lmassay.progress import NullProgress, Progress
 from lmassay.provenance import provenance, utc_now
+from lmassay.repair.anchor import (
+    DEFAULT_ANCHOR_SAMPLES,
+    SAMPLED,
+    missing_categories,
+    reference_samples,
+)
 from lmassay.repair.config import RepairConfig
+from lmassay.repair.data import add_sampled_anchor, sharing_a_probe_shingle
 from lmassay.repair.fine_tune import RepairModels, fine_tune, save_repaired, train_dtypes
 from lmassay.repair.inputs import (
     Judgement,
@@ -82,6 +89,7 @@ def repair(config: RepairConfig, progress: Progress | None = None) -> RepairResu
         data = read_repair_data(config, judgement, progress)
 
         models = _load_models(config, judgement, progress)
+        data = _with_reference_samples(config, judgement, models, data, progress)
         _prepare_work(work, _request(config, judgement, models, data), config.restart)
 
         staged = work / _STAGED_MODEL
@@ -160,6 +168,45 @@ def _load_models(config: RepairConfig, judgement: Judgement, progress: Progress)
         for p in reference.model.parameters():
             p.requires_grad_(False)
     return RepairModels(loaded, reference, autocast_dtype)
+
+
+def _with_reference_samples(
+    config: RepairConfig,
+    judgement: Judgement,
+    models: RepairModels,
+    data: RepairData,
+    progress: Progress,
+) -> RepairData:
+    """``data`` with anchor texts sampled from the reference (:mod:`lmassay.repair.anchor`) when
+    ``--anchor-samples`` asks for them or, by default, when the data lacks a category of the
+    attestation that is not repaired; samples that contain a judging probe are dropped."""
+    reference = models.reference
+    if config.mode == "wide" or reference is None or config.kl_weight == 0:
+        return data
+    lacking = missing_categories(
+        [c.name for c in judgement.before.categories],
+        list(data.texts.categories),
+        judgement.categories,
+    )
+    n = config.anchor_samples
+    if n is None:
+        n = DEFAULT_ANCHOR_SAMPLES if lacking else 0
+    if n == 0:
+        return data
+    seq_len = min(config.seq_len, models.model.max_length)
+    progress.log(
+        f"sampling {n} anchor texts of up to {seq_len - 1} tokens from the reference"
+        + (f" (--data has no text of {', '.join(lacking)})" if lacking else "")
+    )
+    samples = reference_samples(reference, n, seq_len - 1, config.seed)
+    sharing = sharing_a_probe_shingle(data.probes.samples, samples)
+    if sharing:  # a sample that repeats any 13 words of a judging probe does not train
+        progress.log(f"dropping {len(sharing)} samples that share 13 words with a probe")
+        samples = [t for i, t in enumerate(samples) if i not in sharing]
+    texts = add_sampled_anchor(
+        data.texts, samples, SAMPLED, holdout=max(config.holdout, 0.1), seed=config.seed
+    )
+    return dataclasses.replace(data, texts=texts)
 
 
 def _request(
@@ -280,6 +327,7 @@ def _record(
             **data.data.to_json(),
             "n_train": len(data.texts.train),
             "n_anchor": len(data.texts.anchor),
+            "n_sampled_from_reference": data.texts.n_sampled,
             "n_heldout": data.texts.n_heldout,
             "probe_overlap": data.overlap.to_json(),
         },

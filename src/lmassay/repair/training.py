@@ -6,23 +6,37 @@ One step:
 - ``lm`` objective (modes wide and narrow): ``batch_size`` windows of ``seq_len`` tokens at random
   offsets of the training stream (``EOS text EOS text ...``), mean next-token cross-entropy.
 - ``distill`` objective: the same windows, mean KL(reference ‖ model) per position.
-- Either objective, when anchor text is given (narrow and distill): plus ``kl_weight`` × mean
-  KL(start ‖ model) on ``batch_size`` windows of the anchor stream, where *start* is the model
-  before repair (the base with the LoRA adapters switched off, or a frozen copy for full
-  fine-tuning).
+- Either objective, when anchor text is given: plus ``kl_weight`` × mean KL(target ‖ model) on
+  ``batch_size`` windows of the anchor stream. The target (``anchor_to``) is the reference for
+  distillation, so every category is pulled toward the known-good model (the flagged ones by the
+  training batch, the others by the anchor batch), and *start*, the model before repair (the base
+  with the LoRA adapters switched off, or a frozen copy for full fine-tuning), for narrow
+  fine-tuning, which needs no reference.
 
 AdamW (β = 0.9, 0.95; no weight decay on LoRA factors, 0.01 otherwise), linear warm-up over 10% of
 the steps (at most 50), cosine decay to lr/10, gradients clipped to norm 1.  The window offsets come
 from a generator seeded with ``seed``; together with the checkpointed RNG states a resumed run
 repeats the uninterrupted one.
 
-Monitoring (when a reference with the same tokenizer is loaded): every ``eval_every`` steps, each
-held-out repair text is read as the attestation reads a probe (from the prefix token, at most
-``seq_len`` tokens) and scored by its mean KL(reference ‖ model); a category's level is the mean
-over its texts, and the *gap* is the largest repaired category's level minus the median level of
-the other categories.  With ``stop_gap`` set, training stops at the first check after a step where
-the gap is at most ``stop_gap``, unless the check before training already meets it: then the
+Monitoring (when a reference with the same tokenizer is loaded and at least two groups of held-out
+text exist): every ``eval_every`` steps, each held-out text is read as the attestation reads a
+probe (from the prefix token, at most ``seq_len`` tokens) and scored by its mean KL(reference ‖
+model). A group is a category of the repair data, or the held-out texts sampled from the
+reference (:data:`lmassay.repair.anchor.SAMPLED`). A group's *level* is the mean over its texts
+and its *effect* is its level minus the median level of the other groups (the attestation's
+effect, measured on held-out repair text instead of the probes). Two numbers follow:
+
+- the *gap*: the largest effect of a repaired category;
+- the *worst*: the largest effect of any group, repaired or not, and which group it is.
+
+Stopping: with ``stop_gap`` set, training stops at the first check after a step where the worst
+effect is at most ``stop_gap``, unless the check before training already meets it: then the
 held-out text does not show what the probes showed, and training runs all its steps.
+
+Keeping the best: with ``keep_best``, the trainable weights of the check with the smallest worst
+effect (the check before training included) are kept, and restored at the end when a later check
+was worse, so a category that the repair pushed out of line is not handed on when an earlier
+state had none.
 """
 
 from __future__ import annotations
@@ -64,6 +78,8 @@ class LoopSettings:
     stop_gap: float | None = None
     checkpoint_every: int = 50
     autocast_dtype: torch.dtype | None = None  # bf16 autocast on accelerators, None on CPU
+    anchor_to: str = "start"  # "start" (the model before repair) or "reference"
+    keep_best: bool = True
 
 
 @dataclass
@@ -77,6 +93,9 @@ class LoopResult:
     stopped_early: bool = False
     early_stop_note: str | None = None
     seconds: float = 0.0
+    best_step: int | None = None  # the check with the smallest worst effect
+    best_worst: float | None = None
+    restored_best: bool = False  # the weights of best_step replaced the last step's
 
     def summary(self) -> dict[str, Any]:
         tail = self.losses[-10:]
@@ -89,6 +108,9 @@ class LoopResult:
             "loss_last_mean": sum(tail) / len(tail) if tail else None,
             "loss_last_mean_of_steps": len(tail),
             "monitor": self.history,
+            "best_step": self.best_step,
+            "best_worst_effect": self.best_worst,
+            "restored_best": self.restored_best,
             "seconds": round(self.seconds, 2),
         }
 
@@ -183,22 +205,33 @@ def _sample_kls(models: Models, rows: list[list[int]]) -> list[float]:
 
 
 def _monitor(models: Models, streams: Streams, settings: LoopSettings) -> dict[str, Any] | None:
-    """Per held-out category, the mean over texts of their mean KL(reference ‖ model); and the
-    gap: the largest level of a repaired category minus the median level of the others (the
-    attestation's effect, measured on held-out repair text instead of the probes)."""
-    others = [c for c in streams.monitor if c not in streams.repaired and streams.monitor[c]]
-    repaired = [c for c in streams.repaired if streams.monitor.get(c)]
-    if models.reference is None or not others or not repaired:
+    """Per held-out group, the mean over texts of their mean KL(reference ‖ model); each group's
+    effect, the gap (the largest effect of a repaired category) and the worst (the largest effect
+    of any group); see the module docstring. None without a reference or with fewer than two
+    groups."""
+    groups = [c for c in streams.monitor if streams.monitor[c]]
+    repaired = [c for c in streams.repaired if c in groups]
+    if models.reference is None or len(groups) < 2:
         return None
     models.model.eval()
     levels: dict[str, float] = {}
     with torch.no_grad(), _autocast(models.device, settings.autocast_dtype):
-        for name in [*repaired, *others]:
+        for name in groups:
             values = _sample_kls(models, streams.monitor[name])
             levels[name] = sum(values) / len(values)
     models.model.train()
-    median = statistics.median(levels[c] for c in others)
-    return {"gap": max(levels[c] for c in repaired) - median, "levels": levels}
+    effects = {
+        name: levels[name] - statistics.median(levels[c] for c in groups if c != name)
+        for name in groups
+    }
+    worst = max(groups, key=lambda c: effects[c])
+    return {
+        "gap": max(effects[c] for c in repaired) if repaired else None,
+        "worst": effects[worst],
+        "worst_group": worst,
+        "levels": levels,
+        "effects": effects,
+    }
 
 
 def _step_loss(
@@ -225,19 +258,30 @@ def _step_loss(
             loss = kl_to_teacher(logits, teacher)
         if streams.anchor is not None and settings.kl_weight > 0:
             anchor = windows(streams.anchor)
-            with torch.no_grad(), models.start() as start:
-                start_logits = start(input_ids=anchor, attention_mask=ones).logits  # (B, T, V)
+            with torch.no_grad(), _anchor_target(models, settings) as target:
+                target_logits = target(input_ids=anchor, attention_mask=ones).logits  # (B, T, V)
             loss = loss + settings.kl_weight * kl_to_teacher(
-                models.model(input_ids=anchor, attention_mask=ones).logits, start_logits
+                models.model(input_ids=anchor, attention_mask=ones).logits, target_logits
             )
         return loss
 
 
+def _anchor_target(
+    models: Models, settings: LoopSettings
+) -> contextlib.AbstractContextManager[Any]:
+    """The model the anchor text is pulled toward: the reference, or the start model."""
+    if settings.anchor_to == "reference":
+        assert models.reference is not None  # the run anchors to the reference only with one
+        return contextlib.nullcontext(models.reference)
+    return models.start()
+
+
 def _repaired(result: LoopResult, stop_gap: float | None) -> bool:
-    """Whether a held-out check after the first step meets ``stop_gap``."""
+    """Whether a held-out check after the first step meets ``stop_gap`` (every group's effect is
+    at most it)."""
     if stop_gap is None or not result.history or result.history[-1]["step"] == 0:
         return False
-    return bool(result.history[-1]["gap"] <= stop_gap)
+    return bool(result.history[-1]["worst"] <= stop_gap)
 
 
 def _effective_stop_gap(result: LoopResult, settings: LoopSettings) -> float | None:
@@ -245,14 +289,34 @@ def _effective_stop_gap(result: LoopResult, settings: LoopSettings) -> float | N
     held-out text does not show the difference the attestation found, and cannot tell when the
     repair is done, so training runs all its steps."""
     first = result.history[0] if result.history and result.history[0]["step"] == 0 else None
-    if settings.stop_gap is None or first is None or first["gap"] > settings.stop_gap:
+    if settings.stop_gap is None or first is None or first["worst"] > settings.stop_gap:
         return settings.stop_gap
     result.early_stop_note = (
-        f"no early stop: the held-out gap before training, {first['gap']:+.4f}, is already at "
-        f"most the stop gap {settings.stop_gap:g} (the held-out repair text does not show the "
-        "difference the probes do)"
+        f"no early stop: the held-out worst effect before training, {first['worst']:+.4f}, is "
+        f"already at most the stop gap {settings.stop_gap:g} (the held-out repair text does not "
+        "show the difference the probes do)"
     )
     return None
+
+
+class _Best:
+    """The trainable weights of the check with the smallest worst effect so far."""
+
+    def __init__(self, step: int | None = None, worst: float | None = None) -> None:
+        self.step, self.worst = step, worst
+        self.weights: dict[str, torch.Tensor] | None = None
+
+    def offer(self, step: int, check: dict[str, Any], trainable: dict[str, torch.Tensor]) -> None:
+        if self.worst is not None and not check["worst"] < self.worst:
+            return
+        self.step, self.worst = step, float(check["worst"])
+        self.weights = {k: v.detach().to("cpu", copy=True) for k, v in trainable.items()}
+
+    def restore(self, trainable: dict[str, torch.Tensor]) -> None:
+        assert self.weights is not None  # restored only after a check was offered
+        with torch.no_grad():
+            for name, tensor in trainable.items():
+                tensor.copy_(self.weights[name].to(tensor.device, tensor.dtype))
 
 
 def _train_step(
@@ -282,16 +346,45 @@ def _resume(
     generator: torch.Generator,
     result: LoopResult,
     progress: Progress,
-) -> tuple[int, float]:
+) -> tuple[int, float, _Best]:
     """Load the newest checkpoint, if any, into the optimizer, generator and ``result``; return
-    the step it was taken after and the seconds trained before it (0 and 0.0 without one)."""
+    the step it was taken after, the seconds trained before it and the best check so far (0, 0.0
+    and no best without one)."""
     found = latest_checkpoint(checkpoints)
     if found is None:
-        return 0, 0.0
+        return 0, 0.0, _Best()
     state = load_checkpoint(found, trainable, optimizer, generator)
     result.losses, result.history, result.resumed_from = state.losses, state.history, state.step
+    best = _Best(state.best_step, state.best_worst)
+    best.weights = state.best_weights
     progress.log(f"resuming from the checkpoint of step {state.step} ({found})")
-    return state.step, state.elapsed_s
+    return state.step, state.elapsed_s, best
+
+
+def _check(
+    models: Models,
+    streams: Streams,
+    settings: LoopSettings,
+    step: int,
+    result: LoopResult,
+    best: _Best,
+    trainable: dict[str, torch.Tensor],
+) -> None:
+    """One held-out check after ``step`` steps: recorded, and offered as the best."""
+    check = _monitor(models, streams, settings)
+    if check is None:
+        return
+    result.history.append({"step": step, **check})
+    if settings.keep_best:
+        best.offer(step, check, trainable)
+
+
+def _note(result: LoopResult) -> str:
+    note = f"loss {result.losses[-1]:.3f}"
+    if result.history:
+        last = result.history[-1]
+        note += f", held-out worst {last['worst']:+.3f} ({last['worst_group']})"
+    return note
 
 
 def run_loop(
@@ -301,7 +394,8 @@ def run_loop(
     checkpoints: Path,
     progress: Progress | None = None,
 ) -> LoopResult:
-    """Train ``models.model`` in place; resume from the newest checkpoint under ``checkpoints``."""
+    """Train ``models.model`` in place; resume from the newest checkpoint under ``checkpoints``.
+    With ``settings.keep_best`` the model ends with the weights of the best held-out check."""
     progress = progress or NullProgress()
     _check_stream(streams.train, settings.seq_len, "training")
     if streams.anchor is not None:
@@ -316,13 +410,13 @@ def run_loop(
     )
     generator = torch.Generator().manual_seed(settings.seed)
     result = LoopResult(losses=[])
-    start_step, elapsed_before = _resume(
+    start_step, elapsed_before, best = _resume(
         checkpoints, trainable, optimizer, generator, result, progress
     )
     update = progress.task("repair: training", settings.steps)
     update(start_step, settings.steps)
-    if start_step == 0 and (check := _monitor(models, streams, settings)) is not None:
-        result.history.append({"step": 0, **check})
+    if start_step == 0:
+        _check(models, streams, settings, 0, result, best, trainable)
     stop_gap = _effective_stop_gap(result, settings)
     if result.early_stop_note:
         progress.log(result.early_stop_note)
@@ -334,20 +428,35 @@ def run_loop(
             result.losses.append(_train_step(models, streams, settings, generator, optimizer, step))
             step += 1
             if step % settings.eval_every == 0 or step == settings.steps:
-                check = _monitor(models, streams, settings)
-                if check is not None:
-                    result.history.append({"step": step, **check})
-            note = f"loss {result.losses[-1]:.3f}"
-            if result.history:
-                note += f", held-out gap {result.history[-1]['gap']:+.3f}"
-            update(step, settings.steps, note)
+                _check(models, streams, settings, step, result, best, trainable)
+            update(step, settings.steps, _note(result))
             if step % settings.checkpoint_every == 0 and step < settings.steps:
                 elapsed = elapsed_before + time.perf_counter() - t0
-                state = TrainingState(step, result.losses, result.history, elapsed)
+                state = TrainingState(
+                    step,
+                    result.losses,
+                    result.history,
+                    elapsed,
+                    best.step,
+                    best.worst,
+                    best.weights,
+                )
                 save_checkpoint(checkpoints, state, trainable, optimizer, generator)
     finally:
         model.eval()
     result.stopped_early = step < settings.steps
     result.steps_run = step
+    result.best_step, result.best_worst = best.step, best.worst
+    if best.weights is not None and best.step != _last_check_step(result):
+        best.restore(trainable)
+        result.restored_best = True
+        progress.log(
+            f"kept the weights of step {best.step} (held-out worst effect {best.worst:+.4f}), "
+            f"the best check; later checks were worse"
+        )
     result.seconds = elapsed_before + time.perf_counter() - t0
     return result
+
+
+def _last_check_step(result: LoopResult) -> int | None:
+    return result.history[-1]["step"] if result.history else None
