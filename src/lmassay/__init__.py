@@ -28,6 +28,19 @@ imported lazily so that ``import lmassay`` stays cheap (no torch until a model i
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "attest"]
+
+
+def __getattr__(name: str) -> Any:
+    """``lmassay.attest`` without importing it first: the :mod:`lmassay.attest` package, which is
+    callable — ``lmassay.attest(model=..., reference=..., probes=...)`` (see
+    :mod:`lmassay.attest.api`); it does not import torch until called."""
+    if name == "attest":
+        import importlib
+
+        return importlib.import_module("lmassay.attest")
+    raise AttributeError(f"module 'lmassay' has no attribute {name!r}")

@@ -21,10 +21,20 @@ The steps, in the order a run takes them:
 
 ``from lmassay.attest import attest, AttestConfig`` is the entry point; it is imported lazily so
 that importing a part (say, the probe reader) does not load torch.
+
+**Called, this package is the notebook API**: ``lmassay.attest(model=..., reference=...,
+probes=...)`` runs :func:`lmassay.attest.api.attest_objects` (models as paths, hub ids or loaded
+objects; probes as a spec, a ``datasets.Dataset`` or rows; ``out=`` to write the files). The
+package is a module named ``attest`` inside ``lmassay``, so a top-level *function* of that name
+would be replaced by the module as soon as any ``lmassay.attest.*`` is imported; instead the
+module itself is callable (its class is :class:`_CallableModule`), and ``lmassay.attest`` means
+the same before and after such imports.
 """
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -40,3 +50,15 @@ def __getattr__(name: str) -> Any:
 
         return getattr(recipe, name)
     raise AttributeError(f"module 'lmassay.attest' has no attribute {name!r}")
+
+
+class _CallableModule(types.ModuleType):
+    """This package's module class: calling it runs :func:`lmassay.attest.api.attest_objects`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from lmassay.attest.api import attest_objects
+
+        return attest_objects(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

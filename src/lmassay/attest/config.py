@@ -29,8 +29,9 @@ class AttestConfig(ModelOptions, FileSizeLimit):
     """Probe corpus: JSONL, a folder of category sub-folders of .txt files, a saved HF dataset,
     parquet, ``hf:`` dataset, suite file, ``builtin:NAME`` or built suite folder; None: the
     shipped offline suite (:data:`lmassay.attest.suites.DEFAULT_SUITE`)."""
-    out: str
-    """Output folder for attestation.json, samples.jsonl, report.html and report.md."""
+    out: str | None
+    """Output folder for attestation.json, samples.jsonl, report.html and report.md; None (the
+    Python API without ``out=``): nothing is written."""
     reference: str | None = None
     """Known-good reference model (folder or hub id). Without it the model is scored alone."""
     reference_revision: str | None = None
@@ -96,8 +97,8 @@ class AttestConfig(ModelOptions, FileSizeLimit):
         super().validate()
         require((*self._value_checks(), *self._combination_checks()))
         self.check_file_size_limit()
-        out = Path(self.out)
-        if out.exists() and not out.is_dir():
+        out = Path(self.out) if self.out is not None else None
+        if out is not None and out.exists() and not out.is_dir():
             raise InputError(
                 f"--out {self.out!r} is a file", "pass a folder (it is created if missing)"
             )

@@ -53,8 +53,8 @@ import hashlib
 import json
 import os
 import zlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -78,6 +78,7 @@ __all__ = [
     "ProbeSet",
     "load_probes",
     "probes_digest",
+    "probes_from_rows",
     "write_probes_jsonl",
 ]
 
@@ -222,9 +223,56 @@ def load_probes(
     if seed < 0:
         raise ProbeError(f"seed={seed} is negative", "pass --seed 0 or a larger integer")
     fields = Fields(text=text_field, category=category_field, id=id_field)
-    source = Path(path)
     warnings: list[str] = []
     read = _read_any(str(path), fields, split, warnings, max_bytes)
+    found = _probe_set(
+        read, str(path), fields, warnings, split, per_category, seed, min_per_category
+    )
+    return replace(found, default_suite=default_suite)
+
+
+def probes_from_rows(
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    label: str = "(rows in memory)",
+    text_field: str = "text",
+    category_field: str = "category",
+    id_field: str = "id",
+    per_category: int | None = None,
+    seed: int = 0,
+    min_per_category: int = 5,
+) -> ProbeSet:
+    """A probe corpus from rows already in memory (dicts, or a ``datasets.Dataset``, which
+    iterates as dicts), read as the rows of a dataset are (:func:`load_probes`): the same
+    fields, conversation rows, ids ``row-N`` where none is given, subsampling and digest.
+    ``label`` names the rows in messages and in ``probes.path``; ``probes.format`` is ``rows``."""
+    if per_category is not None and per_category < 1:
+        raise ProbeError(f"per_category={per_category} keeps no samples", "pass 1 or more")
+    fields = Fields(text=text_field, category=category_field, id=id_field)
+    copied: list[dict[str, Any]] = []
+    for index, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise ProbeError(
+                f"{label}: row {index} is a {type(row).__name__}, not a mapping",
+                f'give rows like {{"{text_field}": ..., "{category_field}": ...}}',
+            )
+        copied.append(dict(row))  # the reader may drop an empty text column of a row
+    read = _Read(records_from_rows(copied, label, fields), "rows")
+    return _probe_set(read, label, fields, [], None, per_category, seed, min_per_category)
+
+
+def _probe_set(
+    read: _Read,
+    label: str,
+    fields: Fields,
+    warnings: list[str],
+    split: str | None,
+    per_category: int | None,
+    seed: int,
+    min_per_category: int,
+) -> ProbeSet:
+    """The corpus of ``read``'s records: validated, its built digest checked, subsampled, sorted."""
+    source = Path(label)
     samples = _validate(read.records, source, warnings)
     if read.expected_digest is not None:
         _check_built_digest(samples, read.expected_digest, source)
@@ -235,19 +283,18 @@ def load_probes(
     ordered = tuple(sorted(samples, key=lambda s: (s.category, s.id)))
     return ProbeSet(
         samples=ordered,
-        path=str(path),
+        path=label,
         format=read.format,
         digest=probes_digest(ordered),
         warnings=tuple(warnings),
-        text_field=text_field,
-        category_field=category_field,
-        id_field=id_field,
+        text_field=fields.text,
+        category_field=fields.category,
+        id_field=fields.id,
         split=split if read.format in ("hf-dataset", "hf") else None,
         per_category=per_category,
         seed=seed,
         sources=read.sources,
         suite=read.suite,
-        default_suite=default_suite,
     )
 
 

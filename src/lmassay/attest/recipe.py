@@ -102,33 +102,48 @@ class _Scored:
         return self.reference[index].n_tokens if self.reference is not None else None
 
 
+@dataclass(frozen=True)
+class GivenModels:
+    """Models already loaded (the Python API's objects), used instead of loading
+    ``config.model`` / ``config.reference`` (which then only name them); None: load it."""
+
+    model: LoadedModel | None = None
+    reference: LoadedModel | None = None
+
+
 def attest(
     config: AttestConfig,
     progress: Progress | None = None,
     *,
     published_as: tuple[str, str] | None = None,
+    probes: ProbeSet | None = None,
+    models: GivenModels | None = None,
 ) -> AttestationResult:
     """Run an attestation and write its outputs to ``config.out`` as one set.
 
     ``config.out`` is checked (writable, not holding other files, room for the outputs) and locked
     before the models are loaded, and the files appear there together only when all are written:
     see :class:`~lmassay.output_folder.OutputFolder`. See :class:`AttestConfig` for the settings.
+    With ``config.out`` None nothing is written and the result's ``paths`` are empty.
 
     ``published_as=(model, out)``: the model at ``config.model`` and the folder ``config.out`` are
     staged copies (``edit`` and ``repair`` attest their output before putting it in place), and
     the document names the model folder and attestation folder they will be published as.
+    ``probes`` (a corpus already read) replaces ``config.probes``; ``models`` the loading.
     """
     progress = progress or NullProgress()
     config.validate()
     started, t0 = utc_now(), time.perf_counter()
 
-    probes = _load_probes(config)
+    probes = probes or _load_probes(config)
     progress.log(f"probes: {len(probes.samples)} samples in {len(probes.categories)} categories")
     baseline = load_baseline(config.baseline, probes) if config.baseline else None
+    if config.out is None:
+        return _run(config, probes, baseline, progress, started, t0, models)
     with OutputFolder(
         config.out, owned=OUTPUT_FILES, needs_bytes=_output_size(len(probes.samples))
     ) as out:
-        result = _run(config, probes, baseline, progress, started, t0)
+        result = _run(config, probes, baseline, progress, started, t0, models)
         if published_as is not None:
             result.document = _published_as(result.document, *published_as)
         progress.log(f"writing {config.out}")
@@ -146,22 +161,10 @@ def _run(
     progress: Progress,
     started: str,
     t0: float,
+    models: GivenModels | None = None,
 ) -> AttestationResult:
     """Load the models, score, analyse and collect the evidence: the attestation, not yet written."""
-    progress.log(
-        f"loading model {config.model}"
-        + (f" and reference {config.reference}" if config.reference else "")
-    )
-
-    materialise = config.offload == "none"
-    model = config.load(config.model, materialise=materialise)
-    # --revision names a revision of the model under test; the reference's is its own.
-    reference_options = replace(config.model_options, revision=config.reference_revision)
-    reference = (
-        reference_options.load(config.reference, materialise=materialise)
-        if config.reference
-        else None
-    )
+    model, reference = _load_models(config, progress, models or GivenModels())
     progress.log(
         f"model: {model.name} ({model.n_parameters:,} parameters, {model.dtype} on {model.device})"
     )
@@ -195,6 +198,27 @@ def _run(
     document = _with_cache(document, scored.cache)
     document = _self_probe_pass(document, config, probes, model, reference, progress)
     return AttestationResult(document=document, samples=rows)
+
+
+def _load_models(
+    config: AttestConfig, progress: Progress, given: GivenModels
+) -> tuple[LoadedModel, LoadedModel | None]:
+    """The model under test and the reference (if any): ``given``, or loaded as ``config``
+    names them."""
+    progress.log(
+        f"loading model {config.model}"
+        + (f" and reference {config.reference}" if config.reference else "")
+    )
+    materialise = config.offload == "none"
+    model = given.model or config.load(config.model, materialise=materialise)
+    # --revision names a revision of the model under test; the reference's is its own.
+    reference_options = replace(config.model_options, revision=config.reference_revision)
+    reference = given.reference or (
+        reference_options.load(config.reference, materialise=materialise)
+        if config.reference
+        else None
+    )
+    return model, reference
 
 
 def _published_as(document: Attestation, model: str, out: str) -> Attestation:
