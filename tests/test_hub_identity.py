@@ -149,3 +149,28 @@ def test_bad_revision_is_one_line(tmp_path) -> None:
     )
     assert result.exit_code == 2
     assert "--revision" in result.output and "Traceback" not in result.output
+
+
+def test_download_bars_stay_visible_while_transformers_bars_are_hidden() -> None:
+    from huggingface_hub import constants
+    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    from lmassay.cli._app import quiet_libraries
+    from lmassay.progress import cli_progress, hidden_library_bars
+
+    if constants.HF_HUB_DISABLE_PROGRESS_BARS:
+        pytest.skip("HF_HUB_DISABLE_PROGRESS_BARS is set in this environment")
+    enable_progress_bars()
+    hf_logging.enable_progress_bar()
+    with hidden_library_bars():
+        assert not hf_logging.is_progress_bar_enabled() and not are_progress_bars_disabled()
+    assert hf_logging.is_progress_bar_enabled()
+    quiet_libraries()  # what every command runs first
+    assert not hf_logging.is_progress_bar_enabled() and not are_progress_bars_disabled()
+    with hidden_library_bars():
+        assert not are_progress_bars_disabled()
+    assert not are_progress_bars_disabled()
+    with cli_progress(quiet=True):
+        assert are_progress_bars_disabled()  # --quiet hides downloads too
+    assert not are_progress_bars_disabled()

@@ -126,23 +126,58 @@ class LineProgress:
 
 @contextmanager
 def hidden_library_bars() -> Iterator[None]:
-    """Hide transformers' own progress bars (loading, saving) for a while; lmassay reports progress."""
+    """Hide transformers' own progress bars (loading, saving) for a while; lmassay reports progress.
+
+    huggingface_hub's bars (downloads) keep their state: transformers' switch flips them too, so
+    it is put back as it was."""
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
+    with _hub_bars_kept():
+        hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         if was_enabled:
-            hf_logging.enable_progress_bar()
+            with _hub_bars_kept():
+                hf_logging.enable_progress_bar()
+
+
+def hide_transformers_bars() -> None:
+    """Turn transformers' own progress bars off for good, leaving huggingface_hub's download
+    bars as they are (visible unless HF_HUB_DISABLE_PROGRESS_BARS or ``--quiet``)."""
+    from transformers.utils import logging as hf_logging
+
+    with _hub_bars_kept():
+        hf_logging.disable_progress_bar()
+
+
+@contextmanager
+def _hub_bars_kept() -> Iterator[None]:
+    """huggingface_hub's global progress-bar switch, as it was before the block."""
+    from huggingface_hub.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
+
+    was_disabled = are_progress_bars_disabled()
+    try:
+        yield
+    finally:
+        if was_disabled != are_progress_bars_disabled():
+            (disable_progress_bars if was_disabled else enable_progress_bars)()
 
 
 @contextmanager
 def cli_progress(quiet: bool) -> Iterator[Progress]:
     """The progress reporter the CLI uses: rich bars on a TTY, plain lines otherwise."""
     if quiet:
-        yield NullProgress()
+        with _hub_bars_kept():
+            from huggingface_hub.utils import disable_progress_bars
+
+            disable_progress_bars()  # --quiet: no download bars either
+            yield NullProgress()
         return
     if not sys.stderr.isatty():
         yield LineProgress()

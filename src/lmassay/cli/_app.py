@@ -74,11 +74,14 @@ def fail(verb: str, message: str) -> NoReturn:
 
 
 def quiet_libraries() -> None:
-    """Silence transformers' own progress bars and advisory warnings: lmassay reports progress."""
+    """Silence transformers' own progress bars and advisory warnings: lmassay reports progress.
+    huggingface_hub's download bars stay visible (a first download can take minutes)."""
     from transformers.utils import logging as hf_logging
 
+    from lmassay.progress import hide_transformers_bars
+
     hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    hide_transformers_bars()
 
 
 def run_command(verb: str, func: Any, *args: Any, **kwargs: Any) -> Any:
