@@ -310,7 +310,9 @@ def test_early_stop_needs_every_group_under_the_stop_gap():
     assert not _repaired(seen, 0.01)  # the check before training never stops it
     seen.history.append({"step": 25, "worst": 0.02})  # a group (repaired or not) still stands out
     assert not _repaired(seen, 0.01)
-    seen.history.append({"step": 50, "worst": 0.005})
+    seen.history.append({"step": 40, "worst": 0.005, "within_guard": False})  # collateral rose
+    assert not _repaired(seen, 0.01)
+    seen.history.append({"step": 50, "worst": 0.005, "within_guard": True})
     assert _repaired(seen, 0.01)
     blind = LoopResult(losses=[], history=[{"step": 0, "worst": 0.003}])
     assert _effective_stop_gap(blind, settings) is None
@@ -321,10 +323,12 @@ def test_early_stop_needs_every_group_under_the_stop_gap():
 
 def test_monitor_effects_watch_every_group(monkeypatch):
     """Each group's effect is its level minus the median of the others; the worst may be a
-    category that was not repaired (here b, pushed up while a came down)."""
+    category that was not repaired (here b, pushed up while a came down). The reference samples
+    count in the medians but are not a category: never the worst."""
     from lmassay.repair import training
+    from lmassay.repair.anchor import SAMPLED
 
-    levels = {"a": 0.12, "b": 0.30, "c": 0.10, "s": 0.08}
+    levels = {"a": 0.12, "b": 0.30, "c": 0.10, SAMPLED: 0.40}
     rows = {name: [[i] for i in range(3)] for name in levels}
     by_row = {id(rows[name]): value for name, value in levels.items()}
     monkeypatch.setattr(training, "_sample_kls", lambda models, r: [by_row[id(r)]] * len(r))
@@ -335,11 +339,47 @@ def test_monitor_effects_watch_every_group(monkeypatch):
     settings = training.LoopSettings("distill", 1, 1e-3, 1, 8, 0)
     check = training._monitor(models, streams, settings)
     assert check is not None and check["levels"] == pytest.approx(levels)
-    assert check["effects"]["b"] == pytest.approx(0.30 - 0.10)  # median of 0.12, 0.10, 0.08
-    assert check["gap"] == pytest.approx(0.12 - 0.10)  # a: median of 0.30, 0.10, 0.08
-    assert check["worst_group"] == "b" and check["worst"] == pytest.approx(0.20)
+    assert check["effects"]["b"] == pytest.approx(0.30 - 0.12)  # median of 0.12, 0.10, 0.40
+    assert check["gap"] == pytest.approx(0.12 - 0.30)  # a: median of 0.30, 0.10, 0.40
+    assert check["effects"][SAMPLED] == pytest.approx(0.40 - 0.12)
+    assert check["worst_group"] == "b" and check["worst"] == pytest.approx(0.18)
     one = training.Streams(torch.zeros(1), None, {"a": rows["a"]}, ("a",))
     assert training._monitor(models, one, settings) is None  # nothing to compare with
+
+
+def test_the_collateral_guard_and_the_choice_of_the_best_check(monkeypatch):
+    """A check where a group that is not repaired rose more than the tolerance is never kept,
+    however low its worst effect; of the others, the latest within tolerance / 2 of the lowest
+    worst effect is."""
+    import statistics
+
+    from lmassay.repair import training
+
+    settings = training.LoopSettings("distill", 1, 1e-3, 1, 8, 0, tolerance=0.02)
+    streams = training.Streams(torch.zeros(1), None, {}, ("a",))
+    weights = {"w": torch.zeros(1)}
+    result, best = training.LoopResult(losses=[]), training._Best()
+    script = [  # (step, levels): a is repaired, b and s are not; worst effect in the comment
+        (0, {"a": 0.40, "b": 0.10, "s": 0.20}),  # a: 0.40 - 0.15 = 0.25
+        (25, {"a": 0.20, "b": 0.115, "s": 0.18}),  # a: 0.20 - 0.1475 = 0.0525
+        (50, {"a": 0.05, "b": 0.15, "s": 0.16}),  # s: 0.06, but b rose 0.05 > 0.02
+        (75, {"a": 0.16, "b": 0.11, "s": 0.165}),  # s: 0.165 - 0.135 = 0.03, the lowest
+        (100, {"a": 0.17, "b": 0.11, "s": 0.165}),  # a: 0.0325, within 0.01 of it: kept
+    ]
+    for step, levels in script:
+        weights["w"].fill_(step)
+        effects = {
+            g: v - statistics.median(x for k, x in levels.items() if k != g)
+            for g, v in levels.items()
+        }
+        worst = max(effects, key=lambda g: effects[g])
+        check = {"worst": effects[worst], "worst_group": worst, "levels": levels}
+        monkeypatch.setattr(training, "_monitor", lambda *_, check=check: dict(check))
+        training._check(None, streams, settings, step, result, best, weights)
+    assert [h["within_guard"] for h in result.history] == [True, True, False, True, True]
+    assert result.history[2]["rise"] == pytest.approx(0.05)
+    assert best.step == 100 and float(best.weights["w"]) == 100.0
+    assert best.worst == pytest.approx(0.0325)
 
 
 # --------------------------------------------------------------------------------------------

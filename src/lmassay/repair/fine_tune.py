@@ -172,6 +172,7 @@ def _loop_settings(
         autocast_dtype=autocast_dtype,
         anchor_to=anchor_target(config),
         keep_best=config.keep_best,
+        tolerance=0.5 * noise_floor if noise_floor is not None else 0.0,
     )
 
 
@@ -248,6 +249,7 @@ def _training_record(
         "kl_weight": settings.kl_weight if texts.anchor else None,
         "anchor_to": settings.anchor_to if streams.anchor is not None else None,
         "keep_best": settings.keep_best,
+        "collateral_tolerance": settings.tolerance,
         "stop_gap": settings.stop_gap,
         "schedule": SCHEDULE,
         "method": config.method,

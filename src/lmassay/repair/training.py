@@ -27,16 +27,26 @@ and its *effect* is its level minus the median level of the other groups (the at
 effect, measured on held-out repair text instead of the probes). Two numbers follow:
 
 - the *gap*: the largest effect of a repaired category;
-- the *worst*: the largest effect of any group, repaired or not, and which group it is.
+- the *worst*: the largest effect of any category, repaired or not, and which it is.
+
+The collateral guard: a check is *within the guard* when no group that is not repaired (a
+category, or the reference samples) has a level more than ``tolerance`` (half the attestation's
+noise floor) above its level before training.
 
 Stopping: with ``stop_gap`` set, training stops at the first check after a step where the worst
-effect is at most ``stop_gap``, unless the check before training already meets it: then the
-held-out text does not show what the probes showed, and training runs all its steps.
+effect is at most ``stop_gap`` and the check is within the guard, unless the check before
+training already meets it: then the held-out text does not show what the probes showed, and
+training runs all its steps.
 
-Keeping the best: with ``keep_best``, the trainable weights of the check with the smallest worst
-effect (the check before training included) are kept, and restored at the end when a later check
-was worse, so a category that the repair pushed out of line is not handed on when an earlier
-state had none.
+Keeping the best: with ``keep_best``, the trainable weights of the best check are kept (the
+check before training included): among the checks within the guard, the latest whose worst
+effect is within ``tolerance / 2`` of the lowest. They are restored at the end when they are not
+the last check's, so a category that the repair pushed out of line is not handed on when an
+earlier state had none.
+
+The worst effect is taken over the categories; the reference samples are one group of mixed
+topics, whose level is not comparable to a category's (they are the reference's own text), so
+they count in the medians and in the guard but are not a candidate for the worst.
 """
 
 from __future__ import annotations
@@ -54,6 +64,7 @@ import torch
 
 from lmassay.errors import InputError
 from lmassay.progress import NullProgress, Progress
+from lmassay.repair.anchor import SAMPLED
 from lmassay.repair.checkpoint import (
     TrainingState,
     latest_checkpoint,
@@ -80,6 +91,7 @@ class LoopSettings:
     autocast_dtype: torch.dtype | None = None  # bf16 autocast on accelerators, None on CPU
     anchor_to: str = "start"  # "start" (the model before repair) or "reference"
     keep_best: bool = True
+    tolerance: float = 0.0  # how far a group not repaired may rise; half the noise floor
 
 
 @dataclass
@@ -224,7 +236,8 @@ def _monitor(models: Models, streams: Streams, settings: LoopSettings) -> dict[s
         name: levels[name] - statistics.median(levels[c] for c in groups if c != name)
         for name in groups
     }
-    worst = max(groups, key=lambda c: effects[c])
+    categories = [c for c in groups if c != SAMPLED] or groups
+    worst = max(categories, key=lambda c: effects[c])
     return {
         "gap": max(effects[c] for c in repaired) if repaired else None,
         "worst": effects[worst],
@@ -281,7 +294,8 @@ def _repaired(result: LoopResult, stop_gap: float | None) -> bool:
     at most it)."""
     if stop_gap is None or not result.history or result.history[-1]["step"] == 0:
         return False
-    return bool(result.history[-1]["worst"] <= stop_gap)
+    last = result.history[-1]
+    return bool(last["worst"] <= stop_gap and last.get("within_guard", True))
 
 
 def _effective_stop_gap(result: LoopResult, settings: LoopSettings) -> float | None:
@@ -300,14 +314,27 @@ def _effective_stop_gap(result: LoopResult, settings: LoopSettings) -> float | N
 
 
 class _Best:
-    """The trainable weights of the check with the smallest worst effect so far."""
+    """The trainable weights of the best held-out check so far (see the module docstring)."""
 
     def __init__(self, step: int | None = None, worst: float | None = None) -> None:
         self.step, self.worst = step, worst
         self.weights: dict[str, torch.Tensor] | None = None
 
-    def offer(self, step: int, check: dict[str, Any], trainable: dict[str, torch.Tensor]) -> None:
-        if self.worst is not None and not check["worst"] < self.worst:
+    def offer(
+        self,
+        step: int,
+        history: list[dict[str, Any]],
+        trainable: dict[str, torch.Tensor],
+        tolerance: float,
+    ) -> None:
+        """Keep the weights of ``history[-1]`` (the check of ``step``) when it is within the
+        collateral guard and its worst effect is within ``tolerance / 2`` of the lowest worst
+        effect of the checks within the guard so far (so a later check wins a near tie)."""
+        check = history[-1]
+        if not check["within_guard"]:
+            return
+        lowest = min(h["worst"] for h in history if h["within_guard"])
+        if self.worst is not None and check["worst"] > lowest + tolerance / 2:
             return
         self.step, self.worst = step, float(check["worst"])
         self.weights = {k: v.detach().to("cpu", copy=True) for k, v in trainable.items()}
@@ -370,13 +397,22 @@ def _check(
     best: _Best,
     trainable: dict[str, torch.Tensor],
 ) -> None:
-    """One held-out check after ``step`` steps: recorded, and offered as the best."""
+    """One held-out check after ``step`` steps: the collateral guard (how far the groups not
+    repaired rose since the check before training), recorded, and offered as the best."""
     check = _monitor(models, streams, settings)
     if check is None:
         return
+    first = result.history[0]["levels"] if result.history else check["levels"]
+    rises = [
+        check["levels"][g] - first[g]
+        for g in check["levels"]
+        if g not in streams.repaired and g in first
+    ]
+    check["rise"] = max(rises, default=0.0)
+    check["within_guard"] = check["rise"] <= settings.tolerance
     result.history.append({"step": step, **check})
     if settings.keep_best:
-        best.offer(step, check, trainable)
+        best.offer(step, result.history, trainable, settings.tolerance)
 
 
 def _note(result: LoopResult) -> str:

@@ -67,7 +67,18 @@ def repair_summary(record: Mapping[str, Any]) -> dict[str, str]:
     outcome = record.get("outcome") or {}
     training = record.get("training") or {}
     steps = training.get("steps_run")
-    early = " (stopped early: held-out gap reached)" if training.get("stopped_early") else ""
+    early = (
+        " (stopped early: every held-out group within the stop gap)"
+        if training.get("stopped_early")
+        else ""
+    )
+    notes = []
+    if training.get("restored_best"):
+        notes.append(
+            f"kept the weights of step {training.get('best_step')}, the best held-out check"
+        )
+    if sampled := (record.get("data") or {}).get("n_sampled_from_reference"):
+        notes.append(f"{sampled} anchor texts sampled from the reference")
     return {
         "message": str(outcome.get("message") or ""),
         "success": "yes" if outcome.get("success") else "no",
@@ -82,6 +93,7 @@ def repair_summary(record: Mapping[str, Any]) -> dict[str, str]:
         "steps": f"{steps} of {training.get('steps')}{early}" if steps is not None else "—",
         "seconds": fmt_num(training.get("seconds"), 1),
         "before": str((record.get("attestation_before") or {}).get("path") or ""),
+        "notes": "; ".join(notes),
     }
 
 
@@ -97,7 +109,8 @@ def repair_markdown(record: Mapping[str, Any]) -> list[str]:
         f"Mode {markdown_code(raw['mode'])}, method {markdown_code(raw['method'])}, repaired: "
         f"{s['categories']}; verdict {s['verdicts']}; {s['steps']} steps in {s['seconds']} s. "
         f"Statistic {s['statistic']}; noise floor {s['noise_floor']}. "
-        f"Before: {markdown_code(raw['before'])}.",
+        f"Before: {markdown_code(raw['before'])}."
+        + (f" Training: {s['notes']}." if raw["notes"] else ""),
         "",
         "| category | role | level before | after | change | effect after | ppl before | ppl after | Δ ppl | status |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
