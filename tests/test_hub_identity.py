@@ -174,3 +174,33 @@ def test_download_bars_stay_visible_while_transformers_bars_are_hidden() -> None
     with cli_progress(quiet=True):
         assert are_progress_bars_disabled()  # --quiet hides downloads too
     assert not are_progress_bars_disabled()
+
+
+@pytest.mark.slow  # keygen, seal, two verifications and a diff: about 7 s idle
+def test_seal_verify_and_diff_take_hub_ids(hub_cache, tmp_path) -> None:
+    """A snapshot (links into blobs) is sealed by content, verified, and diffed at two commits."""
+    runner = CliRunner()
+    key = tmp_path / "k.pem"
+    assert runner.invoke(app, ["keygen", "--out", str(key)]).exit_code == 0
+    refused = runner.invoke(app, ["seal", "org/tiny", "--key", str(key)])
+    assert refused.exit_code == 2 and "--out" in refused.output
+    sig = tmp_path / "tiny-v1.sig"
+    sealed = runner.invoke(
+        app, ["seal", "org/tiny", "--revision", "v1", "--key", str(key), "--out", str(sig)]
+    )
+    assert sealed.exit_code == 0, sealed.output
+    assert f"commit {V1}" in sealed.output
+    pub = str(key.with_suffix(".pub"))
+    report = tmp_path / "verify.json"
+    args = ["verify", "org/tiny", "--signature", str(sig), "--public-key", pub]
+    verified = runner.invoke(app, [*args, "--revision", V1, "--json", str(report)])
+    assert verified.exit_code == 0, verified.output
+    assert json.loads(report.read_text())["hub"] == {"id": "org/tiny", "revision": V1, "commit": V1}
+    other = runner.invoke(app, args)  # the default branch: other weights
+    assert other.exit_code == 1, other.output
+    diffed = runner.invoke(app, ["diff", "org/tiny", "org/tiny", "--revision", "v1", "--quiet"])
+    assert diffed.exit_code == 0, diffed.output
+    assert f"commit {MAIN}" in diffed.output and f"commit {V1}" in diffed.output
+    assert "unchanged" not in diffed.output.split("tensors changed")[1].split("\n")[3]
+    stray = runner.invoke(app, ["diff", str(tmp_path), "org/tiny", "--base-revision", "v1"])
+    assert stray.exit_code == 2 and "is a path" in stray.output

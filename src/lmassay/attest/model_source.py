@@ -25,6 +25,7 @@ __all__ = [
     "check_config",
     "check_weights",
     "locate_model",
+    "locate_target",
     "resolve_model_path",
 ]
 
@@ -100,6 +101,22 @@ def locate_model(
     if not is_hub_id(spec):
         raise ModelLoadError(f"{what} folder {spec!r} does not exist", "check the path")
     path = _snapshot(spec, revision, allow_pickle, what)
+    return ModelSource(path, _hub_snapshot(spec, revision, path))
+
+
+def locate_target(spec: str, *, revision: str | None = None, what: str) -> ModelSource:
+    """What ``seal``, ``verify`` and ``diff`` read: an existing file or folder as is, a hub id
+    resolved to its snapshot as :func:`locate_model` does, anything else as a path (whose own
+    "does not exist" error follows)."""
+    local = Path(spec).expanduser()
+    if local.exists() or not is_hub_id(spec):
+        if revision is not None:
+            raise ModelLoadError(
+                f"--revision {revision} was given for {what} {spec!r}, which is a path",
+                "drop --revision, or give a hub id",
+            )
+        return ModelSource(local)
+    path = _snapshot(spec, revision, False, what)
     return ModelSource(path, _hub_snapshot(spec, revision, path))
 
 

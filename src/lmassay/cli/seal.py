@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lmassay.cli._app import EXIT_FLAGGED, EXIT_OK, app, run_command
+from lmassay.cli._app import EXIT_FLAGGED, EXIT_OK, app, fail, run_command
 from lmassay.cli.options import QuietProgress
 
 _REGISTRY_HELP = "Registry database (default: $LMASSAY_REGISTRY or the user data folder)."
@@ -44,6 +44,39 @@ _NoTensors = Annotated[bool, typer.Option("--no-tensors", help="Do not record pe
 _ManifestOut = Annotated[
     Path | None, typer.Option(help="Also write lmassay's manifest (JSON) here.")
 ]
+_HubRevision = Annotated[
+    str | None,
+    typer.Option(
+        "--revision",
+        help="Hub revision (branch, tag or commit) when the path is a hub id; the commit it "
+        "resolves to is printed and recorded.",
+    ),
+]
+
+
+def _locate(verb: str, spec: str, revision: str | None, what: str) -> Any:
+    """``spec`` as a local path: itself, or a hub id's snapshot in the Hugging Face cache (the
+    same resolution as attest's); prints the id, revision and commit of a hub id."""
+    from lmassay.attest.model_source import locate_target
+
+    source = run_command(verb, locate_target, spec, revision=revision, what=what)
+    if source.hub is not None:
+        hub = source.hub
+        typer.echo(
+            f"hub: {hub.id} at {hub.revision or 'the default branch'} = commit {hub.commit} "
+            f"({source.path})",
+            err=True,
+        )
+    return source
+
+
+def _with_hub(event: Any, source: Any) -> Any:
+    """The registry row ``event`` with the hub id, revision and commit of ``source``, if any."""
+    if source.hub is None:
+        return event
+    from dataclasses import replace
+
+    return replace(event, details={**event.details, "hub": source.hub.to_json()})
 
 
 def _record(event: Any, registry: Path | None, no_record: bool) -> None:
@@ -111,10 +144,14 @@ def keygen(
 @app.command()
 def seal(
     path: Annotated[
-        Path, typer.Argument(help="Model folder, dataset folder or file, or an attestation.json.")
+        str,
+        typer.Argument(
+            help="Model folder, dataset folder or file, an attestation.json, or a hub id."
+        ),
     ],
     key: Annotated[Path, typer.Option("--key", "-k", help="Private key (PEM) to sign with.")],
     out: _SealOut = None,
+    revision: _HubRevision = None,
     model: _AttestedModel = None,
     as_file: _AsFile = False,
     no_tensors: _NoTensors = False,
@@ -132,27 +169,38 @@ def seal(
 
         lmassay seal ./my-model --key lab.pem   # writes model.sig and model.tensors.sig there
         lmassay seal runs/suspect/attestation.json --key lab.pem --model ./suspect
+        lmassay seal org/model --revision v1 --key lab.pem --out org-model-v1.sig   # hub id
     """
     from lmassay._atomic import atomic_write_json
+    from lmassay.errors import InputError
     from lmassay.progress import cli_progress
     from lmassay.sealing.registry import seal_event
     from lmassay.sealing.signing import seal as seal_path
     from lmassay.sealing.statement import is_attestation_file, sign_attestation
 
+    source = _locate("seal", path, revision, "path or hub id")
+    target = source.path
+    if source.hub is not None and out is None:
+        refusal = InputError(
+            f"{path} is a hub id: its signature is not written into the Hugging Face cache",
+            "pass --out FILE for the signature",
+        )
+        fail("seal", refusal.one_line("seal"))
     with cli_progress(quiet) as progress:
-        if is_attestation_file(path) and not as_file:
+        if is_attestation_file(target) and not as_file:
             result = run_command(
-                "seal", sign_attestation, path, model, key, out,
+                "seal", sign_attestation, target, model, key, out,
                 with_tensors=not no_tensors, progress=progress,
             )  # fmt: skip
         else:
             result = run_command(
-                "seal", seal_path, path, key, out, with_tensors=not no_tensors, progress=progress
-            )
+                "seal", seal_path, target, key, out, with_tensors=not no_tensors,
+                allow_symlinks=source.hub is not None, progress=progress,
+            )  # fmt: skip
     if manifest is not None:
         run_command("seal", atomic_write_json, manifest, result.manifest.to_json())
     _print_seal(result)
-    _record(seal_event(result), registry, no_record)
+    _record(_with_hub(seal_event(result), source), registry, no_record)
 
 
 def _print_seal(result: Any) -> None:
@@ -168,7 +216,9 @@ def _print_seal(result: Any) -> None:
 
 @app.command()
 def verify(
-    path: Annotated[Path, typer.Argument(help="The folder or file the signature is about.")],
+    path: Annotated[
+        str, typer.Argument(help="The folder or file the signature is about, or a hub id.")
+    ],
     signature: Annotated[
         Path, typer.Option("--signature", "-s", help="Signature (model.sig or attestation.sig).")
     ],
@@ -178,6 +228,7 @@ def verify(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the result as JSON here.")
     ] = None,
+    revision: _HubRevision = None,
     registry: _Registry = None,
     no_record: _NoRecord = False,
     quiet: QuietProgress = False,
@@ -191,18 +242,25 @@ def verify(
 
         lmassay verify ./my-model --signature ./my-model/model.sig --public-key lab.pub
         lmassay verify ./suspect --signature runs/suspect/attestation.sig --public-key lab.pub
+        lmassay verify org/model --revision v1 --signature org-model-v1.sig --public-key lab.pub
     """
     from lmassay._atomic import atomic_write_json
     from lmassay.progress import cli_progress
     from lmassay.sealing.registry import verify_event
     from lmassay.sealing.verifying import verify as verify_path
 
+    source = _locate("verify", path, revision, "path or hub id")
     with cli_progress(quiet) as progress:
-        result = run_command("verify", verify_path, path, signature, public_key, progress=progress)
+        result = run_command(
+            "verify", verify_path, source.path, signature, public_key, progress=progress
+        )
     if json_out is not None:
-        run_command("verify", atomic_write_json, json_out, result.to_json())
+        found = result.to_json()
+        if source.hub is not None:
+            found["hub"] = source.hub.to_json()
+        run_command("verify", atomic_write_json, json_out, found)
     _print_verify(result)
-    _record(verify_event(result), registry, no_record)
+    _record(_with_hub(verify_event(result), source), registry, no_record)
     raise typer.Exit(EXIT_OK if result.valid else EXIT_FLAGGED)
 
 
@@ -230,9 +288,17 @@ def _print_verify(result: Any) -> None:
 @app.command()
 def diff(
     base: Annotated[
-        Path, typer.Argument(help="The claimed base checkpoint (folder or .safetensors).")
+        str,
+        typer.Argument(help="The claimed base checkpoint (folder, .safetensors or hub id)."),
     ],
-    model: Annotated[Path, typer.Argument(help="The model to compare with it.")],
+    model: Annotated[str, typer.Argument(help="The model to compare with it (or a hub id).")],
+    base_revision: Annotated[
+        str | None, typer.Option(help="Hub revision of a hub-id BASE; its commit is printed.")
+    ] = None,
+    revision: Annotated[
+        str | None,
+        typer.Option("--revision", help="Hub revision of a hub-id MODEL; its commit is printed."),
+    ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the full diff as JSON.")
     ] = None,
@@ -261,12 +327,19 @@ def diff(
     Example:
 
         lmassay diff ./base-model ./suspect --json diff.json --html diff.html
+        lmassay diff openai-community/gpt2 someone/gpt2-tuned --revision v2   # hub ids
     """
     from lmassay.progress import cli_progress
     from lmassay.sealing.weight_diff import DiffConfig, diff_weights, write_diff_outputs
 
+    base_source = _locate("diff", base, base_revision, "base")
+    model_source = _locate("diff", model, revision, "model")
     config = DiffConfig(
-        str(base), str(model), rank_rtol=rank_rtol, exact_svd_max=exact_svd_max, lowrank_q=lowrank_q
+        str(base_source.path),
+        str(model_source.path),
+        rank_rtol=rank_rtol,
+        exact_svd_max=exact_svd_max,
+        lowrank_q=lowrank_q,
     )
     with cli_progress(quiet) as progress:
         result = run_command("diff", diff_weights, config, progress)

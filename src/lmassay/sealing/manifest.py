@@ -114,13 +114,21 @@ class Manifest:
         }
 
 
-def hashing_config(ignore_paths: Sequence[str | os.PathLike[str]] = ()) -> Any:
-    """The ``model_signing.hashing.Config`` lmassay uses: files, SHA-256, git paths ignored."""
+def hashing_config(
+    ignore_paths: Sequence[str | os.PathLike[str]] = (), *, allow_symlinks: bool = False
+) -> Any:
+    """The ``model_signing.hashing.Config`` lmassay uses: files, SHA-256, git paths ignored;
+    symbolic links refused unless ``allow_symlinks`` (a hub snapshot's files are links into the
+    cache's blobs: they are followed and their targets hashed; the manifest records it)."""
     from model_signing import hashing
 
-    return hashing.Config().set_ignored_paths(
+    config = hashing.Config().set_ignored_paths(
         paths=[Path(p) for p in ignore_paths], ignore_git_paths=True
     )
+    if allow_symlinks:
+        config.use_file_serialization(allow_symlinks=True)
+        config.set_allow_symlinks(True)
+    return config
 
 
 def relative_ignores(path: Path, candidates: Iterable[str | os.PathLike[str] | None]) -> list[str]:

@@ -74,7 +74,7 @@ def check_signature_target(path: Path, signature: Path) -> None:
 
 
 def _sign_with_model_signing(
-    target: Path, private_key: str | os.PathLike[str], ignores: list[str]
+    target: Path, private_key: str | os.PathLike[str], ignores: list[str], allow_symlinks: bool
 ) -> tuple[str, Manifest]:
     """Sign ``target`` through model_signing's public API; return the bundle and its manifest.
 
@@ -84,7 +84,7 @@ def _sign_with_model_signing(
     from model_signing import signing
 
     config = signing.Config().use_elliptic_key_signer(private_key=Path(private_key))
-    config.set_hashing_config(hashing_config(ignores))
+    config.set_hashing_config(hashing_config(ignores, allow_symlinks=allow_symlinks))
     with tempfile.TemporaryDirectory(prefix="lmassay-seal-") as tmp:
         written = Path(tmp) / "model.sig"
         try:
@@ -107,6 +107,7 @@ def seal(
     out: str | os.PathLike[str] | None = None,
     *,
     with_tensors: bool = True,
+    allow_symlinks: bool = False,
     progress: Progress | None = None,
 ) -> SealResult:
     """Hash ``path`` (folder or file), sign its manifest with ``private_key``, write the bundle.
@@ -114,7 +115,7 @@ def seal(
     The signature goes to ``out`` (default :func:`default_signature_path`), the tensor statement
     beside it (:func:`~lmassay.sealing.tensor_statement.tensor_statement_path`; written when
     ``with_tensors`` and there is at least one tensor, removed otherwise so that no stale one
-    remains).
+    remains). ``allow_symlinks``: follow links (a hub snapshot), as :func:`hashing_config` says.
     """
     progress = progress or NullProgress()
     target = Path(path)
@@ -126,7 +127,7 @@ def seal(
     signer = private_key_fingerprint(private_key)
     ignores = relative_ignores(target, [signature_path, tensors_path])
     progress.log(f"hashing {target} and signing with {signer}")
-    bundle_json, manifest = _sign_with_model_signing(target, private_key, ignores)
+    bundle_json, manifest = _sign_with_model_signing(target, private_key, ignores, allow_symlinks)
     if with_tensors:
         manifest = add_tensor_digests(manifest, target, progress)
     write_signature(signature_path, bundle_json)

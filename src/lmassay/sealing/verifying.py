@@ -33,6 +33,7 @@ from lmassay.sealing.manifest import (
     Manifest,
     TensorEntry,
     check_sealable,
+    hashing_config,
     manifest_from_predicate,
     relative_ignores,
     safetensors_tensor_digests,
@@ -172,16 +173,22 @@ def _signed_manifest(statement: dict[str, Any]) -> tuple[str, Manifest, Digest]:
     )
 
 
-def _model_signing_refusal(target: Path, bundle: Bundle, public_key: Path) -> str | None:
+def _model_signing_refusal(
+    target: Path, bundle: Bundle, public_key: Path, manifest: Manifest
+) -> str | None:
     """Verify a seal with model_signing's public API; ``None`` when it passes, else its message.
 
     The bundle's bytes as read are what model_signing checks (a temporary copy), so the statement
-    decoded here is the one that was verified.
+    decoded here is the one that was verified. A seal that followed links (a hub snapshot) is
+    re-hashed following them, as the signed manifest records.
     """
     from cryptography.exceptions import InvalidSignature
     from model_signing import verifying
 
     config = verifying.Config().use_elliptic_key_verifier(public_key=public_key)
+    if manifest.serialization.get("allow_symlinks"):
+        ignores = list(manifest.ignore_paths) if target.is_dir() else []
+        config.set_hashing_config(hashing_config(ignores, allow_symlinks=True))
     with tempfile.TemporaryDirectory(prefix="lmassay-verify-") as tmp:
         copy = Path(tmp) / "model.sig"
         copy.write_bytes(bundle.raw)
@@ -317,7 +324,7 @@ def verify(
     if kind == "model":
         manifest = _attach_signed_tensors(result, manifest, signature_path, key_path)
         progress.log(f"verifying {target} with model_signing")
-        refusal = _model_signing_refusal(target, bundle, key_path)
+        refusal = _model_signing_refusal(target, bundle, key_path, manifest)
         if refusal is None:  # signature and content verified: the signed manifest is the truth
             result.actual_root, result.diff = result.signed_root, ManifestDiff()
             _note_tensor_detail(result, manifest, target)
