@@ -146,7 +146,8 @@ def test_cache_scores_match_an_independent_full_computation(setting):
         np.testing.assert_allclose(got.kl, expected, atol=2e-3)  # float16 log-probs in the file
         assert float(np.mean(got.kl - full.kl)) <= 1e-4  # a lower bound (up to that rounding)
     summary = calibration.to_json()
-    assert summary is not None and summary["n_tokens"] == 16
+    n_calibration = min(16, sum(map(len, token_lists)) // 1000)  # one per 1,000 tokens at most
+    assert summary is not None and summary["n_tokens"] == n_calibration > 0
     assert summary["mean_kl_bound"] <= summary["mean_kl"] + 1e-3
 
 
@@ -172,7 +173,7 @@ def test_round_trip_build_seal_verify_attest_and_a_flipped_byte(setting, tmp_pat
         att["reference_cache"]["digest"] == built.digest.to_json() == digest_file(cache).to_json()
     )
     assert att["reference"]["digest"] == built.header.reference["digest"]
-    assert att["reference_cache"]["calibration"]["n_tokens"] == 16
+    assert att["reference_cache"]["calibration"]["n_tokens"] == built.header.calibration["n_tokens"]
     assert any("lower bound" in w for w in att["warnings"])
     rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert all(r["logprob_reference"] is not None and r["mean_kl"] >= 0 for r in rows)
@@ -231,4 +232,23 @@ def test_bad_flags_and_damaged_files_are_one_line_errors(setting, tmp_path):
         "--out", tmp_path / "x.lmref", "--top-k", 0,
     )  # fmt: skip
     assert "--top-k 0 is below 1" in _one_line(build)
+    chat = tmp_path / "chat.jsonl"
+    turns = [{"role": "user", "content": "Name a river."}, {"role": "assistant", "content": "Ob."}]
+    chat.write_text(
+        "".join(
+            json.dumps({"id": f"c{i}", "category": "a", "messages": turns}) + "\n" for i in range(5)
+        )
+    )
+    build = invoke(
+        "reference",
+        "build",
+        "-r",
+        setting["reference"],
+        "-p",
+        chat,
+        "--out",
+        tmp_path / "x.lmref",
+        "-q",
+    )
+    assert "conversations" in _one_line(build)
     assert not (tmp_path / "x.lmref").exists()

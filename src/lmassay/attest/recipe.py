@@ -265,9 +265,8 @@ def _provenance(
     config: AttestConfig, started: str, duration: float, scored: _Scored
 ) -> dict[str, Any]:
     """Tool and library versions, the resolved config, and how long scoring took."""
-    n_tokens = sum(s.n_tokens for s in scored.model) + sum(
-        s.n_tokens for s in scored.reference or []
-    )
+    ran = scored.reference if scored.cache is None else None  # a reference cache is read, not run
+    n_tokens = sum(s.n_tokens for s in scored.model) + sum(s.n_tokens for s in ran or [])
     prov = provenance(_config_json(config), config.seed)
     prov.update(
         started=started,

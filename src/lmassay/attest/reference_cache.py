@@ -20,8 +20,8 @@ the divergence *inside* the tail.  The top-1 agreement uses the reference's top-
 and the log-likelihoods are exact (the actual token's log-prob is stored).
 
 **Calibration rows** make the bound's error measurable on every attestation: the cache also holds
-the reference's full log-probability vector for a few scored tokens (``--calibration-tokens``,
-chosen with a fixed seed).  At attest time the exact KL is computed on those tokens and the
+the reference's full log-probability vector for a few scored tokens (``--calibration-tokens``, at
+most one per 1,000 scored tokens, chosen with a fixed seed).  At attest time the exact KL is computed on those tokens and the
 attestation records the bound's mean error there (``reference_cache.calibration``).
 
 File (``.lmref``): a safetensors file, so no pickle and a header any safetensors reader can parse.
@@ -47,7 +47,7 @@ import json
 import math
 import struct
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
@@ -103,6 +103,8 @@ __all__ = [
 CACHE_FORMAT = "lmassay.reference-cache/v1"
 DEFAULT_TOP_K = 64
 DEFAULT_CALIBRATION_TOKENS = 128
+CALIBRATION_EVERY = 1000
+"""At most one calibration token per this many scored tokens."""
 WINDOWING = "disjoint rolling windows (lm-evaluation-harness loglikelihood_rolling), prefix token"
 LOGITS = "float32 log_softmax over the full output width"
 _HEADER_KEY = "lmassay"
@@ -235,25 +237,35 @@ def bounded_kl(
     ``lp_*_topk (C, K)``: both models' log-probs of the reference's top-K ids; ``tail_* (C,)``:
     each model's mass outside them.  ``0 · log 0 = 0``; a tail the model gives no mass is
     bounded by float64's smallest normal number rather than made infinite.
+
+    The reference's ``K + 1`` probabilities are renormalised to sum to 1 first: the cache keeps
+    its log-probs in float16, and an unnormalised distribution would turn their rounding
+    (~5e-4 relative) into a first-order error of the KL (1.8e-5 nats/token for identical models
+    on the demo world); a normalised one makes it second order.
     """
     import torch
 
     lr, lm = lp_ref_topk.double(), lp_model_topk.double()
+    t_r = tail_ref.double()
+    total = lr.exp().sum(dim=-1) + t_r  # (C,) 1 up to the float16 rounding of lr
+    lr, t_r = lr - total.log()[:, None], t_r / total
     p_r = lr.exp()  # (C, K)
     terms = torch.where(p_r > 0, p_r * (lr - lm), torch.zeros_like(p_r))  # (C, K)
-    t_r, t_m = tail_ref.double(), tail_model.double().clamp_min(torch.finfo(torch.float64).tiny)
+    t_m = tail_model.double().clamp_min(torch.finfo(torch.float64).tiny)
     tail = torch.where(t_r > 0, t_r * (t_r.log() - t_m.log()), torch.zeros_like(t_r))  # (C,)
     return (terms.sum(dim=-1) + tail).clamp_min(0.0).float()
 
 
 def full_kl(lp_ref: torch.Tensor, lp_model: torch.Tensor) -> torch.Tensor:
-    """The exact ``KL(r ‖ m)`` per row from two full log-softmaxes ``(C, V)`` (float32 ``(C,)``)."""
+    """The exact ``KL(r ‖ m)`` per row from two full log-softmaxes ``(C, V)`` (float32 ``(C,)``);
+    ``lp_ref`` is renormalised first (the cache keeps it in float16; see :func:`bounded_kl`)."""
     import torch
 
-    lr, lm = lp_ref.float(), lp_model.float()
+    lr, lm = lp_ref.double(), lp_model.double()
+    lr = lr - torch.logsumexp(lr, dim=-1, keepdim=True)
     p_r = lr.exp()  # (C, V)
     terms = torch.where(p_r > 0, p_r * (lr - lm), torch.zeros_like(p_r))
-    return terms.sum(dim=-1).clamp_min(0.0)
+    return terms.sum(dim=-1).clamp_min(0.0).float()
 
 
 def _chunks(n_rows: int, width: int, device: str) -> Iterator[tuple[int, int]]:
@@ -274,10 +286,11 @@ class ReferenceBuildConfig(ModelOptions, FileSizeLimit):
 
     reference: str
     """The known-good reference model: a local folder or a hub id."""
-    probes: str
-    """The probe corpus the cache is built for (the suspect is attested on the same)."""
     out: str
     """The cache file to write (``.lmref``)."""
+    probes: str | None = None
+    """The probe corpus the cache is built for (the suspect is attested on the same); None: the
+    shipped offline suite, as ``attest`` without ``--probes``."""
     top_k: int = DEFAULT_TOP_K
     """Reference tokens kept per scored token (the rest is one tail bucket)."""
     calibration_tokens: int = DEFAULT_CALIBRATION_TOKENS
@@ -339,10 +352,12 @@ class BuildResult:
         return self.n_bytes / max(1, self.header.n_tokens)
 
 
-def load_cache_probes(config: ReferenceBuildConfig | Any) -> ProbeSet:
-    """The probe corpus as attest reads it (the same fields, selection and seed)."""
+def load_cache_probes(config: ReferenceBuildConfig) -> ProbeSet:
+    """The probe corpus as attest reads it (the same fields, selection, seed and default)."""
+    from lmassay.attest.suites import BUILTIN_PREFIX, DEFAULT_SUITE
+
     return load_probes(
-        config.probes,
+        config.probes or f"{BUILTIN_PREFIX}{DEFAULT_SUITE}",
         text_field=config.text_field,
         category_field=config.category_field,
         id_field=config.id_field,
@@ -350,6 +365,7 @@ def load_cache_probes(config: ReferenceBuildConfig | Any) -> ProbeSet:
         per_category=config.per_category,
         seed=config.seed,
         max_bytes=config.max_file_bytes,
+        default_suite=config.probes is None,
     )
 
 
@@ -366,6 +382,7 @@ def build_reference_cache(
     t0 = time.perf_counter()
     probes = load_cache_probes(config)
     progress.log(f"probes: {len(probes.samples)} samples in {len(probes.categories)} categories")
+    _refuse_conversations(probes.samples, "--probes:")
     progress.log(f"loading reference {config.reference}")
     reference = config.load(config.reference)
     width = output_width(reference.model)
@@ -454,8 +471,10 @@ def _config_json(config: ReferenceBuildConfig) -> dict[str, Any]:
 
 
 def _calibration_rows(n_tokens: int, wanted: int, seed: int) -> np.ndarray:
-    """Sorted flat indices of the calibration tokens, drawn without replacement with ``seed``."""
-    count = min(wanted, n_tokens)
+    """Sorted flat indices of the calibration tokens, drawn without replacement with ``seed``:
+    ``wanted``, but at most one per 1,000 scored tokens (and at least one), so that their full
+    distributions add at most 0.1 % of llama.cpp's 2 bytes × vocabulary per token."""
+    count = min(wanted, max(1, n_tokens // CALIBRATION_EVERY)) if wanted else 0
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(n_tokens, size=count, replace=False)).astype(np.int64)
 
@@ -490,6 +509,7 @@ def _score_reference(
     windows = make_windows(token_lists, reference.prefix_token_id, max_length)
     calibration_index = {int(row): i for i, row in enumerate(calibration)}
     ids_np = np.uint16 if layout.dtype("topk_ids") == "U16" else np.int32
+    buffer: torch.Tensor | None = None
     done = 0
     with torch.inference_mode(), fused_activations([model]):
         for batch in plan_batches(windows, budget):
@@ -497,7 +517,10 @@ def _score_reference(
             flat = _window_rows(batch, offsets)  # (N,)
             source = row_logits(model, inputs)
             for start, stop in _chunks(inputs.n_rows, width, device):
-                lp = torch.log_softmax(source(start, stop), dim=-1)  # (C, V)
+                z = source(start, stop)  # (C, V)
+                if buffer is None or buffer.shape[1] != z.shape[1] or buffer.device != z.device:
+                    buffer = torch.empty((stop - start, z.shape[1]), device=z.device)
+                lp = torch.log_softmax(z, dim=-1, out=buffer[: stop - start])  # (C, V)
                 values, ids = lp.topk(top_k, dim=-1)  # (C, K)
                 target = inputs.targets[start:stop].to(lp.device)[:, None]
                 rows = {
@@ -508,12 +531,11 @@ def _score_reference(
                 }
                 for name, value in rows.items():
                     layout.write_scattered(handle, name, flat[start:stop], value)
-                for row, cache_row in enumerate(flat[start:stop].tolist()):
-                    if cache_row in calibration_index:
-                        full = lp[row].cpu().numpy().astype(np.float16)[None, :]  # (1, V)
-                        layout.write_rows(
-                            handle, "calibration_logprobs", calibration_index[cache_row], full
-                        )
+                chunk_rows = flat[start:stop]
+                for row in np.flatnonzero(np.isin(chunk_rows, calibration)).tolist():
+                    full = lp[row].cpu().numpy().astype(np.float16)[None, :]  # (1, V)
+                    at = calibration_index[int(chunk_rows[row])]
+                    layout.write_rows(handle, "calibration_logprobs", at, full)
             done += inputs.n_rows
             progress(done, layout.n_tokens)
 
@@ -833,16 +855,16 @@ def score_against_cache(
     budget = resolve_token_budget(token_budget, [width], max_length, device)
     windows = make_windows(token_lists, model.prefix_token_id, max_length)
     results = empty_results(token_lists, True, topk)
-    calibration_index = {int(row): i for i, row in enumerate(cache.calibration_rows)}
+    measure = _calibrator(cache, calibration)
     total, done = sum(len(t) for t in token_lists), 0
     with torch.inference_mode(), fused_activations([model.model]):
         for batch in plan_batches(windows, budget):
             inputs = batch_inputs(batch)
             rows = cache.rows(batch, samples)
             source = row_logits(model.model, inputs)
-            reduced = _reduce_against_cache(source, inputs.targets, rows, width, topk, device)
-            if calibration is not None:
-                _calibrate(calibration, cache, calibration_index, source, rows, reduced["kl"])
+            reduced = _reduce_against_cache(
+                source, inputs.targets, rows, width, topk, device, measure
+            )
             store_batch(results, batch, reduced)
             done += inputs.n_rows
             if progress is not None:
@@ -857,12 +879,15 @@ def _reduce_against_cache(
     width: int,
     topk: int,
     device: str,
+    measure: Measure | None = None,
 ) -> dict[str, np.ndarray]:
     """The keys :func:`~lmassay.attest.reduction.reduce_rows` gives for a model and a reference,
-    the reference's from the cache and the KL bounded."""
+    the reference's from the cache and the KL bounded; ``measure`` sees each chunk's log-softmax.
+    As in ``reduce_rows`` the log-softmax goes into one buffer reused for every chunk."""
     import torch
 
     parts: dict[str, list[np.ndarray]] = {}
+    buffer: torch.Tensor | None = None
 
     def keep(key: str, value: torch.Tensor) -> None:
         parts.setdefault(key, []).append(value.cpu().numpy())
@@ -870,13 +895,18 @@ def _reduce_against_cache(
     for start, stop in _chunks(int(targets.shape[0]), width, device):
         z = source(start, stop)  # (C, V) float32
         keep("top1_model", z.argmax(dim=-1))
-        lp = torch.log_softmax(z, dim=-1)  # (C, V)
+        if buffer is None or buffer.shape[1] != z.shape[1] or buffer.device != z.device:
+            buffer = torch.empty((stop - start, z.shape[1]), device=z.device)  # the largest chunk
+        lp = torch.log_softmax(z, dim=-1, out=buffer[: stop - start])  # (C, V)
         keep("logprob_model", lp.gather(-1, targets[start:stop].to(lp.device)[:, None]).squeeze(-1))
         ids = rows.topk_ids[start:stop].to(lp.device)  # (C, K)
         lp_m = lp.gather(-1, ids)  # (C, K)
         lp_r = rows.topk_logprobs[start:stop].to(lp.device)  # (C, K)
         tail_r = rows.tail_mass[start:stop].to(lp.device)  # (C,)
-        keep("kl", bounded_kl(lp_r, lp_m, tail_r, tail_mass(lp, ids, lp_m)))
+        kl = bounded_kl(lp_r, lp_m, tail_r, tail_mass(lp, ids, lp_m))  # (C,)
+        keep("kl", kl)
+        if measure is not None:
+            measure(rows.flat[start:stop], lp, kl)
         if topk:
             values, top = lp.topk(topk, dim=-1)  # (C, k)
             keep("topk_model_ids", top)
@@ -889,24 +919,26 @@ def _reduce_against_cache(
     return keep_np
 
 
-def _calibrate(
-    calibration: Calibration,
-    cache: ReferenceCache,
-    index: dict[int, int],
-    source: RowLogits,
-    rows: CacheRows,
-    bound: np.ndarray,
-) -> None:
-    """For the batch's calibration tokens: the exact KL from the cached full distribution."""
-    import torch
+Measure = Callable[[np.ndarray, "torch.Tensor", "torch.Tensor"], None]
+"""``measure(cache rows (C,), model log-softmax (C, V), bound (C,))`` of one chunk."""
 
-    for row, cache_row in enumerate(rows.flat.tolist()):
-        if cache_row not in index:
-            continue
-        lp_m = torch.log_softmax(source(row, row + 1), dim=-1)  # (1, V)
-        lp_r = torch.from_numpy(cache.calibration_logprobs(index[cache_row]))[None, :]  # (1, V)
-        calibration.exact.append(float(full_kl(lp_r, lp_m.cpu())[0]))
-        calibration.bound.append(float(bound[row]))
+
+def _calibrator(cache: ReferenceCache, calibration: Calibration | None) -> Measure | None:
+    """For the chunks' calibration tokens: the exact KL from the cached full distribution."""
+    if calibration is None or cache.calibration_rows.size == 0:
+        return None
+    index = {int(row): i for i, row in enumerate(cache.calibration_rows)}
+
+    def measure(flat: np.ndarray, lp: torch.Tensor, bound: torch.Tensor) -> None:
+        import torch
+
+        for row in np.flatnonzero(np.isin(flat, cache.calibration_rows)).tolist():
+            full = cache.calibration_logprobs(index[int(flat[row])])  # (V,)
+            lp_r = torch.from_numpy(full)[None, :].to(lp.device)  # (1, V)
+            calibration.exact.append(float(full_kl(lp_r, lp[row : row + 1])[0]))
+            calibration.bound.append(float(bound[row]))
+
+    return measure
 
 
 @dataclass
@@ -952,6 +984,16 @@ class CachedScores:
         )
 
 
+def _refuse_conversations(samples: Sequence[ProbeSample], where: str) -> None:
+    """A cache holds plain texts scored whole; conversation probes (response-only) are refused."""
+    if any(sample.messages is not None for sample in samples):
+        raise InputError(
+            f"{where} the probes hold conversations (prompt and response), which a reference "
+            "cache does not take yet",
+            "attest conversation probes with --reference",
+        )
+
+
 def score_samples_against_cache(
     path: str | Path,
     samples: Sequence[ProbeSample],
@@ -964,12 +1006,7 @@ def score_samples_against_cache(
     """Open the cache at ``path``, check it was built for these samples, this tokenizer and this
     contract (exit 2 naming the field otherwise), and score ``samples`` with ``model`` against it."""
     cache = open_reference_cache(path)
-    if any(getattr(sample, "messages", None) is not None for sample in samples):
-        raise InputError(
-            f"--reference-cache {path}: the probes hold conversations, which a cache does not "
-            "take yet",
-            "attest conversation probes with --reference",
-        )
+    _refuse_conversations(samples, f"--reference-cache {path}:")
     texts = [sample.text for sample in samples]
     token_lists = tokenize_texts(model.tokenizer, texts, progress.task("tokenising", len(texts)))
     length = cache.check(model, samples, token_lists, max_length)

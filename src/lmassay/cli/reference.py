@@ -38,7 +38,7 @@ _CalibrationTokens = Annotated[
     int,
     typer.Option(
         help="Scored tokens whose full reference distribution is kept, so each attestation "
-        "measures the bound's error on them (0: none).",
+        "measures the bound's error on them (at most one per 1,000 scored tokens; 0: none).",
     ),
 ]
 
@@ -46,8 +46,8 @@ _CalibrationTokens = Annotated[
 @reference_app.command("build")
 def reference_build(
     reference: _BuildReference,
-    probes: opt.Probes,
     out: _CacheOut,
+    probes: opt.Probes = None,
     top_k: _TopK = DEFAULT_TOP_K,
     calibration_tokens: _CalibrationTokens = DEFAULT_CALIBRATION_TOKENS,
     text_field: opt.TextField = "text",
