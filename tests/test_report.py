@@ -16,7 +16,6 @@ import copy
 import json
 import os
 import re
-import time
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -465,13 +464,11 @@ def test_html_is_deterministic() -> None:
     assert render_html(att) == render_html(att)
 
 
-def test_twenty_categories_fast_and_small() -> None:
+def test_twenty_categories_small() -> None:
+    """Size only: render time is a benchmark's business (benchmarks/, never a timed unit test)."""
     att = _many(20, flagged=(4, 11))
-    start = time.perf_counter()
     html = render_html(att)
     text = render_markdown(att)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 5.0, elapsed
     svg_bytes = sum(len(svg.encode()) for svg in render_plots(att).values())
     assert svg_bytes < 300_000, svg_bytes
     assert len(html.encode()) < 500_000

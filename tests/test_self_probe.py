@@ -82,7 +82,9 @@ def _ids(draws) -> list[tuple[int, ...]]:
 
 def test_sampling_is_deterministic_for_a_seed_and_differs_across_seeds(model, probes) -> None:
     prompts = choose_prompts(probes, SETTINGS.n_per_category, SETTINGS.seed)
-    assert [p.category for p in prompts] == ["geography"] * 3 + ["religion"] * 3 + ["sport"] * 3
+    assert [p.sample.category for p in prompts] == ["geography"] * 3 + ["religion"] * 3 + [
+        "sport"
+    ] * 3
     state = torch.random.get_rng_state()
     first = draw_continuations(model, prompts, SETTINGS)
     assert torch.equal(state, torch.random.get_rng_state())  # the caller's RNG is left alone
@@ -98,9 +100,36 @@ def test_sampling_is_deterministic_for_a_seed_and_differs_across_seeds(model, pr
     assert row["sampled_from"] == "model" and row["source"].startswith("self:")
     # a larger n keeps the smaller one's prompts (the permutation is per category)
     more = choose_prompts(probes, 5, SETTINGS.seed)
-    assert [p.id for p in more if p.category == "sport"][:3] == [
-        p.id for p in prompts if p.category == "sport"
+    assert [p.sample.id for p in more if p.sample.category == "sport"][:3] == [
+        p.sample.id for p in prompts if p.sample.category == "sport"
     ]
+    assert all(p.end is None for p in more)  # without a first pass: every prompt is a start
+
+
+def test_divergent_prompts_stop_where_the_first_pass_kl_peaks(
+    probes: ProbeSet, model: LoadedModel
+) -> None:
+    """Half of a category's prompts are its samples of largest token KL, each cut to the tokens
+    just before that token; the rest are starts of the other samples."""
+    ids = {
+        s.id: model.tokenizer(s.text, add_special_tokens=False)["input_ids"] for s in probes.samples
+    }
+    divergence = {}
+    for rank, sample in enumerate(s for s in probes.samples if s.category == "sport"):
+        kl = np.zeros(len(ids[sample.id]))
+        kl[min(20 + rank, kl.size - 1)] = 1.0 + rank  # the last sport sample peaks highest
+        divergence[sample.id] = kl
+    chosen = choose_prompts(probes, 4, 0, divergence)
+    sport = [p for p in chosen if p.sample.category == "sport"]
+    members = [s for s in probes.samples if s.category == "sport"]
+    assert [p.sample.id for p in sport[:2]] == [members[-1].id, members[-2].id]
+    assert [p.end for p in sport[:2]] == [20 + 5, 20 + 4]
+    assert all(p.end is None for p in sport[2:])
+    assert not {p.sample.id for p in sport[2:]} & {p.sample.id for p in sport[:2]}
+    assert all(p.end is None for p in chosen if p.sample.category != "sport")
+    settings = dataclasses.replace(SETTINGS, prompt_tokens=8)
+    draws = draw_continuations(model, sport[:1], settings)
+    assert list(draws[0].prompt_ids) == ids[members[-1].id][25 - 8 : 25]
 
 
 def _plain_logprobs(loaded: LoadedModel, prompt: tuple[int, ...], cont: tuple[int, ...]):

@@ -56,6 +56,8 @@ CATEGORY_KEYS = [
     "n_outliers",
     "outlier_threshold",
     "reasons",
+    "spread",
+    "mean_floor",
 ]
 SUMMARY_KEYS = [
     "statistic",
@@ -70,6 +72,7 @@ SUMMARY_KEYS = [
     "mean_kl",
     "baseline_level",
     "noise_floor",
+    "spread_multiple",
     "sparse_floor",
     "different_model_threshold",
     "different_model_basis",
@@ -212,6 +215,45 @@ def test_shift_below_noise_floor_is_not_flagged() -> None:
         kl_samples(4, {"topic2": shift}, noise_scale=0.0005), "kl", replace(FAST, noise_floor=0.005)
     )
     assert lower.flagged == ["topic2"]
+
+
+# Every category drifts by its own amount (continued training, or a tamperer who mixes clean text
+# in): 0.04 ... 0.11 nats/token, 0.01 apart. The largest stands 0.04 above the others' median, twice
+# the absolute floor, yet within 1.4 spreads of them (spread = 1.4826 × 0.02 = 0.030).
+DRIFTS = {name: 0.04 + 0.01 * i for i, name in enumerate(NAMES)}
+
+
+def test_a_drift_of_every_category_is_not_a_flag() -> None:
+    samples = kl_samples(7, DRIFTS)
+    analysis = analyse(samples, "kl", FAST)
+    top = by_name(analysis)["topic7"]
+    assert top.effect == pytest.approx(0.04, abs=0.004)
+    assert top.spread == pytest.approx(1.4826 * 0.02, abs=0.004)
+    assert top.mean_floor == pytest.approx(3.0 * top.spread, rel=1e-12)
+    assert top.q_value is not None and top.q_value < 1e-6
+    assert analysis.flagged == [] and analysis.verdict == "consistent"
+    assert top.note is not None and "3 × the spread" in top.note
+    assert analysis.summary_json()["spread_multiple"] == 3.0
+    # The absolute floor alone would flag the drift's top categories.
+    absolute = analyse(samples, "kl", replace(FAST, spread_multiple=0.0))
+    assert "topic7" in absolute.flagged
+    assert by_name(absolute)["topic7"].mean_floor == DEFAULT_NOISE_FLOOR["kl"]
+
+
+def test_a_category_that_stands_clear_of_the_drift_is_flagged() -> None:
+    """0.15 nats/token above the others' median: five spreads of the drift."""
+    drifted = {**DRIFTS, "topic3": DRIFTS["topic3"] + 0.15}
+    analysis = analyse(kl_samples(8, drifted), "kl", FAST)
+    assert analysis.flagged == ["topic3"]
+    assert "mean" in by_name(analysis)["topic3"].reasons
+    assert analysis.verdict == "tampered"
+
+
+def test_without_drift_the_absolute_floor_decides() -> None:
+    """Categories alike (spread ≈ 0.001): the floor is the absolute 0.02 nats/token."""
+    analysis = analyse(kl_samples(9, {"topic1": 0.03}, noise_scale=0.0005), "kl", FAST)
+    assert analysis.flagged == ["topic1"]
+    assert by_name(analysis)["topic1"].mean_floor == DEFAULT_NOISE_FLOOR["kl"]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -373,8 +373,7 @@ def test_tampering_shows_in_its_category_only(world_pair):
     assert all(v == 0.0 for v in itself.values()), itself
 
 
-def test_pair_is_reused_quickly(world_pair):
-    import time
+def test_pair_is_reused(world_pair):
 
     from lmassay.progress import NullProgress
     from lmassay.world.demo import DemoConfig
@@ -388,9 +387,7 @@ def test_pair_is_reused_quickly(world_pair):
             self.lines.append(message)
 
     lines = Lines()
-    started = time.perf_counter()
     again = make_pair(DemoConfig(size="test").pair(), lines)
-    assert time.perf_counter() - started < 10.0
     assert again.ground_truth == world_pair.ground_truth and again.tampered == world_pair.tampered
     assert [line.split(" in ")[0] for line in lines.lines] == [
         "reusing the world", "reusing the reference", "reusing the suppression variant",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from lmassay.attest.model_loading import ModelOptions
 from lmassay.attest.self_probe import SampleSettings
+from lmassay.attest.statistics.records import DEFAULT_SPREAD_MULTIPLE
 from lmassay.attest.streaming import OFFLOAD_MODES, Offload
 from lmassay.bounded_read import FileSizeLimit
 from lmassay.choices import COMPARISONS, Comparison
@@ -56,6 +58,9 @@ class AttestConfig(ModelOptions, FileSizeLimit):
     comparison: Comparison = "auto"
     alpha: float = 0.05
     noise_floor: float | None = None
+    spread_multiple: float = DEFAULT_SPREAD_MULTIPLE
+    """A category's mean effect must also exceed this many spreads between the other
+    categories' levels (see :mod:`lmassay.attest.statistics.verdict`); 0: the absolute floor only."""
     sparse_floor: float | None = None
     """Smallest sparse effect that can flag a category (see
     :mod:`lmassay.attest.statistics.sparse`); the comparison's default when unset."""
@@ -146,6 +151,11 @@ class AttestConfig(ModelOptions, FileSizeLimit):
                 self.n_permutations == 0 or self.n_permutations >= 19,
                 f"--n-permutations {self.n_permutations} is neither 0 nor at least 19",
                 "use e.g. 999 (0 turns the sparse test off)",
+            ),
+            (
+                math.isfinite(self.spread_multiple) and self.spread_multiple >= 0,
+                f"--spread-multiple {self.spread_multiple} is not a number >= 0",
+                "use e.g. 3 (0 keeps only the absolute noise floor)",
             ),
             (
                 self.sparse_floor is None or self.sparse_floor >= 0,

@@ -160,6 +160,8 @@ class Summary(Record):
     mean_kl: OptNum = None
     baseline_level: OptNum = None
     noise_floor: OptNum = None
+    spread_multiple: OptNum = None
+    """The mean test's relative floor in spreads of the other categories; absent in older files."""
     sparse_floor: OptNum = None
     """Absent from files written before the sparse test."""
     different_model_threshold: OptNum = None
@@ -210,6 +212,10 @@ class CategoryRow(Record):
     outlier_threshold: OptNum = None
     reasons: Strs = ()
     """Why the category is flagged: "mean" (its level stands out), "sparse" (a few samples do)."""
+    spread: OptNum = None
+    """Robust spread of the other tested categories' levels (absent in older files)."""
+    mean_floor: OptNum = None
+    """The floor the mean test's effect had to exceed (absent in older files)."""
 
 
 @dataclass(frozen=True, kw_only=True)

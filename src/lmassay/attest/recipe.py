@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -182,6 +182,7 @@ def _run(
         StatsConfig(
             alpha=config.alpha,
             noise_floor=config.noise_floor,
+            spread_multiple=config.spread_multiple,
             different_model_threshold=config.different_model_threshold,
             n_bootstrap=config.n_bootstrap,
             sparse_floor=config.sparse_floor,
@@ -196,7 +197,12 @@ def _run(
     prov = _provenance(config, started, time.perf_counter() - t0, scored)
     document = _document(analysis, evidence, probes, model, reference, baseline, prov)
     document = _with_cache(document, scored.cache)
-    document = _self_probe_pass(document, config, probes, model, reference, progress)
+    divergence = {
+        sample.id: stat.token_kl
+        for sample, stat in zip(probes.samples, stats_input, strict=True)
+        if stat.token_kl is not None
+    }
+    document = _self_probe_pass(document, config, probes, model, reference, progress, divergence)
     return AttestationResult(document=document, samples=rows)
 
 
@@ -694,15 +700,17 @@ def _self_probe_pass(
     model: LoadedModel,
     reference: LoadedModel | None,
     progress: Progress,
+    divergence: Mapping[str, np.ndarray],
 ) -> Attestation:
     """``document`` with its ``self_probe`` record: ``config.self_probe`` continuations per
     category sampled from the model under test, scored by both models (continuation tokens
-    only). The verdict and flags stay the first pass's."""
+    only); half of a category's prompts stop where the first pass's per-token KL
+    (``divergence``) peaks. The verdict and flags stay the first pass's."""
     if config.self_probe == 0 or reference is None:
         return document
     t0 = time.perf_counter()
     settings = config.self_probe_settings
-    prompts = choose_prompts(probes, settings.n_per_category, settings.seed)
+    prompts = choose_prompts(probes, settings.n_per_category, settings.seed, divergence)
     progress.log(
         f"self-probing: {len(prompts)} continuations of {settings.new_tokens} tokens from the model"
     )

@@ -19,6 +19,13 @@ Sampling contract (:func:`draw_continuations`)
   loaded order (sorted by id); when the category has fewer, the permutation is repeated (the same
   prompt then gets several continuations).  A prompt is the first ``prompt_tokens`` tokens of the
   sample's text (tokenised without special tokens).
+* **Divergent prompts** (given the first pass's per-token KL, ``divergence``): the first
+  ``ceil(n_per_category / 2)`` prompts of a category are instead its samples with the largest
+  single-token KL(reference ‖ model), largest first, each cut to the ``prompt_tokens`` tokens that
+  end just *before* that token (:class:`Prompt` ``end``): the model continues exactly where it
+  parts from the reference, so what it now says there (a slanted description, an edited fact and
+  what follows from it) is in its continuation.  The other prompts are drawn as above, from the
+  samples not already chosen.  Conversation samples keep the start rule.
 * The model sees ``[prefix, prompt tokens]`` (``prefix`` = the BOS token, else EOS, as the scorer
   uses), so the distribution sampled from is exactly the one the scorer evaluates.
 * Continuations: ``model.generate(do_sample=True, temperature=T, top_k=0, top_p=1.0,
@@ -43,8 +50,9 @@ prompt off.  A continuation with no token (EOS first) is not scored.
 
 from __future__ import annotations
 
+import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -52,6 +60,7 @@ import numpy as np
 
 from lmassay.attest.probes import ProbeSample, ProbeSet
 from lmassay.attest.scoring import tokenize_texts
+from lmassay.attest.statistics.records import FloatArray
 from lmassay.attest.streaming import score_models
 from lmassay.errors import Check, InputError
 from lmassay.progress import ProgressFn
@@ -64,6 +73,7 @@ __all__ = [
     "SAMPLE_FLAGS",
     "Draw",
     "DrawScore",
+    "Prompt",
     "SampleSettings",
     "SampledFrom",
     "choose_prompts",
@@ -140,6 +150,21 @@ class SampleSettings:
 
 
 @dataclass(frozen=True)
+class Prompt:
+    """A probe sample given as a prompt: its first ``prompt_tokens`` tokens, or with ``end`` the
+    ``prompt_tokens`` tokens that end just before its token ``end`` (a divergent prompt)."""
+
+    sample: ProbeSample
+    end: int | None = None
+
+    def token_ids(self, ids: Sequence[int], prompt_tokens: int) -> list[int]:
+        """The prompt's ids from the sample's ``ids``."""
+        if self.end is None or not 0 < self.end <= len(ids):
+            return list(ids[:prompt_tokens])
+        return list(ids[max(0, self.end - prompt_tokens) : self.end])
+
+
+@dataclass(frozen=True)
 class Draw:
     """One sampled continuation of a probe sample's start."""
 
@@ -195,22 +220,41 @@ class DrawScore:
         return self.logratio_sum / self.n_tokens
 
 
-def choose_prompts(probes: ProbeSet, n_per_category: int, seed: int) -> list[ProbeSample]:
-    """``n_per_category`` samples of each category (repeating when it has fewer), in (category,
-    rank) order; the choice depends only on the seed, the category and its samples."""
-    chosen: list[ProbeSample] = []
+def choose_prompts(
+    probes: ProbeSet,
+    n_per_category: int,
+    seed: int,
+    divergence: Mapping[str, FloatArray] | None = None,
+) -> list[Prompt]:
+    """``n_per_category`` prompts of each category (repeating samples when it has fewer), in
+    (category, rank) order; the choice depends only on the seed, the category, its samples and
+    ``divergence`` (sample id → the first pass's per-token KL, in the sample's token order), which
+    makes half of them divergent prompts (see the sampling contract above)."""
+    chosen: list[Prompt] = []
+    divergence = divergence or {}
     for category in probes.categories:
         members = [s for s in probes.samples if s.category == category]
+        peaks = {
+            s.id: (float(kl.max()), int(kl.argmax()))
+            for s in members
+            if s.messages is None and (kl := divergence.get(s.id)) is not None and kl.size > 1
+        }
+        by_peak = sorted((s for s in members if s.id in peaks), key=lambda s: -peaks[s.id][0])
+        divergent = [Prompt(s, peaks[s.id][1]) for s in by_peak[: math.ceil(n_per_category / 2)]]
+        divergent = [p for p in divergent if p.end]  # a peak at the first token has no prompt
+        taken = {p.sample.id for p in divergent}
+        rest = [s for s in members if s.id not in taken] or members
         order = np.random.default_rng([seed, zlib.crc32(category.encode("utf-8"))]).permutation(
-            len(members)
+            len(rest)
         )
-        chosen += [members[int(order[k % len(members)])] for k in range(n_per_category)]
+        n_rest = n_per_category - len(divergent)
+        chosen += divergent + [Prompt(rest[int(order[k % len(rest)])]) for k in range(n_rest)]
     return chosen
 
 
 def draw_continuations(
     model: LoadedModel,
-    prompts: Sequence[ProbeSample],
+    prompts: Sequence[ProbeSample | Prompt],
     settings: SampleSettings,
     *,
     sampled_from: SampledFrom = "model",
@@ -221,9 +265,12 @@ def draw_continuations(
 
     settings.check_fits(model)
     tokenizer = model.tokenizer
+    given = [p if isinstance(p, Prompt) else Prompt(p) for p in prompts]
     token_lists = [
-        ids[: settings.prompt_tokens]
-        for ids in tokenize_texts(tokenizer, [p.text for p in prompts])
+        prompt.token_ids(ids, settings.prompt_tokens)
+        for prompt, ids in zip(
+            given, tokenize_texts(tokenizer, [p.sample.text for p in given]), strict=True
+        )
     ]
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else model.prefix_token_id
@@ -250,7 +297,7 @@ def draw_continuations(
         new = generated[:, inputs.shape[1] :].tolist()  # (B, ≤ new_tokens)
         for offset, (prompt_ids, continuation) in enumerate(zip(batch, new, strict=True)):
             index = start + offset
-            sample = prompts[index]
+            sample = given[index].sample
             kept = _until_eos(continuation, eos)
             out.append(
                 Draw(

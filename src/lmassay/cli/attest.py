@@ -40,6 +40,7 @@ def attest(
     comparison: opt.Comparison = "auto",
     alpha: opt.Alpha = 0.05,
     noise_floor: opt.NoiseFloor = None,
+    spread_multiple: opt.SpreadMultiple = 3.0,
     sparse_floor: opt.SparseFloor = None,
     different_model_threshold: opt.DifferentModelThreshold = None,
     n_bootstrap: opt.NBootstrap = 1000,

@@ -225,6 +225,14 @@ NoiseFloor = Annotated[
         help="Smallest effect that can flag a category (nats/token for KL, bits/byte for bpb).",
     ),
 ]
+SpreadMultiple = Annotated[
+    float,
+    typer.Option(
+        rich_help_panel=SCORING,
+        help="A category's mean effect must also exceed this many spreads (robust standard "
+        "deviations) of the other categories' levels; 0 keeps only --noise-floor.",
+    ),
+]
 SparseFloor = Annotated[
     float | None,
     typer.Option(

@@ -59,7 +59,7 @@ def analyse(
     flags = flag(results, eligible.tested, rule)
     notes = {**eligible.notes, **flags.within_floor}
     categories = [
-        _tested(described[name], results.get(name), flags.reasons.get(name, ()), notes[name])
+        _tested(described[name], results.get(name), flags.reasons.get(name, ()), notes[name], rule)
         for name in names
     ]
     independent = None if weight_change is None else weight_change > INDEPENDENT_WEIGHTS
@@ -78,6 +78,7 @@ def analyse(
         if comparison == "none"
         else ("weights" if weight_change is not None else "divergence"),
         different_model_threshold=rule.different_model_threshold,
+        spread_multiple=None if comparison == "none" else rule.spread_multiple,
         alpha=config.alpha,
         warnings=eligible.warnings + verdict.warnings,
         totals=overall,
@@ -91,6 +92,7 @@ def _tested(
     result: CategoryTest | None,
     reasons: tuple[str, ...],
     note: str | None,
+    rule: FlagRule,
 ) -> CategoryStats:
     """A category's figures with the outcome of its tests (none when it was not tested)."""
     if result is None:
@@ -102,6 +104,8 @@ def _tested(
         q_value=result.q_value,
         effect=result.effect,
         auc=result.auc,
+        spread=result.spread,
+        mean_floor=rule.mean_floor(result.spread),
         tested=True,
         flagged=bool(reasons),
         note=note,

@@ -25,6 +25,16 @@ Interval = tuple[float, float]
 # changes what the model says about a topic moves that topic far more.
 DEFAULT_NOISE_FLOOR: dict[str, float] = {"kl": 0.02, "bpb": 0.02}  # nats/token ; bits/byte
 
+# ... and, above that absolute minimum, a category's effect must exceed this multiple of the spread
+# between the other tested categories' levels (1.4826 × their median absolute deviation, a robust
+# standard deviation). Continued training, or a careful tamperer who mixes clean text in, moves
+# every category a little and by different amounts; an effect is then only an effect when it stands
+# clear of that spread. Measured (benchmarks/detection.py, test size seeds 0-2 and demo size seed
+# 0): benign continued training leaves effects of at most 3.4 spreads (all under the absolute
+# floor); the true category of a tamper found by the mean test, 3.4 to 48 (median 11); the mean
+# test's false flags in untampered categories of tampered variants, 1.3, 2.5 and 4.4.
+DEFAULT_SPREAD_MULTIPLE = 3.0
+
 # The sparse test (:mod:`~lmassay.attest.statistics.sparse`) flags only when its outliers stand
 # clear of the rest: the median excess of the outliers' tail statistic over the rest's 99th
 # percentile must exceed this. kl: nats/token averaged over a sample's 4 largest token KLs (a
@@ -106,6 +116,9 @@ class StatsConfig:
     """Smallest sparse effect that can be flagged, in units of the tail statistic (>= 0)."""
     n_permutations: int = 999
     """Label permutations calibrating the sparse test (>= 19; 0 turns the sparse test off)."""
+    spread_multiple: float = DEFAULT_SPREAD_MULTIPLE
+    """The mean test flags only an effect above this many spreads between the other categories'
+    levels (and above ``noise_floor``); 0 leaves the absolute floor alone (>= 0)."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +134,14 @@ class FlagRule:
     noise_floor: float | None
     different_model_threshold: float | None
     sparse_floor: float | None = None
+    spread_multiple: float = 0.0
+
+    def mean_floor(self, spread: float) -> float | None:
+        """The floor of the mean test for a category whose other categories' levels spread by
+        ``spread``: the larger of the noise floor and ``spread_multiple × spread``."""
+        if self.noise_floor is None:
+            return None
+        return max(self.noise_floor, self.spread_multiple * spread)
 
     @property
     def unit(self) -> str:
@@ -134,7 +155,7 @@ class FlagRule:
         ``reference_nats`` (the reference's cross-entropy per token) makes the kl default
         different-model threshold relative (:data:`DIFFERENT_MODEL_RATIO`)."""
         if comparison == "none":
-            return cls(comparison, config.alpha, None, None)
+            return cls(comparison, config.alpha, None, None, spread_multiple=config.spread_multiple)
         floor = config.noise_floor
         threshold = config.different_model_threshold
         if threshold is None and comparison == "kl" and reference_nats is not None:
@@ -146,6 +167,7 @@ class FlagRule:
             float(DEFAULT_NOISE_FLOOR[comparison] if floor is None else floor),
             float(DEFAULT_DIFFERENT_MODEL[comparison] if threshold is None else threshold),
             float(DEFAULT_SPARSE_FLOOR[comparison] if sparse is None else sparse),
+            float(config.spread_multiple),
         )
 
 
@@ -188,6 +210,10 @@ class CategoryStats:
     """The rest's 99th percentile of the tail statistic: samples above it are the outliers."""
     reasons: tuple[str, ...] = ()
     """Why the category is flagged: ``"mean"`` (its level), ``"sparse"`` (a few samples)."""
+    spread: float | None = None
+    """1.4826 × the median absolute deviation of the other tested categories' levels."""
+    mean_floor: float | None = None
+    """The floor its effect had to exceed: max(noise_floor, spread_multiple × spread)."""
 
     def to_json(self) -> dict[str, Any]:
         """Plain Python values; non-finite floats become ``None``, tuples become lists."""
@@ -228,6 +254,7 @@ class Analysis:
     sparse_floor: float | None = None
     weight_change: float | None = None
     different_model_basis: str | None = None
+    spread_multiple: float | None = None
 
     def summary_json(self) -> dict[str, Any]:
         """The schema's ``summary`` object."""
@@ -236,6 +263,7 @@ class Analysis:
             out[key] = json_value(self.totals.get(key))
         out["baseline_level"] = json_value(self.baseline_level)
         out["noise_floor"] = json_value(self.noise_floor)
+        out["spread_multiple"] = json_value(self.spread_multiple)
         out["sparse_floor"] = json_value(self.sparse_floor)
         out["different_model_threshold"] = json_value(self.different_model_threshold)
         out["different_model_basis"] = self.different_model_basis

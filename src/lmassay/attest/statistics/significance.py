@@ -6,7 +6,9 @@ of the other categories (tested or not) by a one-sided Mann–Whitney U test
 (``scipy.stats.mannwhitneyu``, ``alternative="greater"``, scipy's automatic method); ``auc = U /
 (n1 · n2)`` estimates P(sample of the category > sample of the rest), ties counting one half. The
 p-values of the tested categories are adjusted by Benjamini–Hochberg into q-values. ``effect =
-level − median(levels of the other tested categories)``.
+level − median(levels of the other tested categories)``; ``spread = 1.4826 · median(|level −
+median|)`` over those same other levels (a robust standard deviation: what the categories the
+tampering did not single out vary by), against which :mod:`verdict` weighs the effect.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from lmassay.attest.statistics.records import FloatArray
 from lmassay.attest.statistics.sparse import SparseTest, sparse_tests
 from lmassay.errors import InputError
 
+MAD_TO_SD = 1.4826
+"""The median absolute deviation of a normal sample times this estimates its standard deviation."""
+
 
 @dataclass(frozen=True)
 class CategoryTest:
@@ -33,6 +38,7 @@ class CategoryTest:
     q_value: float
     effect: float
     auc: float
+    spread: float = 0.0
     sparse: SparseTest | None = None
     sparse_q_value: float | None = None
 
@@ -107,7 +113,7 @@ def compare_with_rest(
 ) -> dict[str, CategoryTest]:
     """Mann–Whitney U of each tested category against all other samples and, given ``tail`` and
     ``n_permutations > 0``, the sparse test; BH across all of them (see the module docstring)."""
-    raw: dict[str, tuple[float, float, float]] = {}
+    raw: dict[str, tuple[float, float, float, float]] = {}
     for name in tested:
         x = per_sample[name]
         rest = np.concatenate([values for other, values in per_sample.items() if other != name])
@@ -116,8 +122,10 @@ def compare_with_rest(
         # scipy returns p = 1 when every value ties; a NaN would mean no evidence either.
         p = p if math.isfinite(p) else 1.0
         auc = float(mwu.statistic) / (x.size * rest.size)
-        effect = levels[name] - float(np.median([levels[o] for o in tested if o != name]))
-        raw[name] = (p, auc, effect)
+        others = np.asarray([levels[o] for o in tested if o != name], dtype=np.float64)
+        centre = float(np.median(others))
+        spread = MAD_TO_SD * float(np.median(np.abs(others - centre)))
+        raw[name] = (p, auc, levels[name] - centre, spread)
     sparse = (
         sparse_tests(tail, tested, n_permutations=n_permutations, seed=seed)
         if tail is not None and n_permutations > 0 and tested
@@ -133,6 +141,7 @@ def compare_with_rest(
             q_value=float(q_mean[name]),
             effect=raw[name][2],
             auc=raw[name][1],
+            spread=raw[name][3],
             sparse=sparse.get(name),
             sparse_q_value=float(q_sparse[name]) if name in q_sparse else None,
         )

@@ -81,6 +81,12 @@ def validate_config(comparison: str, config: StatsConfig) -> None:
             "leave it unset for the default of the comparison",
         ),
         (
+            "spread_multiple",
+            math.isfinite(config.spread_multiple) and config.spread_multiple >= 0.0,
+            "a finite number >= 0",
+            "use e.g. 3 (0 keeps only the absolute noise floor)",
+        ),
+        (
             "n_permutations",
             config.n_permutations == 0 or config.n_permutations >= 19,
             "0 (no sparse test) or >= 19",

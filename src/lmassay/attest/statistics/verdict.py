@@ -2,7 +2,10 @@
 
 A category is *flagged* for a reason when one of its tests passes with its own floor:
 
-* ``"mean"``: the mean test's ``q ≤ alpha`` and ``effect > noise_floor``;
+* ``"mean"``: the mean test's ``q ≤ alpha`` and ``effect > max(noise_floor, spread_multiple ×
+  spread)``, ``spread`` being what the other tested categories' levels vary by
+  (:mod:`significance`): an absolute floor for near-identical models, and a relative one where
+  every category drifts;
 * ``"sparse"``: the sparse test's ``q ≤ alpha``, ``sparse effect > sparse_floor`` and at least
   :data:`MIN_OUTLIERS` outlier samples.
 
@@ -56,8 +59,15 @@ def flag(results: Mapping[str, CategoryTest], tested: Sequence[str], rule: FlagR
     for name in tested:
         result, why, small = results[name], [], []
         if result.q_value <= rule.alpha:
-            if rule.noise_floor is not None and result.effect > rule.noise_floor:
+            floor = rule.mean_floor(result.spread)
+            if floor is not None and result.effect > floor:
                 why.append("mean")
+            elif floor is not None and rule.noise_floor is not None and floor > rule.noise_floor:
+                small.append(
+                    f"the mean test is significant (q = {result.q_value:.3g}) but its effect, "
+                    f"{result.effect:.3g} {rule.unit}, is not above {rule.spread_multiple:g} × "
+                    f"the spread of the other categories ({result.spread:.3g})"
+                )
             else:
                 small.append(
                     f"the mean test is significant (q = {result.q_value:.3g}) but its effect, "
@@ -140,6 +150,11 @@ def _message(
             "show tampering, so nothing was tested."
         )
     floor = f"the noise floor of {rule.noise_floor:g} {unit}"
+    if rule.spread_multiple > 0:
+        floor = (
+            f"its floor (the larger of {rule.noise_floor:g} {unit} and "
+            f"{rule.spread_multiple:g} × the spread between the other categories)"
+        )
     if verdict == "different-model":
         stand = "stands" if len(flagged) == 1 else "stand"
         also = f"; {count(len(flagged), 'category')} also {stand} out: " if flagged else ""
