@@ -25,6 +25,16 @@ against the first.
     python benchmarks/throughput.py              # full: 3 repeats, 12k tokens, 10k→1M memory
 
 Add ``--device cuda`` on a GPU machine (bfloat16 and SDPA attention there; lm-eval also in bfloat16).
+
+``--dtype-check`` measures ``--dtype bfloat16`` against float32 on the CPU instead (issue 13 §5):
+the CPU's native bf16 support (torch's CPU capability, the AVX-512 BF16 / AMX flags) and dense
+matmul GFLOP/s at both dtypes; tokens/s of lmassay (model alone) and lm-eval at both dtypes,
+interleaved, with lmassay's ratio against lm-eval at the same dtype and at float32; and on the demo
+world (``--zoo``: a ``lmassay demo`` cache folder) for every zoo variant the per-token KL and
+log-prob differences bf16 − float32 (paired scoring of ``--diff-samples`` probes) and the verdict
+and flags of ``attest`` at both dtypes (``--per-category`` probes per category).
+
+    python benchmarks/throughput.py --dtype-check --models gpt2-small-4x256 --tokens 1000
 """
 
 from __future__ import annotations
@@ -347,6 +357,176 @@ def n_parameters(folder: Path) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# --dtype-check: bfloat16 against float32 on the CPU
+
+
+def cpu_bf16_support() -> str:
+    """torch's CPU capability and the bf16 flags of /proc/cpuinfo (empty where none)."""
+    import torch
+
+    flags: set[str] = set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                flags.update(f for f in line.split() if "bf16" in f or f.startswith("amx"))
+    found = ", ".join(sorted(flags)) or "no avx512_bf16 / amx flags"
+    return f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}; {found}"
+
+
+def dtype_speed(args: argparse.Namespace, folders: dict[str, Path], repeats: int) -> None:
+    """tokens/s of lmassay (model alone) and lm-eval at float32 and bfloat16, interleaved."""
+    tokens = args.tokens or 1_000
+    n_tok = sum(document_lengths(tokens, seed=0))
+    print(
+        "| model | dtype | lmassay tokens/s | lm-eval tokens/s | lmassay ÷ lm-eval, same dtype "
+        "| lmassay ÷ lm-eval float32 | lmassay bf16 ÷ float32 | log-likelihood vs lm-eval "
+        "(max relative) |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for name in args.models.split(","):
+        base = {
+            "tokens": tokens,
+            "seed": 0,
+            "threads": args.threads,
+            "device": "cpu",
+            "model": str(folders[f"{name}-model"]),
+            "reference": str(folders[f"{name}-reference"]),
+            "lm_eval_batch_size": args.lm_eval_batch_size,
+            "paired": False,
+        }
+        runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for _ in range(repeats):
+            for dtype in ("float32", "bfloat16"):
+                for tool, kind in (("lmassay", "lmassay"), ("lm-eval", "lm-eval")):
+                    job = {**base, "dtype": dtype}
+                    runs.setdefault((tool, dtype), []).append(run_worker(kind, job))
+        rate = {k: n_tok / statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
+        for dtype in ("float32", "bfloat16"):
+            ours, theirs = runs[("lmassay", dtype)][0], runs[("lm-eval", dtype)][0]
+            rel = max(
+                abs(a - b) / abs(b)
+                for a, b in zip(ours["logprobs"], theirs["logprobs"], strict=True)
+            )
+            print(
+                f"| {name} | {dtype} | {rate[('lmassay', dtype)]:,.0f} | "
+                f"{rate[('lm-eval', dtype)]:,.0f} | "
+                f"{rate[('lmassay', dtype)] / rate[('lm-eval', dtype)]:.2f} | "
+                f"{rate[('lmassay', dtype)] / rate[('lm-eval', 'float32')]:.2f} | "
+                f"{rate[('lmassay', dtype)] / rate[('lmassay', 'float32')]:.3f} | {rel:.1e} |"
+            )
+    print(f"\n{n_tok:,} tokens per run, median of {repeats} interleaved repeats", flush=True)
+
+
+def dtype_zoo(args: argparse.Namespace) -> None:
+    """Per variant: per-token differences bf16 − float32, and attest's verdict at both dtypes."""
+    import numpy as np
+
+    from lmassay.attest.config import AttestConfig
+    from lmassay.attest.model_loading import load_model
+    from lmassay.attest.probes import load_probes
+    from lmassay.attest.recipe import attest
+    from lmassay.attest.scoring import score_token_lists, tokenize_texts
+
+    root = Path(args.zoo)
+    probes_path = root / "world" / "probes.jsonl"
+    zoo = json.loads((root / "zoo" / "zoo.json").read_text())
+    samples = load_probes(str(probes_path)).samples
+    step = max(1, len(samples) // args.diff_samples)
+    texts = [s.text for s in samples[::step][: args.diff_samples]]
+    references = {d: load_model(str(root / "reference"), device="cpu", dtype=d) for d in DTYPES}
+    print(
+        f"\n## Demo world ({root}): bfloat16 − float32 per variant\n\nPer-token differences over "
+        f"{len(texts)} probes (paired scoring); verdicts from `attest` on {args.per_category} "
+        "probes per category, default statistics.\n"
+    )
+    print(
+        "| variant | mean KL f32 | mean abs Δ KL | max abs Δ KL | mean abs Δ log p | max abs Δ log p "
+        "| verdict, flags f32 | verdict, flags bf16 | same | seconds f32 / bf16 |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---|---|---|---|")
+    same = 0
+    with tempfile.TemporaryDirectory(prefix="lmassay-dtype-") as tmp:
+        for variant in zoo["variants"]:
+            name = variant["path"]
+            kl, lp, verdicts, seconds = {}, {}, {}, {}
+            for dtype in DTYPES:
+                model = load_model(str(root / "zoo" / name), device="cpu", dtype=dtype)
+                scores = score_token_lists(
+                    tokenize_texts(model.tokenizer, texts),
+                    model.model,
+                    references[dtype].model,
+                    prefix_token_id=model.prefix_token_id,
+                    max_length=model.max_length,
+                )
+                kl[dtype] = np.concatenate([s.kl for s in scores]).astype(np.float64)
+                lp[dtype] = np.concatenate([s.logprob_model for s in scores]).astype(np.float64)
+                config = AttestConfig(
+                    model=str(root / "zoo" / name),
+                    reference=str(root / "reference"),
+                    probes=str(probes_path),
+                    per_category=args.per_category,
+                    out=str(Path(tmp) / f"{name}-{dtype}"),
+                    device="cpu",
+                    dtype=dtype,
+                    write_report=False,
+                )
+                start = time.perf_counter()
+                run = attest(config)
+                seconds[dtype] = time.perf_counter() - start
+                verdicts[dtype] = (run.verdict, list(run.document.flagged))
+            dkl = np.abs(kl["bfloat16"] - kl["float32"])
+            dlp = np.abs(lp["bfloat16"] - lp["float32"])
+            match = verdicts["float32"] == verdicts["bfloat16"]
+            same += match
+            print(
+                f"| {name} | {kl['float32'].mean():.4f} | {dkl.mean():.2e} | {dkl.max():.3f} | "
+                f"{dlp.mean():.2e} | {dlp.max():.3f} | {verdicts['float32'][0]} "
+                f"{verdicts['float32'][1]} | {verdicts['bfloat16'][0]} {verdicts['bfloat16'][1]} "
+                f"| {'yes' if match else 'NO'} | {seconds['float32']:.0f} / "
+                f"{seconds['bfloat16']:.0f} |",
+                flush=True,
+            )
+    print(f"\nsame verdict and flags on {same} of {len(zoo['variants'])} variants")
+
+
+DTYPES = ("float32", "bfloat16")
+
+
+def one_matmul_flops(dtype: str, seconds: float = 2.0) -> float:
+    """GFLOP/s of GPT-2's MLP matmul on the CPU, timed for ``seconds`` but at least once (a CPU
+    without native bf16 takes ~25 s for one, so :func:`matmul_flops`' 50 would take minutes)."""
+    import torch
+
+    a = torch.randn(1024, 768, dtype=getattr(torch, dtype))
+    b = torch.randn(768, 3072, dtype=getattr(torch, dtype))
+    start, n = time.perf_counter(), 0
+    while n == 0 or time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        n += 1
+    return n * 2 * 1024 * 768 * 3072 / (time.perf_counter() - start)
+
+
+def dtype_check(args: argparse.Namespace, repeats: int) -> None:
+    import torch
+
+    load = os.getloadavg()
+    print(
+        f"# bfloat16 against float32 on the CPU — {platform.processor() or platform.machine()}, "
+        f"{args.threads} threads, torch {torch.__version__}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
+        f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}\n\n{cpu_bf16_support()}; dense matmul "
+        + ", ".join(f"{d} {one_matmul_flops(d) / 1e9:,.2f} GFLOP/s" for d in DTYPES)
+        + "\n",
+        flush=True,
+    )
+    if args.models:
+        dtype_speed(args, build_models(Path(args.cache)), repeats)
+    if args.zoo:
+        dtype_zoo(args)
+
+
+# --------------------------------------------------------------------------------------------
 # main
 
 
@@ -372,10 +552,19 @@ def main() -> None:
         "--cache", default=str(Path(tempfile.gettempdir()) / "lmassay-bench-models")
     )
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--dtype-check", action="store_true", help="bfloat16 against float32 on the CPU only"
+    )
+    parser.add_argument("--zoo", help="--dtype-check: a demo cache folder (world, reference, zoo)")
+    parser.add_argument("--per-category", type=int, default=12, help="--dtype-check: attest size")
+    parser.add_argument("--diff-samples", type=int, default=24, help="--dtype-check: probes")
     args = parser.parse_args()
     if args.worker:
         kind, job = args.worker
         print(json.dumps(WORKERS[kind](json.loads(job))))
+        return
+    if args.dtype_check:
+        dtype_check(args, args.repeats or (1 if args.quick else 2))
         return
 
     import torch
