@@ -18,6 +18,9 @@ from lmassay.cli import app
 
 runner = CliRunner()
 
+STEPS_FLAGGED_ONLY = 100
+MAX_KL_SHARE_FLAGGED_ONLY = 0.5  # measured at 200 steps: 0.364 -> 0.086 (0.24)
+
 
 def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
@@ -89,6 +92,8 @@ def test_writes_model_repair_json_and_before_after_report(world_pair, pair_run, 
     assert record["data"]["probe_overlap"]["n_overlapping"] == 0
     training = record["training"]
     assert training["steps_run"] == 30 and training["method"] == "lora"
+    assert training["anchor_to"] == "reference" and training["keep_best"] is True
+    assert training["best_step"] in [c["step"] for c in training["monitor"]]
     assert (
         training["monitor"][0]["step"] == 0
         and world_pair.category in training["monitor"][0]["levels"]
@@ -153,15 +158,73 @@ def test_full_fine_tuning_checkpointing_and_bf16_run(
 # Kill and resume
 
 
+class _Interrupt(Exception):
+    pass
+
+
+class _StopAt:
+    """A progress sink that interrupts the training at one step (as a kill would)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def task(self, description, total):
+        def update(done, total, note=None, /):
+            if description == "repair: training" and done == self.step:
+                raise _Interrupt
+
+        return update
+
+    def log(self, message):
+        return None
+
+
+def _resume_config(pair, run, out):
+    from lmassay.repair import RepairConfig
+
+    return RepairConfig(
+        model=str(pair.tampered), attestation=str(run), data=str(pair.train_texts), out=str(out),
+        device="cpu", seq_len=32, batch_size=4, mode="narrow", steps=30, checkpoint_every=10,
+        eval_every=10, early_stop=False,
+    )  # fmt: skip
+
+
+def test_an_interrupted_repair_resumes_and_ends_where_an_uninterrupted_one_does(
+    world_pair, pair_run, tmp_path
+):
+    """In process (the SIGKILL test below is slow): interrupted at step 25, resumed from the
+    checkpoint of step 20, with the best held-out check so far, the repair ends with the same
+    weights, losses and checks as one run straight through."""
+    from lmassay.repair import repair
+
+    cut = tmp_path / "cut"
+    with pytest.raises(_Interrupt):
+        repair(_resume_config(world_pair, pair_run, cut), _StopAt(25))
+    assert not cut.exists() and (tmp_path / "cut.partial" / "checkpoints" / "step-0000020").is_dir()
+    resumed = repair(_resume_config(world_pair, pair_run, cut))
+    whole = repair(_resume_config(world_pair, pair_run, tmp_path / "whole"))
+    a, b = resumed.record["training"], whole.record["training"]
+    assert a["resumed_from_step"] == 20 and b["resumed_from_step"] is None
+    assert a["loss_last_mean"] == b["loss_last_mean"] and a["monitor"] == b["monitor"]
+    assert a["best_step"] == b["best_step"] and a["restored_best"] == b["restored_best"]
+    weights_a = load_file(cut / "model.safetensors")
+    weights_b = load_file(tmp_path / "whole" / "model.safetensors")
+    assert weights_a.keys() == weights_b.keys()
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+    assert not (tmp_path / "cut.partial").exists()
+
+
 def _command(pair, run, out):
     return [sys.executable, "-m", "lmassay.cli", *map(str, repair_args(pair, run, out)),
             "--mode", "narrow", "--steps", "80", "--checkpoint-every", "10",
             "--eval-every", "40", "--no-early-stop", "--quiet"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_killed_repair_resumes_and_ends_where_an_uninterrupted_one_does(
     world_pair, pair_run, tmp_path
 ):
+    """A SIGKILLed process (about 70 s: three processes of 80 steps each)."""
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     killed = tmp_path / "killed"
     checkpoints = tmp_path / "killed.partial" / "checkpoints"
@@ -258,18 +321,23 @@ def _repair(zoo_runs, kind, out, **settings):
     files, runs = zoo_runs
     variant, attestation = runs[kind]
     config = RepairConfig(
-        model=str(variant.path),
-        attestation=str(attestation),
-        data=str(files.train),
-        out=str(out),
-        device="cpu",
-        **settings,
+        **{
+            "model": str(variant.path),
+            "attestation": str(attestation),
+            "data": str(files.train),
+            "out": str(out),
+            "device": "cpu",
+            **settings,
+        }
     )
     return variant, repair(config)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["suppression", "slant"])
 def test_distill_brings_the_flagged_category_back_under_the_floor(zoo_runs, kind, tmp_path):
+    """With the world's text of every category (about 35 s each; the default suite repairs from
+    the flagged category's text alone, below)."""
     variant, result = _repair(zoo_runs, kind, tmp_path / "out", mode="distill", steps=100)
     outcome = result.record["outcome"]
     assert result.exit_code == 0 and outcome["success"], outcome["message"]
@@ -278,16 +346,49 @@ def test_distill_brings_the_flagged_category_back_under_the_floor(zoo_runs, kind
     assert row["effect_after"] <= outcome["noise_floor"]
     assert row["mean_kl_after"] < row["mean_kl_before"]
     assert outcome["newly_flagged"] == [] and outcome["verdict_after"] == "consistent"
+    assert result.record["training"]["anchor_to"] == "reference"
+    assert result.record["data"]["n_sampled_from_reference"] == 0  # every category has text
     # the new attestation is independent of the record: it says the same
     after = json.loads((tmp_path / "out" / "repair" / "attestation.json").read_text())
     assert after["flagged"] == [] and after["verdict"] == "consistent"
+
+
+def test_distill_from_the_flagged_categorys_text_alone_anchors_on_reference_samples(
+    zoo_runs, tmp_path
+):
+    """The text a user most likely has: more of the category that went wrong. The other
+    categories are anchored to the reference by text sampled from it, which the held-out checks
+    watch as one more group; the repair succeeds and moves no other category out of line."""
+    from lmassay.repair.anchor import SAMPLED
+
+    files, runs = zoo_runs
+    variant, _ = runs["suppression"]
+    only = tmp_path / "religion.jsonl"
+    lines = files.train.read_text().splitlines()
+    only.write_text(
+        "\n".join(line for line in lines if json.loads(line)["category"] == variant.category)
+    )
+    settings = {"mode": "distill", "steps": STEPS_FLAGGED_ONLY, "data": str(only)}
+    _, result = _repair(zoo_runs, "suppression", tmp_path / "out", **settings)
+    outcome, record = result.record["outcome"], result.record
+    assert result.exit_code == 0 and outcome["success"], outcome["message"]
+    assert record["data"]["n_sampled_from_reference"] > 200 and record["data"]["n_anchor"] > 200
+    assert record["training"]["anchor_to"] == "reference"
+    checks = record["training"]["monitor"]
+    assert set(checks[0]["levels"]) == {variant.category, SAMPLED}
+    assert checks[-1]["levels"][SAMPLED] < checks[0]["levels"][SAMPLED]  # pulled to the reference
+    row = next(r for r in outcome["categories"] if r["name"] == variant.category)
+    assert row["mean_kl_after"] < MAX_KL_SHARE_FLAGGED_ONLY * row["mean_kl_before"]
+    assert outcome["flagged_after"] == [] and outcome["verdict_after"] == "consistent"
 
 
 def test_narrow_lowers_the_category_and_its_anchor_holds_the_rest(zoo_runs, tmp_path):
     """Narrow language-model fine-tuning on the world's religion text lowers the suppressed
     category's effect; the KL anchor on the other categories keeps them where they were, where
     plain fine-tuning moves every category (measured: median KL 0.30 against 0.60)."""
-    settings = {"mode": "narrow", "steps": 25, "early_stop": False}
+    # The anchor itself, so the last step's weights: on this tiny world narrow fine-tuning pushes
+    # other categories past the collateral guard, and the default keeps the start (measured).
+    settings = {"mode": "narrow", "steps": 25, "early_stop": False, "keep_best": False}
     variant, anchored = _repair(zoo_runs, "suppression", tmp_path / "a", **settings)
     _, plain = _repair(zoo_runs, "suppression", tmp_path / "p", kl_weight=0.0, **settings)
 
