@@ -155,7 +155,15 @@ def _load_models(config: RepairConfig, judgement: Judgement, progress: Progress)
             "pass the model that was attested, or attest this model first",
         )
     reference_dtype: Dtype = "bfloat16" if autocast_dtype else "float32"
-    reference = dataclasses.replace(options, dtype=reference_dtype).load(spec) if spec else None
+    # --revision names the model's revision; a hub reference is loaded at the commit the
+    # attestation recorded for it (its default branch when the attestation names none).
+    recorded = judgement.before.reference
+    reference_revision = recorded.hub.commit if recorded and recorded.hub else None
+    reference = (
+        dataclasses.replace(options, dtype=reference_dtype, revision=reference_revision).load(spec)
+        if spec
+        else None
+    )
     if reference is not None and not same_tokenizer(loaded, reference):
         if config.mode == "distill":
             raise InputError(
