@@ -13,6 +13,7 @@ from lmassay.attest.streaming import OFFLOAD_MODES, Offload
 from lmassay.bounded_read import FileSizeLimit
 from lmassay.choices import COMPARISONS, Comparison
 from lmassay.errors import Check, InputError, require
+from lmassay.scale.options import ray_checks
 
 __all__ = ["AttestConfig"]
 
@@ -86,6 +87,12 @@ class AttestConfig(ModelOptions, FileSizeLimit):
     """Tokens of a probe sample's start given as a self-probe's prompt."""
     self_probe_temperature: float = 1.0
     """Sampling temperature of the self-probes (1.0: the model's own distribution)."""
+    ray: str | None = None
+    """Score on Ray (see :mod:`lmassay.scale.ray_scoring`): ``"local"`` starts a private local
+    cluster for the run, any other value is the address of a running one (``HOST:PORT``,
+    ``ray://HOST:PORT`` or ``auto``); None: score in this process."""
+    ray_workers: int | None = None
+    """Ray workers (actors) that score shards; None: one per GPU the cluster has, else one per CPU."""
 
     @property
     def self_probe_settings(self) -> SampleSettings:
@@ -177,6 +184,7 @@ class AttestConfig(ModelOptions, FileSizeLimit):
                 f"--token-budget {self.token_budget} is below 1",
                 "use 1 or more",
             ),
+            *ray_checks(self.ray, self.ray_workers),
             (
                 self.evidence_samples >= 0 and self.evidence_tokens >= 0,
                 "--evidence-samples/--evidence-tokens are negative",
@@ -238,6 +246,11 @@ class AttestConfig(ModelOptions, FileSizeLimit):
                 self.offload == "none",
                 "--reference-cache cannot be used with --offload stream yet",
                 "drop --offload stream, or attest with --reference",
+            ),
+            (
+                self.ray is None,
+                "--reference-cache cannot be used with --ray yet (only the model runs: one process)",
+                "drop --ray, or attest with --reference",
             ),
         ]
 
