@@ -198,8 +198,14 @@ def test_seal_verify_and_diff_take_hub_ids(hub_cache, tmp_path) -> None:
     assert json.loads(report.read_text())["hub"] == {"id": "org/tiny", "revision": V1, "commit": V1}
     other = runner.invoke(app, args)  # the default branch: other weights
     assert other.exit_code == 1, other.output
-    diffed = runner.invoke(app, ["diff", "org/tiny", "org/tiny", "--revision", "v1", "--quiet"])
+    diff_json = tmp_path / "diff.json"
+    diffed = runner.invoke(
+        app, ["diff", "org/tiny", "org/tiny", "--revision", "v1", "--json", str(diff_json), "-q"]
+    )
     assert diffed.exit_code == 0, diffed.output
+    recorded = json.loads(diff_json.read_text())
+    assert recorded["base_hub"] == {"id": "org/tiny", "revision": None, "commit": MAIN}
+    assert recorded["model_hub"] == {"id": "org/tiny", "revision": "v1", "commit": V1}
     assert f"commit {MAIN}" in diffed.output and f"commit {V1}" in diffed.output
     assert "unchanged" not in diffed.output.split("tensors changed")[1].split("\n")[3]
     stray = runner.invoke(app, ["diff", str(tmp_path), "org/tiny", "--base-revision", "v1"])

@@ -343,6 +343,8 @@ def diff(
     )
     with cli_progress(quiet) as progress:
         result = run_command("diff", diff_weights, config, progress)
+    result.base_hub = None if base_source.hub is None else base_source.hub.to_json()
+    result.model_hub = None if model_source.hub is None else model_source.hub.to_json()
     _print_diff(result, changed_only)
     written = run_command("diff", write_diff_outputs, result, json_out, html_out)
     for kind, written_path in written.items():

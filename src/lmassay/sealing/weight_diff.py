@@ -104,6 +104,10 @@ class WeightDiff:
     model: str
     tensors: list[TensorDiff]
     config: dict[str, Any]
+    base_hub: dict[str, Any] | None = None
+    """The hub id, revision and commit of a hub-id base (``lmassay diff`` sets it); None: a path."""
+    model_hub: dict[str, Any] | None = None
+    """The same for the model."""
 
     @property
     def changed(self) -> list[TensorDiff]:
@@ -122,6 +126,8 @@ class WeightDiff:
             "schema": "lmassay.sealing.weight_diff/v1",
             "base": self.base,
             "model": self.model,
+            "base_hub": self.base_hub,
+            "model_hub": self.model_hub,
             "config": self.config,
             "n_tensors": len(self.tensors),
             "n_changed": len(self.changed),
