@@ -125,8 +125,8 @@ def load_checkpoint(
     except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         detail = str(exc) if isinstance(exc, _Mismatch) else f"{type(exc).__name__}: {exc}"
         raise InputError(
-            f"the repair checkpoint {path} cannot be resumed ({detail})",
-            "pass --restart to discard the interrupted repair and train from the start",
+            f"the training checkpoint {path} cannot be resumed ({detail})",
+            "pass --restart to discard the interrupted run and train from the start",
         ) from exc
 
 

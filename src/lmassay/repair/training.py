@@ -1,7 +1,13 @@
 """The repair training loop: LoRA or full fine-tuning, language-model or distillation loss,
 held-out monitoring, early stopping and resumable checkpoints.
 
-One step:
+The loop itself (optimizer, schedule, clipping, checkpoints, resume) is shared: ``lmassay tune``
+runs it with its own loss (``run_loop(step_loss=...)``: supervised fine-tuning on instruction
+pairs, :mod:`lmassay.tune`), without a reference and so without monitoring. The model set-up
+parts (:func:`add_lora`, :func:`set_activation_checkpointing`, :func:`train_dtypes`,
+:func:`count_parameters`) are shared the same way.
+
+One step (repair's own loss):
 
 - ``lm`` objective (modes wide and narrow): ``batch_size`` windows of ``seq_len`` tokens at random
   offsets of the training stream (``EOS text EOS text ...``), mean next-token cross-entropy.
@@ -62,6 +68,7 @@ from typing import Any
 
 import torch
 
+from lmassay.choices import Dtype
 from lmassay.errors import InputError
 from lmassay.progress import NullProgress, Progress
 from lmassay.repair.anchor import SAMPLED
@@ -73,12 +80,16 @@ from lmassay.repair.checkpoint import (
 )
 from lmassay.repair.objectives import kl_per_position, kl_to_teacher, next_token_loss
 
+StepLoss = Callable[[torch.Generator], torch.Tensor]
+"""The loss of one training step, drawn with the data sampler's generator (checkpointed, so a
+resumed run draws the same batches)."""
+
 
 @dataclass(frozen=True)
 class LoopSettings:
     """The numbers of one training run (see the module docstring)."""
 
-    objective: str  # "lm" or "distill"
+    objective: str  # "lm" or "distill" (a name only when run_loop is given a step_loss)
     steps: int
     lr: float
     batch_size: int
@@ -178,7 +189,7 @@ class Models:
     device: torch.device
 
 
-def _autocast(
+def autocast_context(
     device: torch.device, dtype: torch.dtype | None
 ) -> contextlib.AbstractContextManager[Any]:
     if dtype is None:
@@ -227,7 +238,7 @@ def _monitor(models: Models, streams: Streams, settings: LoopSettings) -> dict[s
         return None
     models.model.eval()
     levels: dict[str, float] = {}
-    with torch.no_grad(), _autocast(models.device, settings.autocast_dtype):
+    with torch.no_grad(), autocast_context(models.device, settings.autocast_dtype):
         for name in groups:
             values = _sample_kls(models, streams.monitor[name])
             levels[name] = sum(values) / len(values)
@@ -259,7 +270,7 @@ def _step_loss(
         return stream[starts[:, None] + offsets].to(models.device)  # (B, T)
 
     batch = windows(streams.train)
-    with _autocast(models.device, settings.autocast_dtype):
+    with autocast_context(models.device, settings.autocast_dtype):
         ones = torch.ones_like(batch)  # (B, T): windows have no padding
         logits = models.model(input_ids=batch, attention_mask=ones).logits  # (B, T, V)
         if settings.objective == "lm":
@@ -347,8 +358,7 @@ class _Best:
 
 
 def _train_step(
-    models: Models,
-    streams: Streams,
+    step_loss: StepLoss,
     settings: LoopSettings,
     generator: torch.Generator,
     optimizer: torch.optim.Optimizer,
@@ -357,7 +367,7 @@ def _train_step(
     """One optimizer step at the schedule's learning rate; returns the loss."""
     for group in optimizer.param_groups:
         group["lr"] = _lr_at(step, settings)
-    loss = _step_loss(models, streams, settings, generator)
+    loss = step_loss(generator)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -429,13 +439,22 @@ def run_loop(
     settings: LoopSettings,
     checkpoints: Path,
     progress: Progress | None = None,
+    *,
+    step_loss: StepLoss | None = None,
+    label: str = "repair: training",
 ) -> LoopResult:
     """Train ``models.model`` in place; resume from the newest checkpoint under ``checkpoints``.
-    With ``settings.keep_best`` the model ends with the weights of the best held-out check."""
+    With ``settings.keep_best`` the model ends with the weights of the best held-out check.
+
+    ``step_loss``: the loss of a step, instead of repair's windows of ``streams`` (whose
+    ``train`` and ``anchor`` are then not read; ``monitor`` still is). ``label``: the progress
+    bar's."""
     progress = progress or NullProgress()
-    _check_stream(streams.train, settings.seq_len, "training")
-    if streams.anchor is not None:
-        _check_stream(streams.anchor, settings.seq_len, "anchor")
+    if step_loss is None:
+        _check_stream(streams.train, settings.seq_len, "training")
+        if streams.anchor is not None:
+            _check_stream(streams.anchor, settings.seq_len, "anchor")
+    loss_of = step_loss or (lambda generator: _step_loss(models, streams, settings, generator))
     model = models.model
     trainable: dict[str, torch.Tensor] = {
         name: p for name, p in model.named_parameters() if p.requires_grad
@@ -449,7 +468,7 @@ def run_loop(
     start_step, elapsed_before, best = _resume(
         checkpoints, trainable, optimizer, generator, result, progress
     )
-    update = progress.task("repair: training", settings.steps)
+    update = progress.task(label, settings.steps)
     update(start_step, settings.steps)
     if start_step == 0:
         _check(models, streams, settings, 0, result, best, trainable)
@@ -461,7 +480,7 @@ def run_loop(
     model.train()
     try:
         while step < settings.steps and not _repaired(result, stop_gap):
-            result.losses.append(_train_step(models, streams, settings, generator, optimizer, step))
+            result.losses.append(_train_step(loss_of, settings, generator, optimizer, step))
             step += 1
             if step % settings.eval_every == 0 or step == settings.steps:
                 _check(models, streams, settings, step, result, best, trainable)
@@ -496,3 +515,64 @@ def run_loop(
 
 def _last_check_step(result: LoopResult) -> int | None:
     return result.history[-1]["step"] if result.history else None
+
+
+# --------------------------------------------------------------------------------------------
+# Model set-up, shared by repair (:mod:`lmassay.repair.fine_tune`) and tune (:mod:`lmassay.tune`)
+
+
+def train_dtypes(dtype: str, method: str, device: str) -> tuple[Dtype, torch.dtype | None]:
+    """(load dtype of the trained model, autocast dtype) for ``--dtype`` and ``--method``.
+
+    ``auto`` trains in bfloat16 on a CUDA GPU that supports it and in float32 elsewhere (CPUs
+    without native bf16 run it several times slower); ``bfloat16`` is honoured on a CPU too.
+    LoRA keeps the frozen base in bf16 (its adapters stay float32); full fine-tuning keeps
+    float32 master weights and computes in bf16."""
+    bf16 = dtype == "bfloat16" or (
+        dtype == "auto" and device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    )
+    if not bf16:
+        return "float32", None
+    return ("bfloat16" if method == "lora" else "float32"), torch.bfloat16
+
+
+def add_lora(model: Any, rank: int, alpha: int) -> Any:
+    """``model`` wrapped by peft with LoRA adapters of ``rank`` on every linear layer (no
+    dropout, no bias); only the adapters train."""
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=0.0,
+        target_modules="all-linear",
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # peft's note that GPT-2's Conv1D sets fan_in_fan_out
+        return get_peft_model(model, lora)
+
+
+def set_activation_checkpointing(model: Any, *, on: bool) -> None:
+    """Turn activation (gradient) checkpointing on, non-reentrant, or off; transformers >= 5 names
+    it ``activation_checkpointing_*``, older versions ``gradient_checkpointing_*``."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        if on:
+            model.activation_checkpointing_enable(
+                activation_checkpointing_kwargs={"use_reentrant": False}
+            )
+        else:
+            model.activation_checkpointing_disable()
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
