@@ -1,0 +1,218 @@
+"""What a client may ask the service for: the request body, checked once, before anything is queued.
+
+A model or reference is a Hugging Face hub id (``NAME`` or ``ORG/NAME``: letters, digits, ``._-``,
+no ``..``) with an optional revision, or — only under a folder the operator allow-listed with
+``--allow-local-root`` — an absolute path to a local model folder.  Probes are a built-in suite
+(``builtin:NAME``) or a probe file or folder under an allow-listed root.  Nothing else names a
+server-side path.  ``trust_remote_code`` and pickled weights are refused whatever the request says
+(a request that asks for them is answered 422), and the job runs with both off.  Unknown fields
+anywhere are refused (422).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from lmassay.choices import Comparison, Dtype
+
+__all__ = [
+    "AttestationRequest",
+    "JobOptions",
+    "RequestRefused",
+    "attest_config",
+    "check_request",
+]
+
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
+REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,99}")
+BUILTIN = re.compile(r"builtin:([a-z0-9][a-z0-9_-]{0,63})")
+_SPEC_LENGTH = 1024
+
+
+class RequestRefused(ValueError):
+    """A request the service will not queue; the message says which field and why."""
+
+
+class JobOptions(BaseModel):
+    """The attestation settings a client may choose (each an :class:`AttestConfig` field)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    revision: str | None = Field(
+        default=None, description="Hub revision (branch, tag or commit) of model."
+    )
+    reference_revision: str | None = Field(
+        default=None, description="Hub revision of the reference."
+    )
+    per_category: int | None = Field(default=None, ge=1, le=100_000)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    max_length: int | None = Field(default=None, ge=8, le=32_768)
+    comparison: Comparison = "auto"
+    dtype: Dtype = "auto"
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    noise_floor: float | None = Field(default=None, ge=0, le=1e6)
+    spread_multiple: float = Field(default=3.0, ge=0, le=1e6)
+    sparse_floor: float | None = Field(default=None, ge=0, le=1e6)
+    n_bootstrap: int = Field(default=1000, ge=1, le=100_000)
+    n_permutations: int = Field(default=999, ge=0, le=100_000)
+    min_samples: int = Field(default=5, ge=2, le=100_000)
+    chat_template: bool = False
+    self_probe: int = Field(default=0, ge=0, le=256)
+    trust_remote_code: bool = Field(default=False, description="Refused when true: never run here.")
+    allow_pickle: bool = Field(
+        default=False, description="Refused when true: never unpickled here."
+    )
+
+    @field_validator("revision", "reference_revision")
+    @classmethod
+    def _revision(cls, value: str | None) -> str | None:
+        if value is not None and (not REVISION.fullmatch(value) or ".." in value):
+            raise ValueError("not a revision (a branch, tag or commit)")
+        return value
+
+    @field_validator("trust_remote_code")
+    @classmethod
+    def _no_remote_code(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("trust_remote_code is refused on this service (no model code runs)")
+        return value
+
+    @field_validator("allow_pickle")
+    @classmethod
+    def _no_pickle(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("pickled weights are refused on this service (safetensors only)")
+        return value
+
+
+class AttestationRequest(BaseModel):
+    """``POST /v1/attestations``: the model, its reference, the probes and the options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=_SPEC_LENGTH, description="Hub id or path.")
+    reference: str | None = Field(default=None, min_length=1, max_length=_SPEC_LENGTH)
+    probes: str = Field(
+        default="builtin:offline",
+        min_length=1,
+        max_length=_SPEC_LENGTH,
+        description="builtin:NAME, or a probe file under an allow-listed root.",
+    )
+    options: JobOptions = Field(default_factory=JobOptions)
+
+
+def _under(path: Path, roots: Sequence[Path]) -> bool:
+    return any(path == root or root in path.parents for root in roots)
+
+
+def check_local(spec: str, roots: Sequence[Path], field_name: str, *, folder: bool) -> str:
+    """An absolute path under an allow-listed root (links resolved first); its resolved form."""
+    if not roots:
+        raise RequestRefused(
+            f"{field_name}: local paths are not accepted by this service "
+            "(give a hub id, or builtin:NAME for probes)"
+        )
+    if not os.path.isabs(spec) or "\x00" in spec:
+        raise RequestRefused(f"{field_name}: a local path must be absolute")
+    resolved = Path(os.path.realpath(spec))
+    if not _under(resolved, roots):
+        raise RequestRefused(f"{field_name}: {spec!r} is not under an allow-listed root")
+    if folder and not resolved.is_dir():
+        raise RequestRefused(f"{field_name}: {spec!r} is not a model folder on this service")
+    if not folder and not resolved.exists():
+        raise RequestRefused(f"{field_name}: {spec!r} does not exist on this service")
+    return str(resolved)
+
+
+def check_model_spec(spec: str, roots: Sequence[Path], field_name: str) -> str:
+    """A hub id as given, or an allow-listed local model folder (resolved)."""
+    if spec.startswith("/"):
+        return check_local(spec, roots, field_name, folder=True)
+    if not HUB_ID.fullmatch(spec) or ".." in spec or spec.startswith(("-", ".")):
+        raise RequestRefused(
+            f"{field_name}: {spec[:100]!r} is not a hub id (ORG/NAME: letters, digits, '.', '_', "
+            "'-'; no '..')" + (" or an absolute local path" if roots else "")
+        )
+    return spec
+
+
+def check_probes_spec(spec: str, roots: Sequence[Path], known_suites: Sequence[str]) -> str:
+    """``builtin:NAME`` of a shipped suite, or an allow-listed probe file or folder."""
+    match = BUILTIN.fullmatch(spec)
+    if match:
+        if match.group(1) not in known_suites:
+            raise RequestRefused(
+                f"probes: there is no built-in suite {match.group(1)!r} "
+                f"(use one of {', '.join(known_suites)})"
+            )
+        return spec
+    if spec.startswith("/"):
+        return check_local(spec, roots, "probes", folder=False)
+    raise RequestRefused(
+        "probes: give builtin:NAME"
+        + (" or an absolute path under an allow-listed root" if roots else "")
+    )
+
+
+def check_request(
+    request: AttestationRequest, roots: Sequence[Path], known_suites: Sequence[str]
+) -> AttestationRequest:
+    """The request with its model, reference and probes checked (local paths resolved)."""
+    model = check_model_spec(request.model, roots, "model")
+    reference = (
+        None
+        if request.reference is None
+        else check_model_spec(request.reference, roots, "reference")
+    )
+    probes = check_probes_spec(request.probes, roots, known_suites)
+    if request.options.revision is not None and model.startswith("/"):
+        raise RequestRefused("options.revision: a local model folder has no revision")
+    if request.options.reference_revision is not None and (
+        reference is None or reference.startswith("/")
+    ):
+        raise RequestRefused("options.reference_revision: needs a hub-id reference")
+    return request.model_copy(update={"model": model, "reference": reference, "probes": probes})
+
+
+def builtin_suite_names() -> list[str]:
+    from lmassay.attest.suites import builtin_suites
+
+    return [suite.name for suite in builtin_suites()]
+
+
+def attest_config(request: AttestationRequest, out: str, ray: str | None = None) -> Any:
+    """The :class:`~lmassay.attest.config.AttestConfig` a job runs (remote code and pickles off,
+    whatever the request said; ``ray``: the service's ``--ray``), validated."""
+    import dataclasses
+
+    from lmassay.attest.config import AttestConfig
+
+    options = request.options.model_dump(exclude={"trust_remote_code", "allow_pickle"})
+    extra: dict[str, Any] = {}
+    if ray is not None:
+        if "ray" not in {f.name for f in dataclasses.fields(AttestConfig)}:
+            from lmassay.errors import InputError
+
+            raise InputError(
+                "--ray: this lmassay has no Ray scoring (AttestConfig.ray)",
+                "run lmassay serve with --workers N instead",
+            )
+        extra["ray"] = ray
+    config = AttestConfig(
+        model=request.model,
+        reference=request.reference,
+        probes=request.probes,
+        out=out,
+        trust_remote_code=False,
+        allow_pickle=False,
+        **options,
+        **extra,
+    )
+    config.validate()
+    return config
