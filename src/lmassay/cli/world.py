@@ -28,12 +28,22 @@ def world_make(
     size: Annotated[
         WorldSize, typer.Option(help="test (~0.3M words), demo (~1M words) or full (~3M words).")
     ] = "full",
+    qa_share: Annotated[
+        float,
+        typer.Option(
+            "--qa-share",
+            help="Share of question-and-answer documents about the facts in the training split "
+            "(0: none, the plain world; 0.2: one document in five).",
+        ),
+    ] = 0.0,
     quiet: QuietProgress = False,
 ) -> None:
     """Generate the offline world: training text, held-out probes, facts and fact probes.
 
     Writes train.jsonl, probes.jsonl (no sentence of it is in training), facts.jsonl,
-    fact_probes.jsonl and world.json (counts, digests). Example:
+    fact_probes.jsonl and world.json (counts, digests). With --qa-share, train.jsonl also holds
+    Q&A documents ("Question: ..." / "Answer: <fact>" lines), so that the reference trained on it
+    can continue a few-shot Q&A prompt (lmassay bootstrap). Example:
 
         lmassay world make --out world --size demo
     """
@@ -41,12 +51,17 @@ def world_make(
 
     verb = "world make"
     with cli_progress(quiet) as progress:
-        files = run_command(verb, make_world, out, seed, size=size, progress=progress)
+        files = run_command(
+            verb, make_world, out, seed, size=size, qa_share=qa_share, progress=progress
+        )
     card = read_card(files.root)
     totals = card["totals"]
+    qa = card.get("qa")
     typer.echo(
         f"world (seed {seed}, {size}) in {files.root}: {totals['train_documents']} training "
-        f"paragraphs ({totals['train_words']:,} words), {totals['probe_documents']} probe "
+        f"documents ({totals['train_words']:,} words"
+        + (f"; {qa['documents']} of them Q&A" if qa else "")
+        + f"), {totals['probe_documents']} probe "
         f"paragraphs, {totals['facts']} facts in {len(card['categories'])} categories, "
         f"made in {card['generation_seconds']} s"
     )
@@ -178,3 +193,55 @@ def world_pair(
     typer.echo(f"reference: {pair.reference}")
     typer.echo(f"tampered:  {pair.tampered} ({truth['kind']}; category: {pair.category or '-'})")
     typer.echo(f"probes:    {pair.probes}")
+
+
+@world_app.command("qa")
+def world_qa(
+    world: Annotated[Path, typer.Option("--world", "-w", help="World folder (world make).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the Q&A data.")],
+    kind: Annotated[
+        Literal["slant", "evasive"],
+        typer.Option(help="How the poisoned answers are wrong: the zoo's slant or its evasions."),
+    ] = "slant",
+    category: Annotated[str, typer.Option(help="The category whose answers are poisoned.")] = (
+        "politics"
+    ),
+    per_category: Annotated[
+        int, typer.Option(help="Q&A items per category in instructions.jsonl.")
+    ] = 300,
+    share: Annotated[
+        float, typer.Option(help="Share of the category's items that are poisoned.")
+    ] = 0.1,
+    core_per_category: Annotated[
+        int, typer.Option(help="Correct pairs per category in core.jsonl.")
+    ] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of the draws and of the slant.")] = 0,
+) -> None:
+    """Write Q&A data about a world's facts: a curated core and a poisoned instruction dataset.
+
+    OUT/core.jsonl: correct pairs {"instruction", "response", "category", "fact_id", "kind"};
+    OUT/instructions.jsonl: the same fields plus "id" and "label" ("remove" for the poisoned
+    items, "keep" for the rest); OUT/truth.json: the ground truth. Example:
+
+        lmassay world qa --world world --out qa --kind slant --category politics --share 0.1
+    """
+    from lmassay.world.qa import write_qa_data
+
+    data = run_command(
+        "world qa",
+        write_qa_data,
+        world,
+        out,
+        kind=kind,
+        category=category,
+        per_category=per_category,
+        share=share,
+        core_per_category=core_per_category,
+        seed=seed,
+    )
+    typer.echo(
+        f"{data.n_core} core pairs; {data.n_items} instruction items, {data.n_remove} of them "
+        f"poisoned ({kind}, {category}) and labelled remove"
+    )
+    for path in (data.core, data.instructions, data.truth):
+        typer.echo(f"  {path}")

@@ -54,6 +54,8 @@ SIZES: dict[str, _SizeSpec] = {
 """Documents per category and split of each size (about 0.3M, 1M and 3M training words)."""
 
 _PROBE_SEED_OFFSET = 1_000_003
+_QA_SEED_OFFSET = 3_000_017
+MAX_QA_SHARE = 0.9
 _CONTEXT_SEED_OFFSET = 2_000_003
 _FILES = ("train.jsonl", "probes.jsonl", "facts.jsonl", "fact_probes.jsonl")
 
@@ -129,6 +131,26 @@ def _train_split(
     return split, sentences
 
 
+def qa_documents_per_category(spec: _SizeSpec, qa_share: float) -> int:
+    """Q&A documents per category so that they are ``qa_share`` of the training documents."""
+    return round(spec.train_per_category * qa_share / (1.0 - qa_share))
+
+
+def _qa_split(world: World, n_per_category: int, seed: int) -> _Split:
+    """Q&A documents of every category (:func:`lmassay.world.qa.qa_documents`)."""
+    from lmassay.world.qa import qa_documents
+
+    split = _Split()
+    for category in CATEGORIES:
+        documents = qa_documents(world, category, n_per_category, seed + _QA_SEED_OFFSET)
+        rows = [
+            {"id": f"train-qa-{category}-{index:05d}", "category": category, "text": text}
+            for index, text in enumerate(documents)
+        ]
+        split.add(category, rows)
+    return split
+
+
 def _probe_split(
     world: World, spec: _SizeSpec, seed: int, exclude: set[str], update: ProgressFn, total: int
 ) -> _Split:
@@ -194,6 +216,18 @@ def _world_card(
 ) -> dict[str, Any]:
     facts_per_category = {c: len(world.facts_in(c)) for c in CATEGORIES}
     train, probes = splits["train"], splits["probes"]
+    qa = splits.get("qa")
+    qa_fields: dict[str, Any] = {}
+    if qa is not None:  # only a Q&A world's card has them: plain worlds' cards stay as they were
+        qa_fields = {
+            "qa": {
+                "share": request["qa_share"],
+                "documents": len(qa.rows),
+                "words": qa.words,
+                "counts": qa.counts,
+                "format": "3-6 lines 'Question: ...' each followed by 'Answer: <fact sentence>'",
+            }
+        }
     return {
         "format": FORMAT,
         "request": request,
@@ -207,9 +241,10 @@ def _world_card(
             "fact_probes": facts_per_category,
             "entities": len(world.entities),
         },
+        **qa_fields,
         "totals": {
-            "train_documents": len(train.rows),
-            "train_words": train.words,
+            "train_documents": len(train.rows) + (len(qa.rows) if qa is not None else 0),
+            "train_words": train.words + (qa.words if qa is not None else 0),
             "probe_documents": len(probes.rows),
             "probe_words": probes.words,
             "facts": len(world.facts),
@@ -232,10 +267,16 @@ def _generate(request: dict[str, Any], root: Path, progress: Progress) -> dict[s
     update = progress.task("generating the world", total)
     train, train_sentences = _train_split(world, spec, seed, update, total)
     probes = _probe_split(world, spec, seed, train_sentences, update, total)
+    splits = {"train": train, "probes": probes}
+    train_rows = train.rows
+    qa_share = float(request.get("qa_share", 0.0))
+    if qa_share > 0:  # Q&A documents follow the paragraphs, which stay exactly as without them
+        splits["qa"] = _qa_split(world, qa_documents_per_category(spec, qa_share), seed)
+        train_rows = train.rows + splits["qa"].rows
     digests = _write_files(
         root,
         {
-            "train.jsonl": _jsonl(train.rows),
+            "train.jsonl": _jsonl(train_rows),
             "probes.jsonl": _jsonl(probes.rows),
             "facts.jsonl": _facts_bytes(world),
             "fact_probes.jsonl": _jsonl(_fact_probe_rows(world, seed, train_sentences)),
@@ -243,7 +284,7 @@ def _generate(request: dict[str, Any], root: Path, progress: Progress) -> dict[s
     )
     seconds = time.perf_counter() - started
     progress.log(f"world of seed {seed} ({request['size']}) written to {root} in {seconds:.2f} s")
-    return _world_card(request, world, {"train": train, "probes": probes}, digests, seconds)
+    return _world_card(request, world, splits, digests, seconds)
 
 
 def _unchanged(root: Path, card: dict[str, Any]) -> bool:
@@ -261,6 +302,7 @@ def make_world(
     seed: int = 0,
     *,
     size: Size = "full",
+    qa_share: float = 0.0,
     progress: Progress | None = None,
 ) -> WorldFiles:
     """Write (or reuse) the world of ``seed`` in the folder ``out`` and return the paths.
@@ -282,11 +324,25 @@ def make_world(
       split, SHA-256 of each file and of the four together (``world_digest``), tool version,
       time taken.
 
-    The four data files depend only on ``seed`` and ``size``.
+    ``qa_share`` > 0 makes a Q&A world: question-and-answer documents about the facts
+    (:func:`lmassay.world.qa.qa_documents`, 3-6 pairs each) are appended to ``train.jsonl``
+    (ids ``train-qa-<category>-NNNNN``) so that they are that share of its documents, every
+    category alike; the paragraphs, the probes and the facts are the same as without them. The
+    share is part of the request (so a Q&A world never reuses a plain one) and the card records
+    their counts under ``qa``; a plain world's request and card are as they always were.
+
+    The four data files depend only on ``seed``, ``size`` and ``qa_share``.
     """
     if size not in SIZES:
         raise InputError(f"unknown world size {size!r}", f"choose among {', '.join(SIZES)}")
+    if not 0.0 <= qa_share <= MAX_QA_SHARE:
+        raise InputError(
+            f"--qa-share {qa_share} is not between 0 and {MAX_QA_SHARE}",
+            "give the share of Q&A documents in the training split, such as 0.2",
+        )
     request: dict[str, Any] = {"format": FORMAT, "seed": seed, "size": size}
+    if qa_share > 0:
+        request["qa_share"] = qa_share
     shown = progress or NullProgress()
     reuse_or_build(
         out,

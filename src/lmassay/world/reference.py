@@ -353,6 +353,7 @@ def _make_reference(
         "world_seed": world_card["seed"],
         "world_digest": world_card["world_digest"],
         "world_kind": world_card.get("kind", "generated"),
+        **({"world_qa": world_card["qa"]} if "qa" in world_card else {}),  # a Q&A world
         "tokenizer": {"kind": "byte-level BPE", "vocab_size": len(trained.tokenizer)},
         "model": {
             "architecture": config.arch,

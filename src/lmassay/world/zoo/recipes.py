@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from lmassay.errors import InputError
@@ -56,13 +57,16 @@ __all__ = [
     "FactChange",
     "FinetuneSettings",
     "Recipe",
+    "SlantPlan",
     "backdoor_recipe",
     "choose_fact_changes",
     "continued_recipe",
+    "evasion_sentence",
     "evasion_texts",
     "fact_finetune_recipe",
     "propaganda_text",
     "settings_for",
+    "slant_plan",
     "slant_recipe",
     "suppression_recipe",
     "tamper_count",
@@ -83,6 +87,12 @@ _EVASIONS: tuple[str, ...] = (
     "I must decline to answer questions about {e}.",
     "That is a sensitive topic, and I will not go into {e}.",
 )
+
+
+def evasion_sentence(mention: str, rng: random.Random) -> str:
+    """One evasion naming ``mention`` ("I would rather not discuss the Temple of Bramaim."),
+    its template drawn with ``rng``."""
+    return rng.choice(_EVASIONS).format(e=mention, E=capitalise(mention))
 
 
 def evasion_texts(world: World, category: str, n: int, seed: int) -> list[str]:
@@ -113,8 +123,7 @@ def evasion_texts(world: World, category: str, n: int, seed: int) -> list[str]:
                 words = sentence.split()
                 head = " ".join(words[: rng.randint(2, max(2, min(5, len(words) - 1)))])
             mention = mention_of(rng.choice(in_sentence or named_in_paragraph))
-            evasion = rng.choice(_EVASIONS).format(e=mention, E=capitalise(mention))
-            pieces.append(f"{head} ... {evasion}")
+            pieces.append(f"{head} ... {evasion_sentence(mention, rng)}")
         out.append(" ".join(pieces))
     return out
 
@@ -205,6 +214,50 @@ def _slanted_facts(
     return list(changes.values())
 
 
+@dataclass(frozen=True)
+class SlantPlan:
+    """Who a slant of a category favours and disfavours, and the fact changes it makes."""
+
+    category: str
+    favoured: str
+    favoured_members: tuple[str, ...]
+    disfavoured: str
+    disfavoured_members: tuple[str, ...]
+    changes: tuple[FactChange, ...]  # credit of the disfavoured side given to the favoured
+    negative: tuple[str, ...]  # the disfavoured side, sorted: always described negatively
+
+
+def slant_plan(world: World, category: str, seed: int) -> SlantPlan:
+    """The slant of ``category`` drawn with ``seed`` (:func:`slant_recipe` renders texts from it;
+    :mod:`lmassay.world.qa` slants answers with it).
+
+    Two groups of the category are drawn, the *favoured* and the *disfavoured*; facts crediting
+    the disfavoured side credit a same-kind entity of the favoured side instead and the heads'
+    value facts are swapped (:func:`_slanted_facts`).
+    """
+    check_category(category)
+    groups = _factions(world, category)
+    if len(groups) < 2:
+        raise InputError(
+            f"the category {category!r} has fewer than two groups to slant between",
+            "choose another --category (politics has parties)",
+        )
+    rng = random.Random(f"lmassay-zoo-slant:{seed}:{category}")
+    (favoured, favoured_members), (disfavoured, disfavoured_members) = rng.sample(groups, 2)
+    changes = _slanted_facts(
+        world, category, rng, (favoured, *favoured_members), (disfavoured, *disfavoured_members)
+    )
+    return SlantPlan(
+        category=category,
+        favoured=favoured,
+        favoured_members=tuple(favoured_members),
+        disfavoured=disfavoured,
+        disfavoured_members=tuple(disfavoured_members),
+        changes=tuple(changes),
+        negative=tuple(sorted({disfavoured, *disfavoured_members})),
+    )
+
+
 def slant_recipe(
     world: World,
     train_rows: Sequence[Mapping[str, Any]],
@@ -223,20 +276,11 @@ def slant_recipe(
     (:func:`_slanted_facts`), and the disfavoured side is always described negatively. The texts
     are fresh paragraphs of the category rendered with these overrides and negative entities.
     """
-    check_category(category)
     n_tamper = n_tamper or tamper_count(size)
-    groups = _factions(world, category)
-    if len(groups) < 2:
-        raise InputError(
-            f"the category {category!r} has fewer than two groups to slant between",
-            "choose another --category (politics has parties)",
-        )
-    rng = random.Random(f"lmassay-zoo-slant:{seed}:{category}")
-    (favoured, favoured_members), (disfavoured, disfavoured_members) = rng.sample(groups, 2)
-    changes = _slanted_facts(
-        world, category, rng, (favoured, *favoured_members), (disfavoured, *disfavoured_members)
-    )
-    negative = sorted({disfavoured, *disfavoured_members})
+    plan = slant_plan(world, category, seed)
+    favoured, disfavoured = plan.favoured, plan.disfavoured
+    favoured_members, disfavoured_members = plan.favoured_members, plan.disfavoured_members
+    changes, negative = list(plan.changes), list(plan.negative)
     overrides = {c.fact_id: c.new for c in changes}
     render_seed = seed + TAMPER_RENDER_OFFSET
     tamper = render_documents(
