@@ -6,9 +6,13 @@ the weights, in the base's dtype; the base's tokenizer and config files copied),
 ``OUT/tune/tune.json`` (the record: data and base digests, settings, seed, the loss of every step,
 time, peak memory, and with ``attest`` the per-category drift) and ``OUT/tune/report.md`` rendered
 from it; with ``attest``, ``OUT/attestation/`` holds the attestation of the tuned model against its
-base. ``OUT`` appears complete in one step (:class:`~lmassay.output_folder.OutputFolder`); while the
-run is under way, ``OUT.partial/`` holds its request and newest checkpoint, and a rerun with the
-same request resumes from there (it is removed at the end).
+base. The tuned model's digest in both (``output.model_digest``, the attestation's
+``model.digest``) is that of the model's files alone, before ``tune/`` and ``attestation/`` were
+added; ``lmassay seal`` or ``attest`` of ``OUT`` as published hash those records too.
+
+``OUT`` appears complete in one step (:class:`~lmassay.output_folder.OutputFolder`); while the run
+is under way, ``OUT.partial/`` holds its request and newest checkpoint (and the attestation being
+written), and a rerun with the same request resumes from there (it is removed at the end).
 
 Training is :func:`lmassay.repair.training.run_loop` with the loss of :mod:`lmassay.tune.pairs`:
 each step draws ``batch_size`` pairs uniformly (with replacement) from a generator seeded with
@@ -124,12 +128,15 @@ def tune(config: TuneConfig, progress: Progress | None = None) -> TuneResult:
         attested = None
         if probes is not None:
             progress.log("attesting the tuned model against its base")
+            # written beside the model, then moved in: the folder attested holds the model alone
             attested = attest(
-                _attest_config(config, staging),
+                _attest_config(config, staging, work / ATTESTATION_FOLDER),
                 progress,
                 published_as=(str(out), str(out / ATTESTATION_FOLDER)),
                 probes=probes,
             )
+            with folder.writing():
+                shutil.move(work / ATTESTATION_FOLDER, staging / ATTESTATION_FOLDER)
         record = {
             "schema": SCHEMA,
             "created": utc_now(),
@@ -388,13 +395,13 @@ def _save(trained: Any, loaded: LoadedModel, method: str, folder: Path) -> dict[
     return {"dtype": dtype, "model_digest": model_identity(folder).root.to_json()}
 
 
-def _attest_config(config: TuneConfig, staged: Path) -> AttestConfig:
+def _attest_config(config: TuneConfig, staged: Path, out: Path) -> AttestConfig:
     return AttestConfig(
         model=str(staged),
         reference=config.model,
         reference_revision=config.revision,
         probes=config.attest,
-        out=str(staged / ATTESTATION_FOLDER),
+        out=str(out),
         device=config.device,
         allow_pickle=config.allow_pickle,
         trust_remote_code=config.trust_remote_code,
