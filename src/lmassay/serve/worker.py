@@ -76,8 +76,9 @@ class Heartbeat:
 class StoreProgress:
     """The attest library's progress, written to the job row by :class:`Heartbeat`."""
 
-    def __init__(self, beat: Heartbeat) -> None:
+    def __init__(self, beat: Heartbeat, results: Path) -> None:
         self.beat = beat
+        self.results = str(results)
 
     def task(self, description: str, total: int) -> ProgressFn:
         self.beat.set(stage=description, done=0, total=total)
@@ -88,7 +89,8 @@ class StoreProgress:
         return update
 
     def log(self, message: str) -> None:
-        self.beat.set(stage=message[:200])
+        """A stage's line, without the service's own folders (clients see it)."""
+        self.beat.set(stage=message.replace(self.results, "results")[:200])
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,7 @@ def run_job(job: Job, settings: WorkerSettings, beat: Heartbeat) -> JobOutcome:
         ) from exc
     out = settings.results / job.id
     config = attest_config(request, str(out), settings.ray)
-    result = attest(config, StoreProgress(beat))
+    result = attest(config, StoreProgress(beat, settings.results))
     beat.set(stage="signing the statement")
     model_dir = locate_model(request.model, revision=request.options.revision).path
     record = record_attestation(
