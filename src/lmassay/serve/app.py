@@ -8,7 +8,9 @@
 * ``GET /v1/attestations`` lists published results; ``GET /`` is the results page;
   ``GET /v1/public-key`` the service's key; ``GET /docs`` and ``/openapi.json`` describe the API.
 
-Reading is public; submitting and cancelling need a token.  Refusals: 400 malformed JSON, 401 no or
+Reading is public; submitting and cancelling need a token.  The web process never imports torch:
+a request is checked field by field here, and the combination of options by the worker (a job
+whose options do not go together fails with attest's one-line reason).  Refusals: 400 malformed JSON, 401 no or
 unknown token, 403 revoked token, 404 no such job, 409 not cancellable, 413 body too large, 422
 a field that is unknown, out of range or not allowed (paths, remote code, pickles), 429 with
 ``Retry-After`` over the token's rate or the queue cap.  A refused request queues nothing.
@@ -34,7 +36,6 @@ from lmassay.serve.page import SECURITY_HEADERS, docs_page, result_row, results_
 from lmassay.serve.requests import (
     AttestationRequest,
     RequestRefused,
-    attest_config,
     builtin_suite_names,
     check_request,
 )
@@ -170,11 +171,8 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
             )
         try:
             checked = check_request(body, state.roots, state.suites)
-            attest_config(checked, str(config.results_path() / "pending"), config.ray)
         except RequestRefused as exc:
             raise HTTPException(422, str(exc)) from exc
-        except LmassayError as exc:
-            raise HTTPException(422, exc.one_line("options")) from exc
         job_id = store.submit(checked.model_dump(mode="json"), who.name, config.queue_cap)
         if job_id is None:
             raise HTTPException(
