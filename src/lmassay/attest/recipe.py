@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -54,6 +54,9 @@ from lmassay.errors import InputError
 from lmassay.output_folder import OutputFolder
 from lmassay.progress import NullProgress, Progress
 from lmassay.provenance import provenance, utc_now
+
+if TYPE_CHECKING:
+    from lmassay.scale.ray_scoring import RayPool, WorkerSpec
 
 
 @dataclass
@@ -133,6 +136,10 @@ def attest(
     """
     progress = progress or NullProgress()
     config.validate()
+    if config.ray is not None:  # an address that does not answer fails before anything loads
+        from lmassay.scale.ray_scoring import check_reachable
+
+        check_reachable(config.ray)
     started, t0 = utc_now(), time.perf_counter()
 
     probes = probes or _load_probes(config)
@@ -163,14 +170,37 @@ def _run(
     t0: float,
     models: GivenModels | None = None,
 ) -> AttestationResult:
-    """Load the models, score, analyse and collect the evidence: the attestation, not yet written."""
-    model, reference = _load_models(config, progress, models or GivenModels())
+    """Load the models, score, analyse and collect the evidence: the attestation, not yet written.
+
+    With ``config.ray`` the scoring runs in shards on Ray workers that load the models themselves
+    (:mod:`lmassay.scale.ray_scoring`); this process then loads them without their weights."""
+    given = models or GivenModels()
+    model, reference = _load_models(config, progress, given)
     progress.log(
         f"model: {model.name} ({model.n_parameters:,} parameters, {model.dtype} on {model.device})"
     )
     _check_self_probe(config, model, reference)
+    if config.ray is None:
+        return _analyse(config, probes, baseline, progress, started, t0, model, reference, None)
+    from lmassay.scale.ray_scoring import ray_pool
 
-    scored = _score(probes.samples, model, reference, baseline, config, progress)
+    with ray_pool(config.ray, _worker_spec(config, given), config.ray_workers, progress) as pool:
+        return _analyse(config, probes, baseline, progress, started, t0, model, reference, pool)
+
+
+def _analyse(
+    config: AttestConfig,
+    probes: ProbeSet,
+    baseline: Baseline | None,
+    progress: Progress,
+    started: str,
+    t0: float,
+    model: LoadedModel,
+    reference: LoadedModel | None,
+    pool: RayPool | None,
+) -> AttestationResult:
+    """Score (here, or on the Ray workers of ``pool``), analyse and collect the evidence."""
+    scored = _score(probes.samples, model, reference, baseline, config, progress, pool)
     stats_input = _statistics_input(probes.samples, scored)
     rows = _sample_rows(probes.samples, scored, stats_input)
     progress.log(
@@ -192,7 +222,7 @@ def _run(
         ),
         weight_change=_weight_change(model, reference, config, progress),
     )
-    evidence = _evidence(analysis, probes.samples, rows, scored, model, reference, config)
+    evidence = _evidence(analysis, probes.samples, rows, scored, model, reference, config, pool)
 
     prov = _provenance(config, started, time.perf_counter() - t0, scored)
     document = _document(analysis, evidence, probes, model, reference, baseline, prov)
@@ -215,7 +245,8 @@ def _load_models(
         f"loading model {config.model}"
         + (f" and reference {config.reference}" if config.reference else "")
     )
-    materialise = config.offload == "none"
+    # on Ray the workers score; this process needs the weights only to sample self-probes
+    materialise = config.offload == "none" and (config.ray is None or config.self_probe > 0)
     model = given.model or config.load(config.model, materialise=materialise)
     # --revision names a revision of the model under test; the reference's is its own.
     reference_options = replace(config.model_options, revision=config.reference_revision)
@@ -225,6 +256,23 @@ def _load_models(
         else None
     )
     return model, reference
+
+
+def _worker_spec(config: AttestConfig, given: GivenModels) -> WorkerSpec:
+    """What each Ray worker loads: the model and the reference as ``config`` names them."""
+    from lmassay.scale.ray_scoring import ModelSpec, WorkerSpec
+
+    if given.model is not None or given.reference is not None:
+        raise InputError(
+            "ray: the workers load the models from their folders or hub ids, and models passed "
+            "in memory cannot be sent to them",
+            "pass the models as folders or hub ids in the config (no models=), or ray=None",
+        )
+    roles = [("model", ModelSpec(config.model, config.model_options))]
+    if config.reference is not None:
+        options = replace(config.model_options, revision=config.reference_revision)
+        roles.append(("reference", ModelSpec(config.reference, options)))
+    return WorkerSpec(tuple(roles), config.offload)
 
 
 def _published_as(document: Attestation, model: str, out: str) -> Attestation:
@@ -366,6 +414,7 @@ def _score(
     baseline: Baseline | None,
     config: AttestConfig,
     progress: Progress,
+    pool: RayPool | None = None,
 ) -> _Scored:
     if config.reference_cache is not None:
         return _score_from_cache(config.reference_cache, samples, model, config, progress)
@@ -374,14 +423,13 @@ def _score(
         tokens = _tokenize(samples, model, config, progress.task("tokenising", len(samples)))
         token_lists = tokens.token_lists
         total = sum(len(t) for t in token_lists)
-        scores = score_models(
+        scores = _score_tokens(
             token_lists,
             model,
             reference,
-            offload=config.offload,
-            prefix_token_id=model.prefix_token_id,
+            config,
+            pool,
             max_length=max_length,
-            token_budget=config.token_budget,
             progress=progress.task("scoring model + reference (tokens)", total),
         )
         scores = keep_scored(scores, tokens)
@@ -391,9 +439,10 @@ def _score(
             f"--comparison kl needs one tokenizer, but {model.name!r} and {reference.name!r} have different vocabularies",
             "use --comparison auto (bits per byte) or a reference with the same tokenizer",
         )
-    own = _score_alone(samples, model, config, progress, "model")
+    own = _score_alone(samples, model, config, progress, "model", pool)
     if reference is not None:
-        return _Scored("bpb", own, _score_alone(samples, reference, config, progress, "reference"))
+        theirs = _score_alone(samples, reference, config, progress, "reference", pool)
+        return _Scored("bpb", own, theirs)
     if baseline is not None:
         return _Scored(
             "bpb", own, baseline_logprobs=baseline.logprobs, baseline_n_tokens=baseline.n_tokens
@@ -459,22 +508,61 @@ def _score_alone(
     loaded: LoadedModel,
     config: AttestConfig,
     progress: Progress,
-    role: str,
+    role: Literal["model", "reference"],
+    pool: RayPool | None = None,
 ) -> list[TokenScores]:
     tokens = _tokenize(
         samples, loaded, config, progress.task(f"tokenising for {role}", len(samples))
     )
     token_lists = tokens.token_lists
-    scores = score_models(
+    scores = _score_tokens(
         token_lists,
         loaded,
-        offload=config.offload,
-        prefix_token_id=loaded.prefix_token_id,
+        None,
+        config,
+        pool,
+        role=role,
         max_length=config.max_length or loaded.max_length,
-        token_budget=config.token_budget,
         progress=progress.task(f"scoring {role} (tokens)", sum(len(t) for t in token_lists)),
     )
     return keep_scored(scores, tokens)
+
+
+def _score_tokens(
+    token_lists: Sequence[Sequence[int]],
+    model: LoadedModel,
+    reference: LoadedModel | None,
+    config: AttestConfig,
+    pool: RayPool | None,
+    *,
+    role: Literal["model", "reference"] = "model",
+    max_length: int,
+    topk: int = 0,
+    progress: Any = None,
+) -> list[TokenScores]:
+    """:func:`~lmassay.attest.streaming.score_models` of ``model`` (the ``role`` it plays) and
+    ``reference`` here, or the same in shards on the Ray workers of ``pool``, which hold them."""
+    if pool is not None:
+        return pool.score(
+            token_lists,
+            (role, "reference") if reference is not None else (role,),
+            prefix_token_id=model.prefix_token_id,
+            max_length=max_length,
+            token_budget=config.token_budget,
+            topk=topk,
+            progress=progress,
+        )
+    return score_models(
+        token_lists,
+        model,
+        reference,
+        offload=config.offload,
+        prefix_token_id=model.prefix_token_id,
+        max_length=max_length,
+        token_budget=config.token_budget,
+        topk=topk,
+        progress=progress,
+    )
 
 
 def _reference_logprob(scored: _Scored, index: int) -> float | None:
@@ -562,6 +650,7 @@ def _evidence(
     model: LoadedModel,
     reference: LoadedModel | None,
     config: AttestConfig,
+    pool: RayPool | None = None,
 ) -> list[Evidence]:
     if config.evidence_samples == 0:
         return []
@@ -572,7 +661,7 @@ def _evidence(
         # a category flagged for a few samples shows those (its outliers), not its average ones
         ranked_by = "tail_kl" if reasons.get(category) == ("sparse",) else "mean_kl"
         if scored.comparison == "kl" and (reference is not None or scored.cache is not None):
-            entries = _kl_evidence(members, rows, scored, model, reference, config, ranked_by)
+            entries = _kl_evidence(members, rows, scored, model, reference, config, ranked_by, pool)
         else:
             entries = _bpb_evidence(members, samples, rows, config)
         out.append(
@@ -594,12 +683,13 @@ def _kl_evidence(
     reference: LoadedModel | None,
     config: AttestConfig,
     ranked_by: str = "mean_kl",
+    pool: RayPool | None = None,
 ) -> list[EvidenceSample]:
     """The samples of largest ``ranked_by`` (a samples.jsonl field: ``mean_kl``, or ``tail_kl``
     for the outliers of the sparse test), each with its largest-KL tokens (re-scored with top-k)."""
     values = [r[ranked_by] if r[ranked_by] is not None else -math.inf for r in rows]
     chosen = rank_samples(members, values, config.evidence_samples)
-    rescored = _rescore_with_topk(chosen, scored, model, reference, config)
+    rescored = _rescore_with_topk(chosen, scored, model, reference, config, pool)
     return [
         EvidenceSample.for_kl(
             id=rows[i]["id"],
@@ -648,6 +738,7 @@ def _rescore_with_topk(
     model: LoadedModel,
     reference: LoadedModel | None,
     config: AttestConfig,
+    pool: RayPool | None = None,
 ) -> list[TokenScores]:
     if scored.cache is not None:
         return scored.cache.rescore(chosen, model, topk=5)
@@ -661,14 +752,13 @@ def _rescore_with_topk(
             [scored.model[i].n_tokens for i in chosen],
         )
     )
-    scores = score_models(
+    scores = _score_tokens(
         tokens.token_lists,
         model,
         reference,
-        offload=config.offload,
-        prefix_token_id=model.prefix_token_id,
+        config,
+        pool,
         max_length=_paired_max_length(config, model, reference),
-        token_budget=config.token_budget,
         topk=5,
     )
     return keep_scored(scores, tokens)

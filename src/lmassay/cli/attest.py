@@ -37,6 +37,8 @@ def attest(
     max_length: opt.MaxLength = None,
     token_budget: opt.TokenBudget = None,
     offload: opt.Offload = "none",
+    ray: opt.Ray = None,
+    ray_workers: opt.RayWorkers = None,
     comparison: opt.Comparison = "auto",
     alpha: opt.Alpha = 0.05,
     noise_floor: opt.NoiseFloor = None,
@@ -78,6 +80,10 @@ def attest(
     Against a reference cache (`lmassay reference build`): only the model runs:
 
         lmassay attest --model ./suspect --reference-cache base.lmref --probes probes.jsonl --out runs/suspect
+
+    Sharded on Ray, two workers on a private local cluster (or --ray HOST:6379 to join one):
+
+        lmassay attest --model ./suspect --reference ./ref --probes probes.jsonl --out runs/suspect --ray local --ray-workers 2
 
     What the model now says (8 continuations per category sampled from it, scored by both):
 

@@ -206,6 +206,24 @@ Offload = Annotated[
         "safetensors files, for models larger than memory (GPT-2, Llama/Mistral/Qwen, GPT-NeoX).",
     ),
 ]
+Ray = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        rich_help_panel=SCORING,
+        metavar="local|ADDRESS",
+        help="Score in shards on Ray workers: local starts a private cluster on this machine for "
+        "the run; HOST:PORT (or ray://HOST:PORT, auto) joins a running one (ray start --head).",
+    ),
+]
+RayWorkers = Annotated[
+    int | None,
+    typer.Option(
+        "--ray-workers",
+        rich_help_panel=SCORING,
+        help="Ray workers, each loading the models once (default: one per GPU, else per CPU).",
+    ),
+]
 Comparison = Annotated[
     choices.Comparison,
     typer.Option(
