@@ -15,7 +15,14 @@ from conftest import save_tiny_model, world_rows
 from lmassay.cli import app
 from lmassay.errors import InputError
 from lmassay.instruction_data import InstructionPair
-from lmassay.tune import PLAIN_INSTRUCTION, TuneConfig, encode_pairs, response_loss, tune
+from lmassay.tune import (
+    PLAIN_INSTRUCTION,
+    TuneConfig,
+    encode_pairs,
+    read_pairs,
+    response_loss,
+    tune,
+)
 from lmassay.tune import run as tune_run
 from lmassay.tune.pairs import collate
 
@@ -134,6 +141,23 @@ def test_long_pairs_are_cut_or_left_out(tiny):
     assert (encoded.n_dropped, encoded.n_truncated, len(encoded.examples)) == (1, 1, 2)
     cut, kept = encoded.examples
     assert len(cut.ids) == limit and cut.n_scored >= 1 and kept == short
+
+
+def test_pairs_read_the_same_from_jsonl_and_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [
+        {"instruction": q, "input": "In Ambrel." if i % 2 else "", "output": a}
+        for i, (q, a) in enumerate(PAIRS)
+    ]
+    jsonl = tmp_path / "pairs.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "pairs.parquet")
+    expected = [InstructionPair(r["instruction"], r["output"], r["input"]) for r in rows]
+    for source in (jsonl, tmp_path / "pairs.parquet"):
+        assert [pair for _, pair in read_pairs(str(source), None)] == expected
+    assert expected[1].prompt() == f"{PAIRS[1][0]}\n\nIn Ambrel."
 
 
 # --------------------------------------------------------------------------------------------
