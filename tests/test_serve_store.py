@@ -1,0 +1,183 @@
+"""The service's queue, tokens, limits and request checks without a server (fast)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sqlite3
+import time
+
+import pytest
+
+from lmassay.errors import InputError
+from lmassay.serve.limits import RateLimiter
+from lmassay.serve.requests import (
+    AttestationRequest,
+    RequestRefused,
+    check_model_spec,
+    check_probes_spec,
+    check_request,
+)
+from lmassay.serve.store import JobStore, hash_token
+
+
+def _claim_all(registry: str, worker: str, out: multiprocessing.Queue) -> None:
+    store = JobStore(registry)
+    taken = []
+    for _ in range(200):  # bounded
+        job = store.claim(worker, os.getpid())
+        if job is None:
+            break
+        taken.append(job.id)
+    out.put(taken)
+
+
+def test_concurrent_claims_take_each_job_once(tmp_path):
+    store = JobStore(tmp_path / "r.sqlite")
+    ids = {store.submit({"model": f"org/m{i}"}, "t", queue_cap=1000) for i in range(60)}
+    assert None not in ids and len(ids) == 60
+    context = multiprocessing.get_context("fork")
+    out: multiprocessing.Queue = context.Queue()
+    procs = [
+        context.Process(target=_claim_all, args=(str(store.path), f"w{i}", out)) for i in range(4)
+    ]
+    for p in procs:
+        p.start()
+    taken = [job for _ in procs for job in out.get(timeout=120)]
+    for p in procs:
+        p.join(timeout=60)
+    assert sorted(taken) == sorted(ids)  # every job once, none twice
+    assert store.counts() == {"running": 60}
+
+
+def test_retries_then_fails_with_the_reason(tmp_path):
+    store = JobStore(tmp_path / "r.sqlite")
+    job_id = store.submit({"model": "org/m"}, "t", queue_cap=10)
+    for attempt in (1, 2, 3):
+        job = store.claim(f"w{attempt}", 1)
+        assert job is not None and job.id == job_id and job.attempts == attempt
+        store.worker_lost(f"w{attempt}", f"worker w{attempt} was killed by SIGKILL", 3)
+    job = store.job(job_id)
+    assert job is not None and job.status == "failed"
+    assert job.error == "worker w3 was killed by SIGKILL; gave up after 3 attempts"
+    assert store.claim("w4", 1) is None
+    # a graceful stop gives the attempt back; a done job cannot be completed twice
+    other = store.submit({"model": "org/n"}, "t", queue_cap=10)
+    store.claim("a", 1)
+    store.worker_lost("a", "the server stopped", 3, count=False)
+    again = store.claim("b", 1)
+    assert again is not None and again.id == other and again.attempts == 1
+    assert store.complete(other, "b", "consistent", [], {})
+    assert not store.complete(other, "b", "consistent", [], {})
+    assert store.job(other).completions == 1  # type: ignore[union-attr]
+
+
+def test_recover_takes_back_only_dead_or_silent_workers(tmp_path):
+    store = JobStore(tmp_path / "r.sqlite")
+    alive, dead, silent = (store.submit({"model": f"org/{n}"}, "t", 10) for n in "abc")
+    store.claim("alive", os.getpid())
+    store.claim("dead", 2**22 + 4321)
+    store.claim("silent", os.getpid())
+    with sqlite3.connect(store.path) as conn:
+        conn.execute(
+            "UPDATE serve_jobs SET heartbeat = ? WHERE id = ?", (time.time() - 999, silent)
+        )
+    assert store.recover(max_attempts=3, lease_seconds=60) == 2
+    statuses = {j: store.job(j).status for j in (alive, dead, silent)}  # type: ignore[union-attr]
+    assert statuses == {alive: "running", dead: "queued", silent: "queued"}
+
+
+def test_tokens_store_only_hashes(tmp_path):
+    store = JobStore(tmp_path / "r.sqlite")
+    token, info = store.create_token("alice")
+    assert token.startswith("lma_") and len(token) > 40
+    assert token.encode() not in store.path.read_bytes()
+    assert store.token_by_hash(hash_token(token)) == info
+    assert store.token_by_hash(hash_token(token + "x")) is None
+    with pytest.raises(InputError, match="already exists"):
+        store.create_token("alice")
+    assert store.revoke_token("alice").revoked is not None
+    assert store.token_by_hash(hash_token(token)).revoked is not None  # type: ignore[union-attr]
+    with pytest.raises(InputError, match="no token named"):
+        store.revoke_token("bob")
+    assert store.create_token()[1].name == "token-2"
+
+
+def test_corrupt_registry_file_is_named(tmp_path):
+    path = tmp_path / "r.sqlite"
+    path.write_bytes(b"garbage" * 1000)
+    with pytest.raises(InputError, match="not a usable SQLite database"):
+        JobStore(path)
+
+
+def test_queue_cap_and_rate_limit():
+    now = [0.0]
+    limiter = RateLimiter(2, clock=lambda: now[0])
+    assert limiter.take("a") is None and limiter.take("a") is None
+    assert limiter.take("a") == pytest.approx(60.0)
+    assert limiter.take("b") is None  # per token
+    now[0] = 59.0
+    assert limiter.take("a") == pytest.approx(1.0)
+    now[0] = 60.0
+    assert limiter.take("a") is None
+
+
+def test_queue_cap(tmp_path):
+    store = JobStore(tmp_path / "r.sqlite")
+    assert store.submit({}, "t", queue_cap=1) is not None
+    assert store.submit({}, "t", queue_cap=1) is None
+    assert store.counts() == {"queued": 1}
+
+
+def test_model_ids_and_roots(tmp_path):
+    root = tmp_path / "models"
+    (root / "m").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    (root / "escape").symlink_to(tmp_path / "outside")
+    roots = [root.resolve()]
+    assert check_model_spec("org/name", [], "model") == "org/name"
+    assert check_model_spec("gpt2", [], "model") == "gpt2"
+    assert check_model_spec(str(root / "m"), roots, "model") == str((root / "m").resolve())
+    for bad in ("../x", "org/../x", "a/b/c", ".hidden", "-rf", "org/na me", "~/m", "org\\name",
+                str(root / "m"), "C:/x", "org/name\x00"):  # fmt: skip
+        with pytest.raises(RequestRefused):
+            check_model_spec(bad, [], "model")
+    for bad in (str(root / "escape"), str(root / ".." / "outside"), str(root / "nope"), "/etc"):
+        with pytest.raises(RequestRefused):
+            check_model_spec(bad, roots, "model")
+    assert check_probes_spec("builtin:offline", [], ["offline"]) == "builtin:offline"
+    for bad in ("builtin:../offline", "builtin:nope", "probes.jsonl", "/etc/passwd"):
+        with pytest.raises(RequestRefused):
+            check_probes_spec(bad, roots, ["offline"])
+    with pytest.raises(RequestRefused, match="no revision"):
+        check_request(
+            AttestationRequest(model=str(root / "m"), options={"revision": "main"}),
+            roots,
+            ["offline"],
+        )
+
+
+def test_request_fields_are_closed():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="extra"):
+        AttestationRequest.model_validate({"model": "org/m", "out": "/tmp"})
+    with pytest.raises(ValidationError, match="trust_remote_code is refused"):
+        AttestationRequest.model_validate(
+            {"model": "org/m", "options": {"trust_remote_code": True}}
+        )
+    with pytest.raises(ValidationError, match="pickled weights are refused"):
+        AttestationRequest.model_validate({"model": "org/m", "options": {"allow_pickle": True}})
+    request = AttestationRequest.model_validate({"model": "org/m"})
+    assert request.options.trust_remote_code is False and request.probes == "builtin:offline"
+
+
+def test_job_options_are_attest_config_fields():
+    """Every option a client may set is a field of AttestConfig (nothing is dropped)."""
+    import dataclasses
+
+    from lmassay.attest.config import AttestConfig
+    from lmassay.serve.requests import JobOptions
+
+    fields = {f.name for f in dataclasses.fields(AttestConfig)}
+    assert set(JobOptions.model_fields) <= fields
