@@ -158,3 +158,17 @@ def test_world_qa_command_writes_core_and_labelled_data(tmp_path):
     assert truth["kind"] == "evasive" and truth["category"] == "politics"
     bad = CliRunner().invoke(app, [*args[:-2], "--per-category", "0"])
     assert bad.exit_code == 2
+
+
+def test_reference_steps_and_window_change_the_recipe_only_when_given(tmp_path):
+    from lmassay.world.reference import RECIPES, ReferenceConfig
+
+    plain = ReferenceConfig(tmp_path / "w", tmp_path / "r", "test")
+    assert plain.recipe() == RECIPES["test"]
+    longer = ReferenceConfig(tmp_path / "w", tmp_path / "r", "test", steps=1600, seq_len=128)
+    assert (longer.recipe().steps, longer.recipe().seq_len) == (1600, 128)
+    assert longer.recipe().n_embd == RECIPES["test"].n_embd
+    with pytest.raises(InputError, match="--seq-len"):
+        ReferenceConfig(tmp_path / "w", tmp_path / "r", "test", seq_len=4096).validate()
+    with pytest.raises(InputError, match="--steps"):
+        ReferenceConfig(tmp_path / "w", tmp_path / "r", "test", steps=0).validate()

@@ -135,6 +135,16 @@ def world_train(
     ] = "demo",
     seed: Annotated[int, typer.Option(help="Seed of the tokenizer data order, init, batches.")] = 0,
     arch: Annotated[Arch, typer.Option(help="Architecture of the reference.")] = "gpt2",
+    steps: Annotated[
+        int | None, typer.Option(help="Training steps instead of the size's recipe's.")
+    ] = None,
+    seq_len: Annotated[
+        int | None,
+        typer.Option(
+            help="Training window in tokens instead of the size's recipe's (few-shot prompts "
+            "longer than it are out of what the model learned)."
+        ),
+    ] = None,
     quiet: QuietProgress = False,
 ) -> None:
     """Train (or reuse) the reference model of a world and print what it learned.
@@ -149,7 +159,16 @@ def world_train(
     verb = "world train"
     with cli_progress(quiet) as progress:
         info = run_command(
-            verb, train_reference, world, out, size=size, seed=seed, arch=arch, progress=progress
+            verb,
+            train_reference,
+            world,
+            out,
+            size=size,
+            seed=seed,
+            arch=arch,
+            steps=steps,
+            seq_len=seq_len,
+            progress=progress,
         )
     evaluation = info.card["evaluation"]
     state = "reused" if info.reused else f"trained in {info.card['wall_seconds']} s"

@@ -669,12 +669,15 @@ def qa_reference(
     size: Literal["test", "demo", "full"] = "test",
     seed: int = 0,
     qa_share: float = 0.2,
+    steps: int | None = None,
+    seq_len: int | None = None,
     cache: str | PathLike[str] | None = None,
     progress: Progress | None = None,
 ) -> tuple[WorldFiles, ReferenceInfo]:
     """Make (or reuse) a Q&A world of ``size`` and its reference of the same size, in
-    ``<cache>/qa-v1/<size>-seed<seed>-qa<share>/{world,reference}`` (``cache`` defaults to
-    :func:`lmassay.world.demo.default_cache_dir`)."""
+    ``<cache>/qa-v1/<size>-seed<seed>-qa<share>/{world,reference[-steps<S>][-seq<L>]}``
+    (``cache`` defaults to :func:`lmassay.world.demo.default_cache_dir`; ``steps`` and ``seq_len``
+    as in :func:`lmassay.world.reference.train_reference`)."""
     from lmassay.world._store import make_world
     from lmassay.world.demo import default_cache_dir
     from lmassay.world.reference import train_reference
@@ -682,5 +685,14 @@ def qa_reference(
     base = Path(cache) if cache is not None else default_cache_dir()
     root = base / "qa-v1" / f"{size}-seed{seed}-qa{qa_share:g}"
     files = make_world(root / "world", seed, size=size, qa_share=qa_share, progress=progress)
-    info = train_reference(files.root, root / "reference", size=size, seed=seed, progress=progress)
+    name = "reference" + (f"-steps{steps}" if steps else "") + (f"-seq{seq_len}" if seq_len else "")
+    info = train_reference(
+        files.root,
+        root / name,
+        size=size,
+        seed=seed,
+        steps=steps,
+        seq_len=seq_len,
+        progress=progress,
+    )
     return files, info

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -127,12 +127,31 @@ class ReferenceConfig:
     size: str = "demo"  # a key of RECIPES
     seed: int = 0  # tokenizer data order, weight init and batch sampling
     arch: str = "gpt2"  # "gpt2" or "llama"
+    steps: int | None = None  # instead of the size's recipe's steps
+    seq_len: int | None = None  # instead of the size's recipe's training window
+
+    def recipe(self) -> Recipe:
+        """The size's recipe with the given steps and training window."""
+        base = RECIPES[self.size]
+        return replace(
+            base,
+            steps=self.steps if self.steps is not None else base.steps,
+            seq_len=self.seq_len if self.seq_len is not None else base.seq_len,
+        )
 
     def validate(self) -> None:
         """Raise :class:`InputError` naming the offending flag."""
         if self.size not in RECIPES:
             raise InputError(
                 f"--size {self.size!r} is not known", f"use one of {', '.join(RECIPES)}"
+            )
+        if self.steps is not None and self.steps < 1:
+            raise InputError(f"--steps {self.steps} is below 1", "give 1 or more steps")
+        if self.seq_len is not None and not 2 <= self.seq_len <= RECIPES[self.size].n_positions:
+            raise InputError(
+                f"--seq-len {self.seq_len} is not between 2 and the model's context "
+                f"{RECIPES[self.size].n_positions}",
+                "give a training window that fits",
             )
         if self.arch not in ARCHS:
             raise InputError(f"--arch {self.arch!r} is not known", f"use one of {', '.join(ARCHS)}")
@@ -339,7 +358,7 @@ def _make_reference(
     """Train, save and measure the reference in ``root``; write its README; return its card."""
     started = time.perf_counter()
     world_card = read_card(config.world)
-    recipe = RECIPES[config.size]
+    recipe = config.recipe()
     trained = _train(config, recipe, root, progress)
     progress.log(
         "measuring probe perplexity and the unigram baseline"
@@ -390,7 +409,7 @@ def _request(config: ReferenceConfig) -> dict[str, Any]:
         "size": config.size,
         "seed": config.seed,
         "arch": config.arch,
-        "recipe": asdict(RECIPES[config.size]),
+        "recipe": asdict(config.recipe()),
     }
 
 
@@ -401,6 +420,8 @@ def train_reference(
     size: Size = "demo",
     seed: int = 0,
     arch: Arch = "gpt2",
+    steps: int | None = None,
+    seq_len: int | None = None,
     progress: Progress | None = None,
 ) -> ReferenceInfo:
     """Train (or reuse) the reference model of the world in ``world_dir`` into the folder ``out``.
@@ -414,11 +435,15 @@ def train_reference(
        perplexity per category beside the unigram baseline, and fact recall.
     5. Write ``README.md`` and, last, ``lmassay-reference.json``.
 
+    ``steps`` and ``seq_len`` replace the size's recipe's step count and training window (the
+    model's shape stays the size's); the request records the recipe as used. A few-shot prompt
+    longer than the training window is out of what the model was trained on.
+
     A different ``seed`` gives a second, independently trained reference of the same world. If
     ``out`` already holds a reference whose card records the same request (world digest,
     size, seed, arch, recipe), it is returned as it is (``reused=True``).
     """
-    config = ReferenceConfig(Path(world_dir), Path(out), size, seed, arch)
+    config = ReferenceConfig(Path(world_dir), Path(out), size, seed, arch, steps, seq_len)
     config.validate()
     shown = progress or NullProgress()
     world = load_world(config.world)  # the world's files are checked even when reusing
