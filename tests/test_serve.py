@@ -361,3 +361,41 @@ def test_unusable_registry_is_one_clear_error(tmp_path):
     assert done.exit_code == 2, done.output
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "not a usable SQLite database" in lines[0], done.stderr
+
+
+@pytest.mark.slow
+def test_server_killed_mid_run_loses_nothing_and_runs_nothing_twice(tmp_path, world_pair):
+    """The whole service (server and worker) killed while the first of three jobs runs; after a
+    restart on the same registry every job is done exactly once, the first on its second try."""
+    root = str(world_pair.reference.parent)
+    svc = make_service(tmp_path, ["--workers", "1", "--allow-local-root", root, *_threads()])
+    token = new_token(svc.registry, "alice")
+    svc.start()
+    try:
+        with httpx.Client(base_url=svc.url, timeout=60) as c:
+            ids = [
+                c.post("/v1/attestations", json=_request(world_pair), headers=_auth(token)).json()[
+                    "id"
+                ]
+                for _ in range(3)
+            ]
+            status = svc.wait(c, ids[0], ("running",), JOB_TIMEOUT)
+            deadline = time.monotonic() + JOB_TIMEOUT
+            while not (status["stage"] or "").startswith(("scoring", "loading")):
+                assert time.monotonic() < deadline and status["status"] == "running", status
+                time.sleep(0.1)
+                status = c.get(f"/v1/attestations/{ids[0]}").json()
+        worker = svc.row(ids[0])["pid"]
+        svc.kill(signal.SIGKILL)
+        assert not os.path.exists(f"/proc/{worker}")  # the worker went with its server
+        svc.start()
+        with httpx.Client(base_url=svc.url, timeout=60) as c:
+            finals = [svc.wait(c, i, ("done", "failed"), JOB_TIMEOUT) for i in ids]
+            samples = [c.get(f"/v1/attestations/{i}/samples.jsonl").text for i in ids]
+    finally:
+        svc.stop()
+    assert [f["status"] for f in finals] == ["done"] * 3, svc.logs()
+    rows = {r["id"]: r for r in svc.rows()}
+    assert [rows[i]["completions"] for i in ids] == [1, 1, 1]
+    assert [rows[i]["attempts"] for i in ids] == [2, 1, 1]
+    assert samples[0] == samples[1] == samples[2]

@@ -181,3 +181,20 @@ def test_job_options_are_attest_config_fields():
 
     fields = {f.name for f in dataclasses.fields(AttestConfig)}
     assert set(JobOptions.model_fields) <= fields
+
+
+def test_a_job_runs_attest_with_the_services_ray_and_no_remote_code(tmp_path):
+    """What the worker hands to attest: the request's options, the service's --ray, remote code
+    and pickles off; options that do not go together fail with attest's own reason."""
+    from lmassay.serve.requests import attest_config
+
+    request = AttestationRequest.model_validate(
+        {"model": "org/m", "reference": "org/r", "options": {"per_category": 7, "seed": 3}}
+    )
+    config = attest_config(request, str(tmp_path / "out"), ray="local")
+    assert (config.ray, config.per_category, config.seed) == ("local", 7, 3)
+    assert not config.trust_remote_code and not config.allow_pickle
+    assert attest_config(request, str(tmp_path / "out")).ray is None
+    alone = AttestationRequest.model_validate({"model": "org/m", "options": {"comparison": "kl"}})
+    with pytest.raises(InputError, match="--comparison kl needs --reference"):
+        attest_config(alone, str(tmp_path / "out"))
