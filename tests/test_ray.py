@@ -238,3 +238,33 @@ def test_offload_stream_runs_on_the_workers(tmp_path, world_pair, ray_cluster):
     assert any("streamed" in line for line in progress.lines if line.startswith("ray: "))
     assert_same_rows(rows(sharded), rows(single))
     same_verdict(sharded, single)
+
+
+@pytest.mark.slow
+def test_reference_build_on_ray_writes_the_same_cache(tmp_path, world_pair, ray_cluster):
+    from safetensors.numpy import load_file
+
+    from lmassay.attest.reference_cache import ReferenceBuildConfig, build_reference_cache
+
+    def build(name: str, **kwargs):
+        config = ReferenceBuildConfig(
+            reference=str(world_pair.reference),
+            probes=str(world_pair.probes),
+            out=str(tmp_path / name),
+            top_k=8,
+            calibration_tokens=16,
+            device="cpu",
+            max_length=48,  # several rolling windows per text: later windows are sharded too
+            token_budget=512,
+            **kwargs,
+        )
+        return build_reference_cache(config)
+
+    single, sharded = build("one.lmref"), build("ray.lmref", ray="local", ray_workers=2)
+    a, b = load_file(single.path), load_file(sharded.path)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(b[name], a[name], err_msg=name)
+    assert single.header.tokens == sharded.header.tokens
+    assert single.header.reference == sharded.header.reference
+    assert int(np.count_nonzero(a["tail_mass"])) > 0  # the rows were written, not left at zero

@@ -47,7 +47,9 @@ import json
 import math
 import struct
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager as ContextManager
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
@@ -78,9 +80,12 @@ from lmassay.digests import Digest, digest_bytes, digest_file
 from lmassay.errors import InputError, require
 from lmassay.progress import NullProgress, Progress, ProgressFn
 from lmassay.provenance import provenance, utc_now
+from lmassay.scale.options import ray_checks
 
 if TYPE_CHECKING:
     import torch
+
+    from lmassay.scale.ray_scoring import RayPool
 
 __all__ = [
     "CACHE_FORMAT",
@@ -303,11 +308,16 @@ class ReferenceBuildConfig(ModelOptions, FileSizeLimit):
     seed: int = 0
     max_length: int | None = None
     token_budget: int | None = None
+    ray: str | None = None
+    """Score on Ray: ``local`` or a cluster's address (as ``AttestConfig.ray``)."""
+    ray_workers: int | None = None
+    """Ray workers (actors); None: one per GPU of the cluster, else one per CPU."""
 
     def validate(self) -> None:
         super().validate()
         require(
             [
+                *ray_checks(self.ray, self.ray_workers),
                 (self.top_k >= 1, f"--top-k {self.top_k} is below 1", "use e.g. 64"),
                 (
                     self.calibration_tokens >= 0,
@@ -384,7 +394,8 @@ def build_reference_cache(
     progress.log(f"probes: {len(probes.samples)} samples in {len(probes.categories)} categories")
     _refuse_conversations(probes.samples, "--probes:")
     progress.log(f"loading reference {config.reference}")
-    reference = config.load(config.reference)
+    # on Ray the workers score and this process reads no weights (see lmassay.scale.ray_scoring)
+    reference = config.load(config.reference, materialise=config.ray is None)
     width = output_width(reference.model)
     if config.top_k > width:
         raise InputError(
@@ -439,21 +450,23 @@ def build_reference_cache(
     )
     out = Path(config.out)
     progress.log(f"writing {out} (top-{config.top_k}, {layout.n_bytes / 2**20:.1f} MiB)")
-    with atomic_file(out) as handle:
+    with _reference_pool(config, progress) as pool, atomic_file(out) as handle:
         layout.start(handle)
         layout.write_rows(handle, "sample_offsets", 0, offsets)
         layout.write_rows(handle, "calibration_rows", 0, calibration)
-        _score_reference(
+        batches = _reference_batches(
+            pool,
             token_lists,
             reference,
-            layout,
-            handle,
             offsets=offsets,
             calibration=calibration,
             top_k=config.top_k,
+            ids_dtype=ids_dtype,
             max_length=max_length,
             token_budget=config.token_budget,
-            progress=progress.task("scoring reference (tokens)", n_tokens),
+        )
+        _write_batches(
+            batches, layout, handle, progress.task("scoring reference (tokens)", n_tokens)
         )
     return BuildResult(
         path=out,
@@ -462,6 +475,31 @@ def build_reference_cache(
         n_bytes=out.stat().st_size,
         seconds=time.perf_counter() - t0,
     )
+
+
+def _reference_pool(
+    config: ReferenceBuildConfig, progress: Progress
+) -> ContextManager[RayPool | None]:
+    """``--ray``: Ray workers holding the reference (see :mod:`lmassay.scale.ray_scoring`);
+    else None (this process scores)."""
+    if config.ray is None:
+        return nullcontext(None)
+    from lmassay.scale.ray_scoring import ModelSpec, WorkerSpec, ray_pool
+
+    spec = WorkerSpec((("reference", ModelSpec(config.reference, config.model_options)),))
+    return ray_pool(config.ray, spec, config.ray_workers, progress)
+
+
+def _reference_batches(
+    pool: RayPool | None,
+    token_lists: Sequence[Sequence[int]],
+    reference: LoadedModel,
+    **settings: Any,
+) -> Iterable[BatchRows]:
+    """:func:`reference_batches` here, or the same in shards on the Ray workers of ``pool``."""
+    if pool is None:
+        return reference_batches(token_lists, reference, **settings)
+    return pool.reference_batches(token_lists, reference.prefix_token_id, **settings)
 
 
 def _config_json(config: ReferenceBuildConfig) -> dict[str, Any]:
@@ -486,20 +524,36 @@ def _window_rows(batch: Sequence[Window], offsets: np.ndarray) -> np.ndarray:
     )
 
 
-def _score_reference(
+@dataclass(frozen=True)
+class BatchRows:
+    """One batch of the reference's cache rows, ready to write: where they go and what they are."""
+
+    flat: np.ndarray  # (N,) int64 cache row of each scored position
+    rows: dict[str, np.ndarray]
+    """``token_logprob`` (N,), ``tail_mass`` (N,), ``topk_ids`` (N, K), ``topk_logprobs`` (N, K)."""
+    calibration: list[tuple[int, np.ndarray]]
+    """``(index in calibration_rows, full log-probabilities (1, V) float16)`` of the batch's
+    calibration tokens."""
+    n_rows: int
+
+
+def reference_batches(
     token_lists: Sequence[Sequence[int]],
     reference: LoadedModel,
-    layout: _Layout,
-    handle: BinaryIO,
     *,
     offsets: np.ndarray,
     calibration: np.ndarray,
     top_k: int,
+    ids_dtype: str,
     max_length: int,
     token_budget: int | None,
-    progress: ProgressFn,
-) -> None:
-    """Score with the reference, batch by batch, and write each batch's rows at their offsets."""
+) -> Iterator[BatchRows]:
+    """The reference's cache rows, batch by batch (batches in the scoring engine's order).
+
+    ``offsets[i]`` is the cache row of text ``i``'s first token (``token_lists`` may be a part of
+    the corpus: a Ray shard); ``calibration`` the sorted cache rows whose full distribution is
+    kept; ``ids_dtype`` the file's ``topk_ids`` type (``U16`` or ``I32``).
+    """
     import torch
 
     model = reference.model
@@ -508,17 +562,23 @@ def _score_reference(
     budget = resolve_token_budget(token_budget, [width], max_length, device)
     windows = make_windows(token_lists, reference.prefix_token_id, max_length)
     calibration_index = {int(row): i for i, row in enumerate(calibration)}
-    ids_np = np.uint16 if layout.dtype("topk_ids") == "U16" else np.int32
+    ids_np = np.uint16 if ids_dtype == "U16" else np.int32
     buffer: torch.Tensor | None = None
-    done = 0
     with torch.inference_mode(), fused_activations([model]):
         for batch in plan_batches(windows, budget):
             inputs = batch_inputs(batch)
             flat = _window_rows(batch, offsets)  # (N,)
             source = row_logits(model, inputs)
+            parts: dict[str, list[np.ndarray]] = {}
+            full_rows: list[tuple[int, np.ndarray]] = []
             for start, stop in _chunks(inputs.n_rows, width, device):
                 z = source(start, stop)  # (C, V)
-                if buffer is None or buffer.shape[1] != z.shape[1] or buffer.device != z.device:
+                if (
+                    buffer is None
+                    or buffer.shape[0] < stop - start  # a later batch can have more rows
+                    or buffer.shape[1] != z.shape[1]
+                    or buffer.device != z.device
+                ):
                     buffer = torch.empty((stop - start, z.shape[1]), device=z.device)
                 lp = torch.log_softmax(z, dim=-1, out=buffer[: stop - start])  # (C, V)
                 values, ids = lp.topk(top_k, dim=-1)  # (C, K)
@@ -530,14 +590,34 @@ def _score_reference(
                     "topk_logprobs": values.cpu().numpy().astype(np.float16),
                 }
                 for name, value in rows.items():
-                    layout.write_scattered(handle, name, flat[start:stop], value)
+                    parts.setdefault(name, []).append(value)
                 chunk_rows = flat[start:stop]
                 for row in np.flatnonzero(np.isin(chunk_rows, calibration)).tolist():
                     full = lp[row].cpu().numpy().astype(np.float16)[None, :]  # (1, V)
-                    at = calibration_index[int(chunk_rows[row])]
-                    layout.write_rows(handle, "calibration_logprobs", at, full)
-            done += inputs.n_rows
-            progress(done, layout.n_tokens)
+                    full_rows.append((calibration_index[int(chunk_rows[row])], full))
+            yield BatchRows(
+                flat=flat,
+                rows={name: np.concatenate(values) for name, values in parts.items()},
+                calibration=full_rows,
+                n_rows=inputs.n_rows,
+            )
+
+
+def _write_batches(
+    batches: Iterable[BatchRows],
+    layout: _Layout,
+    handle: BinaryIO,
+    progress: ProgressFn,
+) -> None:
+    """Write each batch's rows at their offsets (batches come in any order)."""
+    done = 0
+    for batch in batches:
+        for name, value in batch.rows.items():
+            layout.write_scattered(handle, name, batch.flat, value)
+        for at, full in batch.calibration:
+            layout.write_rows(handle, "calibration_logprobs", at, full)
+        done += batch.n_rows
+        progress(done, layout.n_tokens)
 
 
 class _Layout:

@@ -62,6 +62,8 @@ def reference_build(
     trust_remote_code: opt.TrustRemoteCode = False,
     max_length: opt.MaxLength = None,
     token_budget: opt.TokenBudget = None,
+    ray: opt.Ray = None,
+    ray_workers: opt.RayWorkers = None,
     max_file_size: opt.MaxFileSize = DATA_LIMIT_TEXT,
     quiet: opt.QuietProgress = False,
 ) -> None:
@@ -75,6 +77,10 @@ def reference_build(
 
         lmassay reference build --reference ./base --probes probes.jsonl --out base.lmref
         lmassay attest --model ./suspect --reference-cache base.lmref --probes probes.jsonl --out runs/suspect
+
+    Sharded on Ray (a private local cluster; or --ray HOST:6379 to join one):
+
+        lmassay reference build --reference ./base --probes probes.jsonl --out base.lmref --ray local
     """
     params = dict(locals())  # the flags, before any other local name exists
     from lmassay.attest.reference_cache import ReferenceBuildConfig, build_reference_cache

@@ -54,6 +54,8 @@ from lmassay.scale.options import LOCAL
 if TYPE_CHECKING:
     from ray.actor import ActorHandle
 
+    from lmassay.attest.reference_cache import BatchRows
+
 __all__ = [
     "LOCAL",
     "SHARDS_PER_WORKER",
@@ -116,6 +118,21 @@ class ShardJob:
     topk: int = 0
 
 
+@dataclass(frozen=True)
+class CacheJob:
+    """One shard of ``reference build``: its texts, the cache row of each one's first token
+    (``offsets``), and the cache's settings."""
+
+    index: int
+    token_lists: list[np.ndarray]
+    offsets: np.ndarray  # (S_shard,) int64
+    calibration: np.ndarray  # (C,) int64, all the cache's calibration rows
+    top_k: int
+    ids_dtype: str
+    max_length: int
+    token_budget: int
+
+
 class ShardScorer:
     """A Ray worker's body: the models loaded once, then :meth:`score` per shard."""
 
@@ -166,6 +183,22 @@ class ShardScorer:
             topk=job.topk,
         )
         return job.index, scores
+
+    def reference_batches(self, job: CacheJob) -> tuple[int, list[BatchRows]]:
+        """The shard's reference-cache rows, batch by batch (``reference build --ray``)."""
+        from lmassay.attest.reference_cache import reference_batches
+
+        batches = reference_batches(
+            cast("list[Sequence[int]]", job.token_lists),
+            self.models["reference"],
+            offsets=job.offsets,
+            calibration=job.calibration,
+            top_k=job.top_k,
+            ids_dtype=job.ids_dtype,
+            max_length=job.max_length,
+            token_budget=job.token_budget,
+        )
+        return job.index, list(batches)
 
 
 def plan_shards(
@@ -246,14 +279,9 @@ class RayPool:
         """What :func:`lmassay.attest.streaming.score_models` returns for ``token_lists`` with the
         models of ``roles`` (``("model", "reference")`` scores them in lock-step), scored in
         shards on the workers (see the module docstring)."""
-        import ray
-        from ray.util import ActorPool
-
-        budget = int(ray.get(self.actors[0].token_budget.remote(roles, max_length, token_budget)))
-        shards = plan_shards(
-            token_lists, prefix_token_id, max_length, budget, SHARDS_PER_WORKER * self.n_workers
+        budget, shards, arrays = self._shards(
+            token_lists, roles, prefix_token_id, max_length, token_budget
         )
-        arrays = [np.asarray(tokens, dtype=np.int64) for tokens in token_lists]  # (n,) each
         jobs = [
             ShardJob(
                 i, [arrays[s] for s in shard], roles, prefix_token_id, max_length, budget, topk
@@ -262,8 +290,7 @@ class RayPool:
         ]
         results: list[TokenScores | None] = [None] * len(token_lists)
         total, done = sum(len(t) for t in token_lists), 0
-        pool = ActorPool(self.actors)
-        for index, scores in pool.map_unordered(lambda actor, job: actor.score.remote(job), jobs):
+        for index, scores in self._map("score", jobs):
             for sample, sample_scores in zip(shards[index], scores, strict=True):
                 if results[sample] is not None:
                     raise RuntimeError(f"sample {sample} came back from two shards")
@@ -275,6 +302,74 @@ class RayPool:
         if missing:
             raise RuntimeError(f"{len(missing)} samples came back from no shard: {missing[:5]}")
         return [r for r in results if r is not None]
+
+    def reference_batches(
+        self,
+        token_lists: Sequence[Sequence[int]],
+        prefix_token_id: int,
+        *,
+        offsets: np.ndarray,
+        calibration: np.ndarray,
+        top_k: int,
+        ids_dtype: str,
+        max_length: int,
+        token_budget: int | None,
+    ) -> Iterator[BatchRows]:
+        """What :func:`lmassay.attest.reference_cache.reference_batches` yields for the whole
+        corpus, shard by shard as the workers finish them (each batch once)."""
+        roles = ("reference",)
+        budget, shards, arrays = self._shards(
+            token_lists, roles, prefix_token_id, max_length, token_budget
+        )
+        jobs = [
+            CacheJob(
+                i,
+                [arrays[s] for s in shard],
+                offsets[shard],
+                calibration,
+                top_k,
+                ids_dtype,
+                max_length,
+                budget,
+            )
+            for i, shard in enumerate(shards)
+        ]
+        seen: set[int] = set()
+        for index, batches in self._map("reference_batches", jobs):
+            if index in seen:
+                raise RuntimeError(f"shard {index} came back twice")
+            seen.add(index)
+            yield from batches
+        if len(seen) != len(jobs):
+            raise RuntimeError(f"{len(jobs) - len(seen)} shards came back from no worker")
+
+    def _shards(
+        self,
+        token_lists: Sequence[Sequence[int]],
+        roles: tuple[str, ...],
+        prefix_token_id: int,
+        max_length: int,
+        token_budget: int | None,
+    ) -> tuple[int, list[list[int]], list[np.ndarray]]:
+        """The workers' token budget, the shards (see :func:`plan_shards`) and the texts as arrays."""
+        import ray
+
+        budget = int(ray.get(self.actors[0].token_budget.remote(roles, max_length, token_budget)))
+        shards = plan_shards(
+            token_lists, prefix_token_id, max_length, budget, SHARDS_PER_WORKER * self.n_workers
+        )
+        arrays = [np.asarray(tokens, dtype=np.int64) for tokens in token_lists]  # (n,) each
+        return budget, shards, arrays
+
+    def _map(self, method: str, jobs: Sequence[Any]) -> Iterator[Any]:
+        """Each job's result from the workers' ``method``, in the order they finish:
+        :class:`ray.util.ActorPool` gives a free worker the next job."""
+        from ray.util import ActorPool
+
+        def submit(actor: Any, job: Any) -> Any:
+            return getattr(actor, method).remote(job)
+
+        yield from ActorPool(self.actors).map_unordered(submit, list(jobs))
 
 
 @contextmanager
