@@ -17,9 +17,10 @@ $(BIN)/lmassay: pyproject.toml
 
 setup: $(BIN)/lmassay
 
-## the default suite: every test not marked `slow` (see the markers in pyproject.toml)
+## the default suite: every test not marked `slow` (see the markers in pyproject.toml), on two
+## pytest-xdist workers (a test file stays on one worker; they share one cache of the test world)
 test: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile
 
 ## the whole suite, `slow` tests included
 test-all: setup

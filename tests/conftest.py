@@ -14,14 +14,31 @@ os.environ["LMASSAY_REGISTRY"] = os.path.join(
 )
 # The demo's cache (world, reference, zoo) stays inside the test run too.
 # LMASSAY_TEST_CACHE=DIR keeps it (the trained test reference and variants) between runs instead.
-os.environ["LMASSAY_CACHE"] = os.environ.get("LMASSAY_TEST_CACHE") or tempfile.mkdtemp(
-    prefix="lmassay-test-cache-"
-)
+# Under pytest-xdist (`make test` runs two workers) the workers of one run share one cache, keyed by
+# the run's id: the first to build the world or a zoo variant holds the folder's lock
+# (lmassay.cached_build) and the other waits and reuses it.
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+
+
+def _test_cache() -> str:
+    if os.environ.get("LMASSAY_TEST_CACHE"):
+        return os.environ["LMASSAY_TEST_CACHE"]
+    if _RUN:
+        folder = os.path.join(tempfile.gettempdir(), f"lmassay-test-cache-{_RUN}")
+        os.makedirs(folder, exist_ok=True)
+        return folder
+    return tempfile.mkdtemp(prefix="lmassay-test-cache-")
+
+
+os.environ["LMASSAY_CACHE"] = _test_cache()
 
 import torch
 
 # LMASSAY_TEST_THREADS=1 helps on a shared, busy machine (two spinning threads per process).
-torch.set_num_threads(int(os.environ.get("LMASSAY_TEST_THREADS", min(2, os.cpu_count() or 1))))
+# Each xdist worker takes one core's share.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_THREADS = max(1, min(2, os.cpu_count() or 1) // _WORKERS)
+torch.set_num_threads(int(os.environ.get("LMASSAY_TEST_THREADS", _THREADS)))
 
 from pathlib import Path  # noqa: E402
 

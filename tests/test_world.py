@@ -253,8 +253,8 @@ def reference(world_reference):
 def test_reference_learns_the_world_and_is_reused(reference, world_dir):
     from lmassay.world.reference import reference_world, train_reference
 
-    card = reference.card
-    assert not reference.reused
+    card = reference.card  # built by this run, or by another xdist worker first (then reused)
+    assert card["wall_seconds"] > 0
     assert reference.probe_perplexity < 0.6 * reference.unigram_perplexity
     per_category = card["evaluation"]["probes"]["per_category"]
     assert set(per_category) == set(CATEGORIES)
