@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -88,7 +89,15 @@ def test_bootstrap_writes_pairs_with_provenance_and_is_seeded(tiny_model_dir, co
     assert summary["kept"] == len(rows)
     # every candidate is accounted for once
     assert summary["generated"] == sum(
-        summary[k] for k in ("kept", "duplicates", "blank", "filtered_likelihood", "unused")
+        summary[k]
+        for k in (
+            "kept",
+            "duplicates",
+            "blank",
+            "filtered_likelihood",
+            "filtered_classifier",
+            "unused",
+        )
     )
     assert summary["core"]["examples"] == 18 and summary["core"]["digest"]["value"]
     again = bootstrap(_config(tiny_model_dir, core_file, tmp_path / "b.jsonl"))
@@ -168,3 +177,53 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bootstrap failed:") and message in lines[0]
     assert not out.exists() and not summary_path(out).exists()
+
+
+def _save_classifier(folder: Path, model_dir: Path, intercept: float, digest: str | None = None):
+    """A curate classifier on the tiny model's last-layer mean features: all-zero weights, so its
+    score is sigmoid(intercept) for every text (0.5 threshold)."""
+    import numpy as np
+
+    from lmassay.curate.classifier import Classifier, LinearModel
+    from lmassay.curate.features import FeatureSpec
+    from lmassay.digests import model_identity
+
+    d = 64  # the tiny GPT-2's width
+    folder.mkdir(parents=True)
+    linear = LinearModel(np.zeros(d), np.ones(d), np.zeros(d), intercept)
+    value = digest or model_identity(model_dir).root.value
+    card = {"model": {"name": str(model_dir), "digest": {"algorithm": "sha256", "value": value}}}
+    Classifier(
+        linear, FeatureSpec(2, "mean", 64), 0.5, np.zeros(2), np.zeros(2, np.int8), card
+    ).save(folder)
+    return folder
+
+
+def test_classifiers_drop_what_they_flag_and_must_share_the_lm(tiny_model_dir, core_file, tmp_path):
+    from lmassay.cli import app
+
+    keep_all = _save_classifier(tmp_path / "low", tiny_model_dir, -5.0)
+    drop_all = _save_classifier(tmp_path / "high", tiny_model_dir, 5.0)
+    kept = bootstrap(
+        _config(tiny_model_dir, core_file, tmp_path / "k.jsonl", n=4, classifiers=(keep_all,))
+    )
+    assert kept.summary["filtered_classifier"] == 0 and kept.rows
+    score = kept.rows[0]["provenance"]["classifier_scores"][0]
+    assert score == pytest.approx(1 / (1 + np.exp(5.0)))
+    dropped = bootstrap(
+        _config(
+            tiny_model_dir,
+            core_file,
+            tmp_path / "d.jsonl",
+            n=4,
+            max_generated=8,
+            classifiers=(keep_all, drop_all),
+        )
+    )
+    assert dropped.rows == [] and dropped.summary["filtered_classifier"] > 0
+    other = _save_classifier(tmp_path / "other", tiny_model_dir, 0.0, digest="0" * 64)
+    out = tmp_path / "o.jsonl"
+    args = ["bootstrap", "-m", str(tiny_model_dir), "--core", str(core_file), "--n", "3"]
+    result = CliRunner().invoke(app, [*args, "--out", str(out), "--classifier", str(other)])
+    assert result.exit_code == 2 and "trained on the features" in result.output
+    assert not out.exists()

@@ -56,6 +56,7 @@ from lmassay.provenance import provenance
 
 if TYPE_CHECKING:
     from lmassay.attest.model_loading import LoadedModel
+    from lmassay.curate.classifier import Classifier
 
 __all__ = [
     "BootstrapConfig",
@@ -102,6 +103,9 @@ class BootstrapConfig:
     context: int | None = None
     """Tokens the LM handles well (prompt + new tokens): a prompt that does not fit drops shots.
     Default: the training window of an lmassay world reference, else the model's context."""
+    classifiers: tuple[Path, ...] = ()
+    """Curate classifiers trained on this LM's features: a pair any of them scores at or above
+    its threshold is dropped."""
     principles: Path | None = None
     """A text file of principles, one per line, for critique and revision (none: no revision)."""
     device: str = "auto"
@@ -218,6 +222,50 @@ def _fitting_shots(
     raise ValueError("no shots")  # unreachable: k == 1 returns
 
 
+@dataclass(frozen=True)
+class _Screen:
+    """A curate classifier applied to bootstrapped pairs."""
+
+    path: Path
+    classifier: Classifier
+    digest: dict[str, str]
+
+
+def _load_screens(paths: Sequence[Path], loaded: LoadedModel) -> list[_Screen]:
+    """The classifiers, each checked to be trained on ``loaded``'s features."""
+    from lmassay.curate.classifier import load_classifier
+    from lmassay.digests import model_identity
+
+    screens = []
+    for path in paths:
+        classifier = load_classifier(path)
+        if classifier.model_digest.value != loaded.digest.value:
+            raise InputError(
+                f"--classifier {path} was trained on the features of the LM with digest "
+                f"{classifier.model_digest.value[:16]}…, not on --model {loaded.name} "
+                f"({loaded.digest.value[:16]}…)",
+                "train the classifier on this LM (lmassay curate train --model ...)",
+            )
+        digest = model_identity(Path(path).resolve()).root.to_json()
+        screens.append(_Screen(Path(path), classifier, digest))
+    return screens
+
+
+def _screen_scores(
+    loaded: LoadedModel, screens: Sequence[_Screen], pairs: Sequence[tuple[str, str]]
+) -> list[list[float]]:
+    """Per pair, each classifier's score of ``"<instruction>\n\n<response>"`` (the text
+    ``curate filter`` scores for an instruction pair)."""
+    from lmassay.curate.features import features
+
+    texts = [f"{instruction}\n\n{response}" for instruction, response in pairs]
+    columns = [
+        screen.classifier.linear.scores(features(loaded, texts, screen.classifier.spec)).tolist()
+        for screen in screens
+    ]
+    return [list(row) for row in zip(*columns, strict=True)] if columns else [[] for _ in pairs]
+
+
 def summary_path(out: Path) -> Path:
     """Where the summary of ``out`` goes: ``<stem>.summary.json`` beside it."""
     return out.with_name(out.stem + ".summary.json")
@@ -230,6 +278,7 @@ class _Counts:
     duplicates_exact: int = 0
     duplicates_near: int = 0
     filtered_likelihood: int = 0
+    filtered_classifier: int = 0
     revised: int = 0
     unused: int = 0  # drawn in the last round after n pairs were kept
     kept: int = 0
@@ -465,6 +514,7 @@ def bootstrap(config: BootstrapConfig, progress: Progress | None = None) -> Boot
         dtype=config.dtype,
         trust_remote_code=config.trust_remote_code,
     )
+    screens = _load_screens(config.classifiers, loaded)
     context = config.context or trained_context(loaded)
     room = context - config.max_new_tokens
     if room < 2:
@@ -575,6 +625,7 @@ def bootstrap(config: BootstrapConfig, progress: Progress | None = None) -> Boot
                     pairs[j] = (pairs[j][0], critique["revision"])
                 revisions[j] = critique
         scores = response_logprobs(loaded, pairs, batch_size=config.batch_size) if pairs else []
+        screened = _screen_scores(loaded, screens, pairs) if screens and pairs else []
         for j, ((i, instruction), (_, response), score) in enumerate(
             zip(fresh, pairs, scores, strict=True)
         ):
@@ -587,6 +638,12 @@ def bootstrap(config: BootstrapConfig, progress: Progress | None = None) -> Boot
             if config.min_logprob is not None and score < config.min_logprob:
                 counts.filtered_likelihood += 1
                 continue
+            screen_scores = screened[j] if screens else []
+            if any(
+                v >= sc.classifier.threshold for v, sc in zip(screen_scores, screens, strict=True)
+            ):
+                counts.filtered_classifier += 1
+                continue
             record: dict[str, Any] = {
                 "index": len(rows),
                 "round": round_number,
@@ -598,6 +655,8 @@ def bootstrap(config: BootstrapConfig, progress: Progress | None = None) -> Boot
                 "mean_logprob": score,
                 "model": model_record,
             }
+            if screens:
+                record["classifier_scores"] = screen_scores
             if revisions[j] is not None:
                 record["revision"] = revisions[j]
             rows.append({"instruction": instruction, "response": response, "provenance": record})
@@ -615,6 +674,10 @@ def bootstrap(config: BootstrapConfig, progress: Progress | None = None) -> Boot
             "digest": core_digest.to_json() if core_digest is not None else None,
         },
         "model": model_record,
+        "classifiers": [
+            {"path": str(sc.path), "digest": sc.digest, "threshold": sc.classifier.threshold}
+            for sc in screens
+        ],
         "principles": principles,
         "seconds": round(time.perf_counter() - started, 2),
         "provenance": provenance(_config_json(config), config.seed),
@@ -632,7 +695,11 @@ def bootstrap(config: BootstrapConfig, progress: Progress | None = None) -> Boot
 
 
 def _config_json(config: BootstrapConfig) -> dict[str, Any]:
-    return {
-        key: (str(value) if isinstance(value, Path) else value)
-        for key, value in asdict(config).items()
-    }
+    def plain(value: Any) -> Any:
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        return value
+
+    return {key: plain(value) for key, value in asdict(config).items()}

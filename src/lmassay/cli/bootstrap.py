@@ -78,6 +78,15 @@ _NearDuplicate = Annotated[
         "duplicates.",
     ),
 ]
+_Classifier = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--classifier",
+        rich_help_panel=_FILTERS,
+        help="A curate classifier trained on this LM's features (repeatable): pairs it scores "
+        "at or above its threshold are dropped.",
+    ),
+]
 _Principles = Annotated[
     Path | None,
     typer.Option(
@@ -104,6 +113,7 @@ def bootstrap_command(
     min_logprob: _MinLogprob = -1.0,
     no_likelihood_filter: _NoLikelihoodFilter = False,
     near_duplicate: _NearDuplicate = 0.8,
+    classifier: _Classifier = None,
     principles: _Principles = None,
     device: Device = "auto",
     dtype: Dtype = "auto",
@@ -113,7 +123,8 @@ def bootstrap_command(
     """Grow instruction/response pairs from a small curated core by few-shot prompting a raw LM.
 
     New instructions, then their responses, each from SHOTS core examples; exact and near
-    duplicates dropped; pairs whose response the LM itself finds unlikely dropped; provenance per
+    duplicates dropped; pairs whose response the LM itself finds unlikely, or that a curate
+    classifier flags, dropped; provenance per
     pair (which core examples, seed, sampling, the LM's digest). Writes JSONL lines
     {"instruction", "response", "provenance"}. Example:
 
@@ -136,6 +147,7 @@ def bootstrap_command(
         near_duplicate=near_duplicate,
         max_generated=max_generated,
         batch_size=batch_size,
+        classifiers=tuple(classifier or ()),
         principles=principles,
         device=device,
         dtype=dtype,
@@ -147,7 +159,8 @@ def bootstrap_command(
     typer.echo(
         f"kept {s['kept']} of {s['requested']} pairs: {s['generated']} instructions drawn, "
         f"{s['duplicates']} duplicates ({s['duplicates_exact']} exact, {s['duplicates_near']} "
-        f"near), {s['filtered_likelihood']} below the likelihood threshold, {s['blank']} blank"
+        f"near), {s['filtered_likelihood']} below the likelihood threshold, "
+        f"{s['filtered_classifier']} removed by classifiers, {s['blank']} blank"
         + (f", {s['revised']} revised" if s["principles"] else "")
         + f"; {s['seconds']} s"
     )

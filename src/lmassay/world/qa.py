@@ -61,6 +61,7 @@ __all__ = [
     "core_pairs",
     "is_correct",
     "measure_qa",
+    "measure_qa_file",
     "poisoned_dataset",
     "qa_documents",
     "qa_pairs",
@@ -696,3 +697,14 @@ def qa_reference(
         progress=progress,
     )
     return files, info
+
+
+def measure_qa_file(world_dir: str | PathLike[str], data: str | PathLike[str]) -> QAQuality:
+    """:func:`measure_qa` of the pairs in ``data`` (``lmassay bootstrap``'s JSONL, or any dataset
+    :mod:`lmassay.instruction_data` reads) against the world in ``world_dir``."""
+    from lmassay.instruction_data import iter_located_rows, pair_from_row
+    from lmassay.world._store import load_world
+
+    pairs = (pair_from_row(row, where) for where, row in iter_located_rows(data))
+    rows = ({"instruction": p.prompt(), "response": p.response} for p in pairs)
+    return measure_qa(load_world(world_dir), rows)
