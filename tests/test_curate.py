@@ -20,11 +20,13 @@ from lmassay.curate import (
     fit_bow_classifier,
     fit_lm_classifier,
     load_classifier,
+    read_labelled,
     train_classifier,
 )
 from lmassay.curate.features import FeatureSpec, features
 from lmassay.curate.metrics import best_f1_threshold, metrics_at, threshold_for_recall
 from lmassay.digests import digest_file, model_identity
+from lmassay.errors import InputError
 
 runner = CliRunner()
 
@@ -68,6 +70,17 @@ def slant_rows(render_seed: int, n_paragraphs: int, n_other: int = 2) -> list[di
                     for t in split_sentences(text)
                 ]
     return rows
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _blas_threads():
+    """scikit-learn's BLAS as many threads as torch has (LMASSAY_TEST_THREADS): on a shared
+    machine, spinning BLAS threads cost tiny logistic regressions several times their work."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=torch.get_num_threads()):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +163,7 @@ def test_features_of_a_batch_equal_each_text_alone(loaded):
 
 def test_random_labels_give_chance_auc(loaded):
     """The null: labels drawn at random carry nothing the features could find."""
-    texts = [r["text"] for r in slant_rows(11, 20)]
+    texts = [r["text"] for r in slant_rows(11, 12)]
     labels = np.random.default_rng(2).integers(0, 2, len(texts)).astype(np.int8)
     lm = fit_lm_classifier(loaded, texts, labels)
     bow = fit_bow_classifier(texts, labels)
@@ -409,3 +422,42 @@ def test_help_renders(command):
     run = invoke("curate", command, "--help")
     assert run.exit_code == 0
     assert "Example" in run.output
+
+
+def test_sweep_covers_every_layer_and_pooling(loaded):
+    """--sweep's rows: every hidden state and pooling, the default's row as fit_lm_classifier
+    cross-validates it."""
+    from lmassay.curate.training import sweep
+    from lmassay.progress import NullProgress
+
+    rows = slant_rows(11, 14, n_other=0)
+    texts = [r["text"] for r in rows]
+    labels = np.array([r["label"] == "remove" for r in rows], dtype=np.int8)
+    found = sweep(
+        loaded, texts, labels, max_tokens=512, c=1.0, seed=0, token_budget=4096,
+        progress=NullProgress(),
+    )  # fmt: skip
+    assert [(r["layer"], r["pooling"]) for r in found] == [
+        (layer, pooling) for layer in (0, 1, 2) for pooling in ("last", "max", "mean")
+    ]
+    default = next(r for r in found if (r["layer"], r["pooling"]) == (1, "mean"))
+    assert default["auc"] == fit_lm_classifier(loaded, texts, labels).cv.metrics.auc
+
+
+def test_labelled_data_in_instruction_formats(tmp_path):
+    rows = [
+        {"instruction": "Who leads?", "input": "", "output": "Nobody.", "verdict": "remove"},
+        {"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}],
+         "verdict": "KEEP"},
+        {"prompt": "P", "response": "R", "verdict": "keep", "category": "politics"},
+    ]  # fmt: skip
+    data = read_labelled(write_jsonl(tmp_path / "l.jsonl", rows), label_field="verdict")
+    assert data.texts == ["Who leads?\n\nNobody.", "Q\n\nA", "P\n\nR"]
+    assert data.labels.tolist() == [1, 0, 0]
+    assert data.categories == [None, None, "politics"]
+    with pytest.raises(InputError, match=r"l.jsonl line 2: label 'maybe'"):
+        read_labelled(
+            write_jsonl(
+                tmp_path / "l.jsonl", [rows[0] | {"label": "keep"}, {"text": "t", "label": "maybe"}]
+            )
+        )

@@ -73,7 +73,8 @@ _MaxTokens = Annotated[
     int | None,
     typer.Option(
         rich_help_panel=FEATURES,
-        help="Most tokens of a text read, from its start (default: the model's context).",
+        help="Most tokens of a text read, from its start (default: 1024, or the model's "
+        "context if shorter).",
     ),
 ]
 _C = Annotated[

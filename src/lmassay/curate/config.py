@@ -29,7 +29,8 @@ class TrainConfig(ModelOptions):
     """``hidden_states`` index (0 embeddings, i block i, negative from the end); None: middle."""
     pooling: Pooling = "mean"
     max_tokens: int | None = None
-    """Most tokens of a text read (the prefix included); None: the model's context length."""
+    """Most tokens of a text read from its start (the prefix included); None: 1,024 or the
+    model's context if shorter."""
     c: float = 1.0
     """Inverse L2 strength of the logistic regression (on standardised features)."""
     sweep: bool = False

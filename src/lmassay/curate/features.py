@@ -34,6 +34,9 @@ Pooling = Literal["mean", "max", "last"]
 POOLINGS: tuple[Pooling, ...] = get_args(Pooling)
 DEFAULT_TOKEN_BUDGET = 4096
 """Tokens per batch: hidden states, not logits, so a small budget keeps memory low."""
+DEFAULT_MAX_TOKENS = 1024
+"""Most tokens of a text read by default (the model's context if shorter): every layer's states
+of a batch are held at once, so a 128k-token context is no default."""
 
 
 @dataclass(frozen=True)

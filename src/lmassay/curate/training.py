@@ -28,6 +28,7 @@ from lmassay.curate.classifier import (
 )
 from lmassay.curate.config import TrainConfig
 from lmassay.curate.features import (
+    DEFAULT_MAX_TOKENS,
     POOLINGS,
     FeatureSpec,
     Pooling,
@@ -109,9 +110,9 @@ def fit_lm_classifier(
 def feature_spec(
     loaded: LoadedModel, layer: int | None, pooling: Pooling, max_tokens: int | None
 ) -> FeatureSpec:
-    """The feature rule for ``loaded``: ``--layer`` resolved, ``--max-tokens`` capped at the
-    model's context."""
-    longest = loaded.max_length if max_tokens is None else min(max_tokens, loaded.max_length)
+    """The feature rule for ``loaded``: ``--layer`` resolved, ``--max-tokens`` (default
+    :data:`~lmassay.curate.features.DEFAULT_MAX_TOKENS`) capped at the model's context."""
+    longest = min(max_tokens or DEFAULT_MAX_TOKENS, loaded.max_length)
     return FeatureSpec(resolve_layer(layer, n_layers(loaded.model)), pooling, longest)
 
 
