@@ -120,7 +120,7 @@ def test_train_finds_the_slant_and_saves_without_pickle(trained, reference, load
     card = json.loads((result.out / "classifier.json").read_text())
     assert card["model"]["digest"]["value"] == model_identity(reference).root.value
     assert card["data"]["digest"]["value"] == digest_file(labelled).value
-    assert card["features"] == {"layer": 1, "pooling": "mean", "max_tokens": 512}
+    assert card["features"] == {"layer": 2, "pooling": "mean", "max_tokens": 512}
     html = (result.out / "report.html").read_text()
     assert "<script" not in html and "http" not in html
     politics = next(r for r in result.report["per_category"] if r["category"] == "politics")
@@ -303,7 +303,7 @@ def test_filter_target_recall_and_threshold_on_parquet(trained, tmp_path):
     assert all(r["curate_score"] < lowest_remove for r in kept)
     everything = filter_dataset(
         FilterConfig(
-            classifier=str(result.out),
+            classifier=str(result.out / "classifier.json"),
             data=str(data),
             out=str(tmp_path / "r0"),
             threshold=0.0,
@@ -311,6 +311,8 @@ def test_filter_target_recall_and_threshold_on_parquet(trained, tmp_path):
         )
     ).summary
     assert everything["counts"]["removed"] == len(rows)
+    assert everything["classifier"]["digest"] == summary["classifier"]["digest"]
+    assert summary["classifier"]["digest"]["value"] == model_identity(result.out).root.value
 
 
 def one_line_failure(run, out: Path) -> str:
@@ -440,7 +442,7 @@ def test_sweep_covers_every_layer_and_pooling(loaded):
     assert [(r["layer"], r["pooling"]) for r in found] == [
         (layer, pooling) for layer in (0, 1, 2) for pooling in ("last", "max", "mean")
     ]
-    default = next(r for r in found if (r["layer"], r["pooling"]) == (1, "mean"))
+    default = next(r for r in found if (r["layer"], r["pooling"]) == (2, "mean"))
     assert default["auc"] == fit_lm_classifier(loaded, texts, labels).cv.metrics.auc
 
 

@@ -59,7 +59,7 @@ _Layer = Annotated[
     typer.Option(
         rich_help_panel=FEATURES,
         help="Hidden state read: 0 the token embeddings, i the output of block i, negative "
-        "from the end (default: the middle block).",
+        "from the end (default: the block three quarters deep).",
     ),
 ]
 _Pooling = Annotated[

@@ -91,6 +91,8 @@ class Classifier:
     cv_labels: np.ndarray  # (N,) int8
     card: dict[str, Any] = field(default_factory=dict)
     """The rest of ``classifier.json`` (model, data, metrics, provenance), as written."""
+    folder: Path | None = None
+    """The folder it was read from (None before it is saved)."""
 
     @property
     def model_digest(self) -> Digest:
@@ -174,4 +176,4 @@ def load_classifier(path: str | os.PathLike[str], flag: str = "--classifier") ->
         cv_scores, cv_labels = tensors["cv_scores"], tensors["cv_labels"]
     except (SafetensorError, KeyError, IndexError) as exc:
         raise InputError(f"{flag} {tensors_path} cannot be read ({exc})", _FORMAT_FIX) from exc
-    return Classifier(linear, spec, threshold, cv_scores, cv_labels, card)
+    return Classifier(linear, spec, threshold, cv_scores, cv_labels, card, folder)

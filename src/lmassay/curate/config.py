@@ -26,7 +26,8 @@ class TrainConfig(ModelOptions):
     category_field: str = "category"
     split: str | None = None
     layer: int | None = None
-    """``hidden_states`` index (0 embeddings, i block i, negative from the end); None: middle."""
+    """``hidden_states`` index (0 embeddings, i block i, negative from the end); None: the block
+    three quarters deep."""
     pooling: Pooling = "mean"
     max_tokens: int | None = None
     """Most tokens of a text read from its start (the prefix included); None: 1,024 or the

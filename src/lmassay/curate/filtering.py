@@ -158,7 +158,8 @@ def filter_dataset(config: FilterConfig, progress: Progress | None = None) -> Fi
     started = time.perf_counter()
     config.validate()
     classifier = load_classifier(config.classifier)
-    classifier_digest = model_identity(Path(config.classifier).resolve()).root
+    assert classifier.folder is not None  # read from a folder
+    classifier_digest = model_identity(classifier.folder).root
     threshold = choose_threshold(config, classifier)
     total = count_rows(config.data, split=config.split)  # also checks the source exists
     if total == 0:
