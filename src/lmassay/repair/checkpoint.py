@@ -12,6 +12,9 @@ A checkpoint is a folder ``step-NNNNNNN`` holding
 
 It is written into a temporary folder and renamed, and only the newest complete one is kept, so a
 kill at any moment leaves either the previous or the new checkpoint, never a half-written one.
+
+The checkpoints of a command's run live in its work folder (``OUT.partial/``), which
+:func:`prepare_work` ties to the run's request, so only the same request resumes them.
 """
 
 from __future__ import annotations
@@ -27,9 +30,28 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lmassay._atomic import atomic_write_json
+from lmassay.cached_build import matching_card
 from lmassay.errors import InputError
 
 _PREFIX = "step-"
+REQUEST_FILE = "request.json"
+
+
+def prepare_work(work: Path, request: dict[str, Any], restart: bool, *, what: str) -> None:
+    """Create the work folder ``work`` holding ``request``, or check that the one there belongs to
+    this request (so its checkpoints can be resumed); ``restart`` discards it first. ``what``
+    names the run in the message (``"repair"``, ``"tune"``)."""
+    if work.exists() and restart:
+        shutil.rmtree(work)
+    if work.exists():
+        if matching_card(work, request, card_name=REQUEST_FILE, key=None) is None:
+            raise InputError(
+                f"{work} holds an interrupted {what} with other settings or inputs",
+                "rerun with the same settings to resume it, or pass --restart to discard it",
+            )
+        return
+    work.mkdir(parents=True)
+    atomic_write_json(work / REQUEST_FILE, request)
 
 
 @dataclass

@@ -37,7 +37,6 @@ from lmassay.attest.config import AttestConfig
 from lmassay.attest.model_loading import LoadedModel, resolve_device
 from lmassay.attest.probes import ProbeSet, load_probes
 from lmassay.attest.recipe import AttestationResult, attest
-from lmassay.cached_build import matching_card
 from lmassay.digests import model_identity
 from lmassay.errors import InputError
 from lmassay.instruction_data import (
@@ -49,6 +48,7 @@ from lmassay.instruction_data import (
 from lmassay.output_folder import OutputFolder, needed_for_copy
 from lmassay.progress import NullProgress, Progress
 from lmassay.provenance import provenance, utc_now
+from lmassay.repair.checkpoint import prepare_work
 from lmassay.repair.saving import save_like_source, source_dtype
 from lmassay.repair.training import (
     LoopResult,
@@ -75,7 +75,6 @@ ATTESTATION_FOLDER = "attestation"
 SCHEDULE = (
     "AdamW (0.9, 0.95); linear warm-up over 10% of steps (at most 50), cosine to lr/10; clip 1"
 )
-_REQUEST_FILE = "request.json"
 
 
 @dataclass(frozen=True)
@@ -119,7 +118,7 @@ def tune(config: TuneConfig, progress: Progress | None = None) -> TuneResult:
         data = _data_record(config, encoded)
         compute = str(autocast_dtype or torch.float32).removeprefix("torch.")
         work = out.with_name(out.name + ".partial")
-        _prepare_work(work, _request(config, loaded, data, compute), config.restart)
+        prepare_work(work, _request(config, loaded, data, compute), config.restart, what="tune")
 
         trained, training = _train(config, loaded, encoded, autocast_dtype, work, progress)
         progress.log("saving the tuned model")
@@ -225,21 +224,6 @@ def _request(
     }
 
 
-def _prepare_work(work: Path, request: dict[str, Any], restart: bool) -> None:
-    """Create ``work`` or check that it belongs to this request (so it can be resumed)."""
-    if work.exists() and restart:
-        shutil.rmtree(work)
-    if work.exists():
-        if matching_card(work, request, card_name=_REQUEST_FILE, key=None) is None:
-            raise InputError(
-                f"{work} holds an interrupted tune with other settings or inputs",
-                "rerun with the same settings to resume it, or pass --restart to discard it",
-            )
-        return
-    work.mkdir(parents=True)
-    atomic_write_json(work / _REQUEST_FILE, request)
-
-
 # --------------------------------------------------------------------------------------------
 # Train
 
@@ -296,7 +280,7 @@ def _train(
         steps=config.steps,
         lr=config.learning_rate,
         batch_size=config.batch_size,
-        seq_len=config.max_length,
+        seq_len=min(config.max_length, loaded.max_length),
         seed=config.seed,
         checkpoint_every=config.checkpoint_every,
         autocast_dtype=autocast_dtype,
