@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             out=work / "bootstrap.jsonl",
             seed=args.seed,
             shots=args.shots,
+            response_shots=args.response_shots,
             temperature=args.temperature,
             max_new_tokens=args.max_new_tokens,
             min_logprob=None,
@@ -99,6 +100,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=None)
     parser.add_argument("--n", type=int, default=400)
     parser.add_argument("--shots", type=int, default=4)
+    parser.add_argument("--response-shots", type=int, default=None)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=100)

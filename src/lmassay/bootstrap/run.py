@@ -84,7 +84,10 @@ class BootstrapConfig:
     """The JSONL file to write; its summary goes beside it (``<stem>.summary.json``)."""
     seed: int = 0
     shots: int = 4
-    """Core examples in each few-shot prompt."""
+    """Core examples in each few-shot prompt for a new instruction."""
+    response_shots: int | None = None
+    """Core examples before a new instruction when asking for its response (default: ``shots``;
+    0: the instruction alone)."""
     temperature: float = 1.0
     """Sampling temperature of new instructions (0: greedy)."""
     top_p: float = 0.95
@@ -121,6 +124,10 @@ class BootstrapConfig:
             raise InputError(f"--n {self.n} is not a positive count", "give --n 1 or more")
         if self.shots < 1:
             raise InputError(f"--shots {self.shots} is below 1", "give 1 or more core examples")
+        if self.response_shots is not None and self.response_shots < 0:
+            raise InputError(
+                f"--response-shots {self.response_shots} is negative", "give 0 or more"
+            )
         for flag, value in (
             ("--temperature", self.temperature),
             ("--response-temperature", self.response_temperature),
@@ -214,7 +221,9 @@ def _fitting_shots(
     room: int,
 ) -> tuple[list[CoreExample], str]:
     """The most of ``shots`` (keeping the first ones) whose prompt fits in ``room`` tokens with
-    the prefix token; at least one."""
+    the prefix token; at least one unless none is given."""
+    if not shots:
+        return [], prompt([])
     for k in range(len(shots), 0, -1):
         text = prompt([(e.instruction, e.response) for e in shots[:k]])
         if k == 1 or len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"]) < room:
@@ -528,8 +537,10 @@ def bootstrap(config: BootstrapConfig, progress: Progress | None = None) -> Boot
         "digest": loaded.digest.to_json() if loaded.folder_digest is not None else None,
     }
     core_digest = source_digest(config.core)
+    response_k = config.shots if config.response_shots is None else config.response_shots
     sampling = {
         "shots": config.shots,
+        "response_shots": response_k,
         "temperature": config.temperature,
         "top_p": config.top_p,
         "response_temperature": config.response_temperature,
@@ -587,7 +598,7 @@ def bootstrap(config: BootstrapConfig, progress: Progress | None = None) -> Boot
         answered = [
             _fitting_shots(
                 loaded,
-                _shots(core, config.shots, config.seed, round_number, i, "response"),
+                _shots(core, response_k, config.seed, round_number, i, "response"),
                 functools.partial(_response_prompt_for, instruction),
                 room,
             )

@@ -37,6 +37,14 @@ _Out = Annotated[
 _Shots = Annotated[
     int, typer.Option(rich_help_panel=_GENERATION, help="Core examples in each few-shot prompt.")
 ]
+_ResponseShots = Annotated[
+    int | None,
+    typer.Option(
+        rich_help_panel=_GENERATION,
+        help="Core examples before a new instruction when asking for its response (default: "
+        "--shots; 0: the instruction alone).",
+    ),
+]
 _TopP = Annotated[
     float, typer.Option(rich_help_panel=_GENERATION, help="Nucleus sampling of instructions.")
 ]
@@ -104,6 +112,7 @@ def bootstrap_command(
     out: _Out,
     seed: Seed = 0,
     shots: _Shots = 4,
+    response_shots: _ResponseShots = None,
     temperature: Temperature = 1.0,
     top_p: _TopP = 0.95,
     response_temperature: _ResponseTemperature = 0.0,
@@ -139,6 +148,7 @@ def bootstrap_command(
         out=out,
         seed=seed,
         shots=shots,
+        response_shots=response_shots,
         temperature=temperature,
         top_p=top_p,
         response_temperature=response_temperature,
