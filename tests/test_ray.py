@@ -27,7 +27,13 @@ from lmassay.scale.ray_scoring import check_reachable, plan_shards
 
 # fewer resamples than attest's defaults (the run is tested, not the statistics), and a small
 # token budget, so that the 108 probes make several batches to shard
-SETTINGS = {"device": "cpu", "n_bootstrap": 100, "n_permutations": 99, "token_budget": 512}
+SETTINGS = {
+    "device": "cpu",
+    "n_bootstrap": 100,
+    "n_permutations": 99,
+    "token_budget": 512,
+    "write_report": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +106,11 @@ def same_verdict(a, b) -> None:
     assert a.attestation["flagged"] == b.attestation["flagged"]
     for x, y in zip(a.attestation["categories"], b.attestation["categories"], strict=True):
         assert x["name"] == y["name"] and x["flagged"] == y["flagged"]
-        assert x["mean_kl"] == pytest.approx(y["mean_kl"], rel=1e-6, abs=1e-9)
+        for key in ("mean_kl", "delta_bpb", "ppl_model", "ppl_reference", "effect"):
+            if y[key] is None:
+                assert x[key] is None, (y["name"], key)
+            else:
+                assert x[key] == pytest.approx(y[key], rel=1e-6, abs=1e-9), (y["name"], key)
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,3 +278,24 @@ def test_reference_build_on_ray_writes_the_same_cache(tmp_path, world_pair, ray_
     assert single.header.tokens == sharded.header.tokens
     assert single.header.reference == sharded.header.reference
     assert int(np.count_nonzero(a["tail_mass"])) > 0  # the rows were written, not left at zero
+
+
+@pytest.mark.slow
+def test_bits_per_byte_scores_each_model_alone_on_the_workers(tmp_path, world_pair, ray_cluster):
+    single = run(tmp_path / "one", world_pair, comparison="bpb")
+    sharded = run(tmp_path / "ray", world_pair, comparison="bpb", ray="local", ray_workers=2)
+    assert sharded.attestation["comparison"] == "bpb"
+    assert_same_rows(rows(sharded), rows(single))
+    same_verdict(sharded, single)
+
+
+@pytest.mark.slow
+def test_a_worker_that_cannot_load_the_models_is_one_input_error(tmp_path, ray_cluster):
+    from lmassay.attest.model_loading import ModelOptions
+    from lmassay.scale.ray_scoring import LOCAL, ModelSpec, WorkerSpec, ray_pool
+
+    missing = tmp_path / "only-on-another-node"
+    spec = WorkerSpec((("model", ModelSpec(str(missing), ModelOptions(device="cpu"))),))
+    pool = ray_pool(LOCAL, spec, 1)
+    with pytest.raises(InputError, match="a worker could not load the models"):
+        pool.__enter__()

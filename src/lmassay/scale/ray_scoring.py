@@ -403,17 +403,21 @@ def ray_pool(
 
 
 def _ready(actors: list[ActorHandle]) -> list[WorkerInfo]:
-    """Wait for every worker to load its models; a loading error is raised as itself."""
+    """Wait for every worker to load its models; a worker that cannot load them is one
+    :class:`InputError` (the driver loaded them, so the worker's node reads other files)."""
     import ray
-    from ray.exceptions import RayTaskError
+    from ray.exceptions import RayActorError
 
     try:
         return list(ray.get([actor.info.remote() for actor in actors]))
-    except RayTaskError as exc:
-        cause = exc.cause
-        if isinstance(cause, InputError):  # a model that cannot be loaded: the user's to fix
-            raise cause from None
-        raise
+    except RayActorError as exc:
+        if not getattr(exc, "actor_init_failed", False):
+            raise
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise InputError(
+            f"ray: a worker could not load the models ({lines[-1] if lines else 'no message'})",
+            "make the models readable at the same path (or hub id) on every node of the cluster",
+        ) from None
 
 
 def _worker_shape(resources: dict[str, float], workers: int | None) -> tuple[int, dict[str, Any]]:
