@@ -152,6 +152,39 @@ def choose_threshold(config: FilterConfig, classifier: Classifier) -> dict[str, 
     }
 
 
+class _Tally:
+    """Counts of kept and removed items, overall and per category, and the examples."""
+
+    def __init__(self, n_examples: int) -> None:
+        self.counts: Counter[str] = Counter()
+        self.per_category: dict[str, Counter[str]] = {}
+        self.examples = _Examples(n_examples)
+
+    @property
+    def done(self) -> int:
+        return self.counts["kept"] + self.counts["removed"]
+
+    def add(self, item: Item, text: str, score: float, removed: bool, category_field: str) -> None:
+        outcome = "removed" if removed else "kept"
+        self.counts[outcome] += 1
+        category = item.row.get(category_field)
+        if category is not None:
+            self.per_category.setdefault(str(category), Counter())[outcome] += 1
+        self.examples.add(score, removed, item.where, text)
+
+    def to_json(self) -> dict[str, Any]:
+        def split(c: Counter[str]) -> dict[str, int]:
+            return {"total": c["kept"] + c["removed"], "kept": c["kept"], "removed": c["removed"]}
+
+        return {
+            "counts": split(self.counts),
+            "categories": [
+                {"category": name, **split(c)} for name, c in sorted(self.per_category.items())
+            ],
+            "examples": self.examples.to_json(),
+        }
+
+
 def filter_dataset(config: FilterConfig, progress: Progress | None = None) -> FilterResult:
     """The ``curate filter`` recipe: check, load, score in batches, write ``config.out``."""
     progress = progress or NullProgress()
@@ -178,9 +211,7 @@ def filter_dataset(config: FilterConfig, progress: Progress | None = None) -> Fi
                 f"({loaded.digest.value[:16]}…)",
                 "pass the LM it was trained with as --model, or train a classifier on this one",
             )
-        examples = _Examples(config.examples)
-        per_category: dict[str, Counter[str]] = {}
-        counts: Counter[str] = Counter()
+        tally = _Tally(config.examples)
         task = progress.task("scoring", total or 0)
         with folder.writing() as staging:
             with open(staging / KEPT, "w", encoding="utf-8", newline="\n") as kept_file, open(
@@ -193,14 +224,8 @@ def filter_dataset(config: FilterConfig, progress: Progress | None = None) -> Fi
                     for item, text, score in zip(batch, texts, scores.tolist(), strict=True):
                         removed = score >= threshold["value"]
                         _write(removed_file if removed else kept_file, scored_line(item, score))
-                        outcome = "removed" if removed else "kept"
-                        counts[outcome] += 1
-                        category = item.row.get(config.category_field)
-                        if category is not None:
-                            per_category.setdefault(str(category), Counter())[outcome] += 1
-                        examples.add(score, removed, item.where, text)
-                    done = counts["kept"] + counts["removed"]
-                    task(done, max(total or 0, done))
+                        tally.add(item, text, score, removed, config.category_field)
+                    task(tally.done, max(total or 0, tally.done))
             summary = {
                 "schema": FILTER_SCHEMA,
                 "input": {
@@ -210,20 +235,7 @@ def filter_dataset(config: FilterConfig, progress: Progress | None = None) -> Fi
                     "text_field": text_field,
                     "category_field": config.category_field,
                 },
-                "counts": {
-                    "total": counts["kept"] + counts["removed"],
-                    "kept": counts["kept"],
-                    "removed": counts["removed"],
-                },
-                "categories": [
-                    {
-                        "category": name,
-                        "total": c["kept"] + c["removed"],
-                        "kept": c["kept"],
-                        "removed": c["removed"],
-                    }
-                    for name, c in sorted(per_category.items())
-                ],
+                **tally.to_json(),
                 "threshold": threshold,
                 "classifier": {
                     "path": str(config.classifier),
@@ -234,7 +246,6 @@ def filter_dataset(config: FilterConfig, progress: Progress | None = None) -> Fi
                 "outputs": {
                     name: digest_file(staging / name).to_json() for name in (KEPT, REMOVED)
                 },
-                "examples": examples.to_json(),
                 "provenance": {
                     **provenance(dataclasses.asdict(config), seed=0),
                     "created": utc_now(),
