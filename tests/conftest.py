@@ -32,7 +32,7 @@ def _test_cache() -> str:
 
 os.environ["LMASSAY_CACHE"] = _test_cache()
 
-import torch
+import torch  # noqa: E402
 
 # LMASSAY_TEST_THREADS=1 helps on a shared, busy machine (two spinning threads per process).
 # Each xdist worker takes one core's share.
