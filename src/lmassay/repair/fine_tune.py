@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import json
 import shutil
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from lmassay._atomic import atomic_write_json
 from lmassay.attest.model_loading import LoadedModel
 from lmassay.choices import Dtype
 from lmassay.progress import Progress, hidden_library_bars
+from lmassay.repair import training
 from lmassay.repair.config import RepairConfig
 from lmassay.repair.data import RepairTexts
 from lmassay.repair.saving import copy_source_files, save_like_source, source_dtype
@@ -52,32 +52,12 @@ SCHEDULE = (
 
 
 def train_dtypes(config: RepairConfig, device: str) -> tuple[Dtype, torch.dtype | None]:
-    """(load dtype of the trained model, autocast dtype). ``--dtype bfloat16`` is honoured on a
-    CPU too (autocast supports it there, though it is slower than float32 on most CPUs)."""
-    bf16 = config.dtype == "bfloat16" or (
-        config.dtype == "auto" and device.startswith("cuda") and torch.cuda.is_bf16_supported()
-    )
-    if not bf16:
-        return "float32", None
-    # LoRA keeps the frozen base in bf16 (its adapters stay float32); full fine-tuning keeps
-    # float32 master weights and computes in bf16.
-    return ("bfloat16" if config.method == "lora" else "float32"), torch.bfloat16
+    """(load dtype of the trained model, autocast dtype): :func:`training.train_dtypes`."""
+    return training.train_dtypes(config.dtype, config.method, device)
 
 
 def _add_lora(model: Any, config: RepairConfig) -> Any:
-    from peft import LoraConfig, get_peft_model
-
-    lora = LoraConfig(
-        r=config.lora_rank,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=0.0,
-        target_modules="all-linear",
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # peft's note that GPT-2's Conv1D sets fan_in_fan_out
-        return get_peft_model(model, lora)
+    return training.add_lora(model, config.lora_rank, config.lora_alpha)
 
 
 @contextlib.contextmanager
@@ -86,25 +66,8 @@ def _adapters_off(peft_model: Any) -> Iterator[Any]:
         yield peft_model
 
 
-def _checkpointing(model: Any, *, on: bool) -> None:
-    """Turn activation (gradient) checkpointing on, non-reentrant, or off; transformers >= 5 names
-    it ``activation_checkpointing_*``, older versions ``gradient_checkpointing_*``."""
-    if hasattr(model, "activation_checkpointing_enable"):
-        if on:
-            model.activation_checkpointing_enable(
-                activation_checkpointing_kwargs={"use_reentrant": False}
-            )
-        else:
-            model.activation_checkpointing_disable()
-    elif on:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        model.gradient_checkpointing_disable()
-
-
-def _count(model: Any) -> tuple[int, int]:
-    params = list(model.parameters())
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+_checkpointing = training.set_activation_checkpointing
+_count = training.count_parameters
 
 
 def _trainable(

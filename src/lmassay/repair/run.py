@@ -23,7 +23,6 @@ from lmassay._atomic import atomic_write_json
 from lmassay.attest.document import ModelInfo
 from lmassay.attest.model_loading import LoadedModel, resolve_device, same_tokenizer
 from lmassay.attest.recipe import AttestationResult, AttestConfig, attest
-from lmassay.cached_build import matching_card
 from lmassay.choices import Dtype
 from lmassay.digests import digest_file, model_identity
 from lmassay.errors import InputError
@@ -36,6 +35,7 @@ from lmassay.repair.anchor import (
     missing_categories,
     reference_samples,
 )
+from lmassay.repair.checkpoint import prepare_work
 from lmassay.repair.config import RepairConfig
 from lmassay.repair.data import add_sampled_anchor, sharing_a_probe_shingle
 from lmassay.repair.fine_tune import RepairModels, fine_tune, save_repaired, train_dtypes
@@ -53,7 +53,6 @@ from lmassay.report import write_report
 SCHEMA = "lmassay.repair/v1"
 REPORT_FOLDER = "repair"
 REPAIR_FILE = "repair.json"
-_REQUEST_FILE = "request.json"
 _SAVED_MARK = "saved.json"
 _STAGED_MODEL = "model"
 
@@ -90,7 +89,7 @@ def repair(config: RepairConfig, progress: Progress | None = None) -> RepairResu
 
         models = _load_models(config, judgement, progress)
         data = _with_reference_samples(config, judgement, models, data, progress)
-        _prepare_work(work, _request(config, judgement, models, data), config.restart)
+        prepare_work(work, _request(config, judgement, models, data), config.restart, what="repair")
 
         staged = work / _STAGED_MODEL
         training = _trained_and_saved(config, judgement, models, data, work, progress)
@@ -229,21 +228,6 @@ def _request(
         "data_digest": data.data.digest.value,
         "categories": list(judgement.categories),
     }
-
-
-def _prepare_work(work: Path, request: dict[str, Any], restart: bool) -> None:
-    """Create ``work`` or check that it belongs to this request (so it can be resumed)."""
-    if work.exists() and restart:
-        shutil.rmtree(work)
-    if work.exists():
-        if matching_card(work, request, card_name=_REQUEST_FILE, key=None) is None:
-            raise InputError(
-                f"{work} holds an interrupted repair with other settings or inputs",
-                "rerun with the same settings to resume it, or pass --restart to discard it",
-            )
-        return
-    work.mkdir(parents=True)
-    atomic_write_json(work / _REQUEST_FILE, request)
 
 
 # --------------------------------------------------------------------------------------------
