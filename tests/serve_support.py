@@ -69,7 +69,7 @@ class Service:
         command = [
             sys.executable, "-m", "lmassay.cli", "serve",
             "--host", "127.0.0.1", "--port", str(self.port),
-            "--key", str(self.key), "--registry", str(self.registry),
+            "--key", self.key.name, "--registry", self.registry.name,  # relative, as in the docs
             *self.args, *(extra or []),
         ]  # fmt: skip
         self.starts += 1
@@ -81,6 +81,7 @@ class Service:
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
+                cwd=self.folder,
                 env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
             )
         deadline = time.monotonic() + timeout

@@ -4,6 +4,7 @@ answer HTTP until stopped (SIGINT/SIGTERM), then stop the workers."""
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -44,7 +45,7 @@ def serve(config: ServeConfig) -> None:
     supervisor = Supervisor(
         store,
         SupervisorSettings(
-            registry=config.registry_path(),
+            registry=config.registry_path().resolve(),  # the workers run in another folder
             key=config.key.resolve(),
             results=config.results_path().resolve(),
             workers=config.workers,
@@ -80,4 +81,4 @@ def serve(config: ServeConfig) -> None:
         server.run()
     finally:
         supervisor.stop()
-        workdir.rmdir()
+        shutil.rmtree(workdir, ignore_errors=True)
