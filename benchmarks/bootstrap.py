@@ -67,15 +67,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     bootstrap_seconds = time.perf_counter() - t0
     rows: list[dict[str, Any]] = []
-    for threshold in [None, *args.thresholds]:
-        kept = [
-            r
-            for r in result.rows
-            if threshold is None or r["provenance"]["mean_logprob"] >= threshold
-        ]
+    filters: list[tuple[str, str | None, float | None]] = [("none", None, None)]
+    filters += [("mean", "mean_logprob", t) for t in args.thresholds]
+    filters += [("least token", "min_token_logprob", t) for t in args.token_thresholds]
+    for name, key, threshold in filters:
+        kept = [r for r in result.rows if key is None or r["provenance"][key] >= threshold]
         quality = measure_qa(world, kept).to_json()
         quality.pop("per_category")
-        rows.append({"min_logprob": threshold, **quality})
+        rows.append({"filter": name, "threshold": threshold, **quality})
     return {
         "reference": str(info.path),
         "fact_recall": info.card["evaluation"]["fact_recall"]["all"],
@@ -87,6 +86,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "peak_rss_mib": round(peak_rss_mib(), 1),
         "rows": rows,
     }
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",")]
 
 
 def main() -> None:
@@ -104,9 +107,8 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument(
-        "--thresholds", type=lambda s: [float(x) for x in s.split(",")], default=[-1.0, -0.5]
-    )
+    parser.add_argument("--thresholds", type=_floats, default=[-0.2, -0.1])
+    parser.add_argument("--token-thresholds", type=_floats, default=[-1.0, -0.5])
     args = parser.parse_args()
     found = run(args)
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -119,11 +121,11 @@ def main() -> None:
         f"instructions), {s['kept']} kept in {found['bootstrap_seconds']} s, "
         f"peak RSS {found['peak_rss_mib']} MiB"
     )
-    print("| min log-prob | pairs | recognised | correct | correct of recognised | facts "
+    print("| log-prob filter | pairs | recognised | correct | correct of recognised | facts "
           "| subjects | relations | repeated facts |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in found["rows"]:
-        threshold = "none" if r["min_logprob"] is None else f"{r['min_logprob']:g}"
+        threshold = "none" if r["threshold"] is None else f"{r['filter']} ≥ {r['threshold']:g}"
         print(
             f"| {threshold} | {r['n']} | {r['recognised']} | {r['share_correct']:.1%} | "
             f"{r['share_correct_of_recognised']:.1%} | {r['distinct_facts']} | "

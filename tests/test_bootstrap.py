@@ -84,7 +84,7 @@ def test_bootstrap_writes_pairs_with_provenance_and_is_seeded(tiny_model_dir, co
         assert set(p["instruction_shots"]) <= core_ids and set(p["response_shots"]) <= core_ids
         assert 1 <= len(p["instruction_shots"]) <= 2
         assert p["model"]["digest"]["value"]
-        assert isinstance(p["mean_logprob"], float)
+        assert p["min_token_logprob"] <= p["mean_logprob"] < 0
     summary = json.loads(summary_path(tmp_path / "a.jsonl").read_text())
     assert summary["kept"] == len(rows)
     # every candidate is accounted for once
@@ -131,6 +131,13 @@ def test_likelihood_filter_keeps_exactly_the_pairs_at_or_above_the_threshold(
     assert kept_first_round[: len(expected)] == expected
     assert all(r["provenance"]["mean_logprob"] >= threshold for r in filtered.rows)
     assert filtered.summary["filtered_likelihood"] > 0
+    least = sorted(r["provenance"]["min_token_logprob"] for r in everything.rows)
+    floor = least[len(least) // 2]
+    sure = bootstrap(
+        _config(tiny_model_dir, core_file, tmp_path / "sure.jsonl", n=10, min_token_logprob=floor)
+    )
+    assert all(r["provenance"]["min_token_logprob"] >= floor for r in sure.rows)
+    assert sure.summary["filtered_likelihood"] > 0
 
 
 def test_response_logprob_is_the_mean_over_the_response_tokens(tiny_model_dir):
@@ -142,7 +149,7 @@ def test_response_logprob_is_the_mean_over_the_response_tokens(tiny_model_dir):
     pairs = [("What is X?", "X is a city."), ("Who won the long war?", "Nobody did.")]
     got = response_logprobs(loaded, pairs, batch_size=2)
     tok = loaded.tokenizer
-    for (instruction, response), value in zip(pairs, got, strict=True):
+    for (instruction, response), score in zip(pairs, got, strict=True):
         prompt = tok(f"Question: {instruction}\nAnswer:", add_special_tokens=False)["input_ids"]
         answer = tok(" " + response, add_special_tokens=False)["input_ids"]
         ids = torch.tensor([[loaded.prefix_token_id, *prompt, *answer]])
@@ -150,7 +157,8 @@ def test_response_logprob_is_the_mean_over_the_response_tokens(tiny_model_dir):
             logp = torch.log_softmax(loaded.model(input_ids=ids).logits[0], dim=-1)
         start = 1 + len(prompt)
         expected = [float(logp[t - 1, ids[0, t]]) for t in range(start, ids.shape[1])]
-        assert value == pytest.approx(sum(expected) / len(expected), abs=1e-4)
+        assert score.mean == pytest.approx(sum(expected) / len(expected), abs=1e-4)
+        assert score.least == pytest.approx(min(expected), abs=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,10 @@ One linear recipe (:func:`bootstrap`):
    d. optionally *critique and revise* each response once per principle drawn for it
       (:func:`_revise`), with the same LM;
    e. *likelihood filter*: the mean log-probability per token of the response given
-      ``"Question: <instruction>\\nAnswer:"`` alone (no examples), under the same LM; a pair below
-      ``min_logprob`` is dropped (:func:`response_logprobs`).
+      ``"Question: <instruction>\\nAnswer:"`` alone (no examples), under the same LM, and that of
+      its least likely token; a pair below ``min_logprob`` or ``min_token_logprob`` is dropped
+      (:func:`response_logprobs`);
+   f. *classifiers*: curate classifiers trained on the same LM drop the pairs they flag.
 
 4. Write ``out`` (JSONL ``{"instruction", "response", "provenance"}``) and its summary
    ``<stem>.summary.json`` beside it, each atomically.
@@ -37,7 +39,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -62,6 +64,7 @@ __all__ = [
     "BootstrapConfig",
     "BootstrapResult",
     "CoreExample",
+    "ResponseScore",
     "bootstrap",
     "generate_lines",
     "read_core",
@@ -98,6 +101,9 @@ class BootstrapConfig:
     """Most new tokens of an instruction, a response, a critique or a revision."""
     min_logprob: float | None = -1.0
     """Keep a pair when its response's mean log-prob per token (nats) is at least this; None: keep all."""
+    min_token_logprob: float | None = None
+    """Keep a pair when every token of its response has a log-prob of at least this (the LM is
+    sure of every word, the answer's key words included); None: no such filter."""
     near_duplicate: float = 0.8
     """Character 5-gram Jaccard similarity at or above which two instructions are duplicates."""
     max_generated: int | None = None
@@ -142,8 +148,12 @@ class BootstrapConfig:
             raise InputError(
                 f"--near-duplicate {self.near_duplicate} is not in (0, 1]", "give e.g. 0.8"
             )
-        if self.min_logprob is not None and not math.isfinite(self.min_logprob):
-            raise InputError(f"--min-logprob {self.min_logprob} is not finite", "give e.g. -1.0")
+        for flag, threshold in (
+            ("--min-logprob", self.min_logprob),
+            ("--min-token-logprob", self.min_token_logprob),
+        ):
+            if threshold is not None and not math.isfinite(threshold):
+                raise InputError(f"{flag} {threshold} is not finite", "give e.g. -1.0")
         if self.budget < self.n:
             raise InputError(
                 f"--max-generated {self.budget} is below --n {self.n}", "raise --max-generated"
@@ -380,17 +390,25 @@ def generate_lines(
     return out
 
 
+class ResponseScore(NamedTuple):
+    """How likely the LM finds a response given its instruction (natural-log probabilities)."""
+
+    mean: float  # per token of the response
+    least: float  # of the response's least likely token
+
+
 def response_logprobs(
     loaded: LoadedModel,
     pairs: Sequence[tuple[str, str]],
     *,
     batch_size: int = 64,
-) -> list[float]:
-    """Mean natural-log probability per token of each response given its instruction.
+) -> list[ResponseScore]:
+    """Mean and least natural-log probability of the tokens of each response given its
+    instruction.
 
     Scored text: the prefix token, ``"Question: <instruction>\\nAnswer:"`` (not scored), then
-    ``" <response>"`` — each of its tokens scored once given everything before it; the mean is
-    over those tokens. Tokenised in two parts, so the response's tokens are exactly those of
+    ``" <response>"`` — each of its tokens scored once given everything before it; the mean and
+    the minimum are over those tokens. Tokenised in two parts, so the response's tokens are exactly those of
     ``" <response>"``. Texts longer than the context keep their end.
     """
     import torch
@@ -402,7 +420,7 @@ def response_logprobs(
     answer_ids = tokenizer(answers, add_special_tokens=False)["input_ids"]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else loaded.prefix_token_id
     device = torch.device(loaded.device)
-    out: list[float] = []
+    out: list[ResponseScore] = []
     for start in range(0, len(pairs), batch_size):
         answers_here = answer_ids[start : start + batch_size]
         rows = [
@@ -423,10 +441,11 @@ def response_logprobs(
             token_logp = logp.gather(-1, targets[..., None])[..., 0]  # (B, T-1)
         for i, (row, scored) in enumerate(zip(rows, n_scored, strict=True)):
             if scored <= 0:
-                out.append(float("-inf"))
+                out.append(ResponseScore(float("-inf"), float("-inf")))
                 continue
             end = len(row) - 1  # the last target position
-            out.append(float(token_logp[i, end - scored : end].mean()))
+            scores = token_logp[i, end - scored : end]  # (scored,)
+            out.append(ResponseScore(float(scores.mean()), float(scores.min())))
     return out
 
 
@@ -646,7 +665,9 @@ def bootstrap(config: BootstrapConfig, progress: Progress | None = None) -> Boot
             if not response:
                 counts.blank += 1
                 continue
-            if config.min_logprob is not None and score < config.min_logprob:
+            if (config.min_logprob is not None and score.mean < config.min_logprob) or (
+                config.min_token_logprob is not None and score.least < config.min_token_logprob
+            ):
                 counts.filtered_likelihood += 1
                 continue
             screen_scores = screened[j] if screens else []
@@ -663,7 +684,8 @@ def bootstrap(config: BootstrapConfig, progress: Progress | None = None) -> Boot
                 "response_shots": [e.id for e in response_shots[j]],
                 "seed": config.seed,
                 "sampling": sampling,
-                "mean_logprob": score,
+                "mean_logprob": score.mean,
+                "min_token_logprob": score.least,
                 "model": model_record,
             }
             if screens:

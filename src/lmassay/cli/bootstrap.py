@@ -72,10 +72,20 @@ _MinLogprob = Annotated[
         "(nats, under the same LM) is at least this.",
     ),
 ]
+_MinTokenLogprob = Annotated[
+    float | None,
+    typer.Option(
+        rich_help_panel=_FILTERS,
+        help="Keep a pair when every token of its response has at least this log-prob given "
+        "the instruction (the LM is sure of each word, the answer's included).",
+    ),
+]
 _NoLikelihoodFilter = Annotated[
     bool,
     typer.Option(
-        "--no-likelihood-filter", rich_help_panel=_FILTERS, help="Keep pairs whatever their score."
+        "--no-likelihood-filter",
+        rich_help_panel=_FILTERS,
+        help="Keep pairs whatever their scores (both log-prob filters off).",
     ),
 ]
 _NearDuplicate = Annotated[
@@ -120,6 +130,7 @@ def bootstrap_command(
     batch_size: _BatchSize = 64,
     max_generated: _MaxGenerated = None,
     min_logprob: _MinLogprob = -1.0,
+    min_token_logprob: _MinTokenLogprob = None,
     no_likelihood_filter: _NoLikelihoodFilter = False,
     near_duplicate: _NearDuplicate = 0.8,
     classifier: _Classifier = None,
@@ -154,6 +165,7 @@ def bootstrap_command(
         response_temperature=response_temperature,
         max_new_tokens=max_new_tokens,
         min_logprob=None if no_likelihood_filter else min_logprob,
+        min_token_logprob=None if no_likelihood_filter else min_token_logprob,
         near_duplicate=near_duplicate,
         max_generated=max_generated,
         batch_size=batch_size,
