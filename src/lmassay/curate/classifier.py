@@ -22,16 +22,20 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lmassay._atomic import atomic_write_bytes, atomic_write_json
-from lmassay.curate.features import POOLINGS, FeatureSpec
+from lmassay.curate.features import POOLINGS, FeatureSpec, features
 from lmassay.digests import SIGNATURE_FILES, Digest, digest_file
 from lmassay.errors import InputError
+
+if TYPE_CHECKING:
+    from lmassay.attest.model_loading import LoadedModel
 
 SCHEMA = "lmassay.curate-classifier/v1"
 CLASSIFIER_JSON = "classifier.json"
@@ -102,6 +106,27 @@ class Classifier:
     @property
     def model_name(self) -> str:
         return str(self.card["model"]["name"])
+
+    def check_model(self, loaded: LoadedModel, flag: str = "--model") -> None:
+        """Refuse (:class:`InputError`) an LM other than the one this classifier was trained
+        on: its features would mean something else."""
+        if loaded.digest.value != self.model_digest.value:
+            where = f" ({self.folder})" if self.folder is not None else ""
+            raise InputError(
+                f"the classifier{where} was trained on the features of the LM with digest "
+                f"{self.model_digest.value[:16]}…, not on {flag} {loaded.name} "
+                f"({loaded.digest.value[:16]}…)",
+                f"pass the LM it was trained with as {flag}, or train a classifier on this one "
+                "(lmassay curate train)",
+            )
+
+    def score(
+        self, loaded: LoadedModel, texts: Sequence[str], *, token_budget: int = 4096
+    ) -> np.ndarray:
+        """Probability of ``remove`` of each text ``(N,)``, from ``loaded``'s features (checked
+        to be the LM the classifier was trained on)."""
+        self.check_model(loaded)
+        return self.linear.scores(features(loaded, texts, self.spec, token_budget=token_budget))
 
     def save(self, folder: Path) -> None:
         """Write ``classifier.safetensors`` and ``classifier.json`` into ``folder``."""

@@ -31,7 +31,6 @@ from lmassay._atomic import atomic_write_json, atomic_write_text
 from lmassay.bounded_read import DATA_LIMIT, iter_lines
 from lmassay.curate.classifier import Classifier, load_classifier
 from lmassay.curate.config import FilterConfig
-from lmassay.curate.features import features
 from lmassay.curate.metrics import metrics_at, threshold_for_recall
 from lmassay.curate.report import filter_report_html
 from lmassay.digests import digest_file, model_identity
@@ -204,13 +203,7 @@ def filter_dataset(config: FilterConfig, progress: Progress | None = None) -> Fi
     with OutputFolder(config.out, owned=FILTER_FILES) as folder:
         progress.log(f"loading {spec}")
         loaded = config.load(spec)
-        if loaded.digest.value != classifier.model_digest.value:
-            raise InputError(
-                f"--classifier {config.classifier} was trained on the features of the LM with "
-                f"digest {classifier.model_digest.value[:16]}…, not on {spec} "
-                f"({loaded.digest.value[:16]}…)",
-                "pass the LM it was trained with as --model, or train a classifier on this one",
-            )
+        classifier.check_model(loaded)
         tally = _Tally(config.examples)
         task = progress.task("scoring", total or 0)
         with folder.writing() as staging:
@@ -219,8 +212,7 @@ def filter_dataset(config: FilterConfig, progress: Progress | None = None) -> Fi
             ) as removed_file:  # fmt: skip
                 for batch in _batched(iter_items(config.data, config.split), config.batch_size):
                     texts = [row_text(item.row, text_field, item.where) for item in batch]
-                    x = features(loaded, texts, classifier.spec, token_budget=config.token_budget)
-                    scores = classifier.linear.scores(x)  # (B,)
+                    scores = classifier.score(loaded, texts, token_budget=config.token_budget)
                     for item, text, score in zip(batch, texts, scores.tolist(), strict=True):
                         removed = score >= threshold["value"]
                         _write(removed_file if removed else kept_file, scored_line(item, score))
