@@ -183,15 +183,18 @@ def test_cli_unreachable_address_exits_2_with_one_line(tmp_path, world_pair):
 
 
 def test_sharded_attestation_equals_the_one_process_run(tmp_path, world_pair, ray_cluster):
-    single = run(tmp_path / "one", world_pair)
+    # 5 probes per category keep the default suite short (the verdict is then "consistent"; the
+    # slow tests below run all 108 probes, where it is "tampered")
+    single = run(tmp_path / "one", world_pair, per_category=5)
     progress = Recorder()
-    sharded = run(tmp_path / "ray", world_pair, progress, ray="local", ray_workers=2)
+    sharded = run(
+        tmp_path / "ray", world_pair, progress, per_category=5, ray="local", ray_workers=2
+    )
     assert any(line.startswith("ray: 2 workers ready") for line in progress.lines)
     updates = progress.updates["scoring model + reference (tokens)"]
     assert len(updates) >= 2 and updates[-1][0] == updates[-1][1]  # shard by shard, all tokens
     assert_same_rows(rows(sharded), rows(single))
     same_verdict(sharded, single)
-    assert sharded.attestation["verdict"] == "tampered"
     # the null the comparison must see: model and reference do differ on these samples
     differ = [r["logprob_model"] != r["logprob_reference"] for r in rows(single)]
     assert sum(differ) > len(differ) // 2
@@ -238,6 +241,7 @@ def test_a_killed_worker_is_replaced_and_its_shard_redone(tmp_path, world_pair, 
     assert len(killed) == 1  # a worker died in the middle of a shard
     assert_same_rows(rows(sharded), rows(single))  # nothing lost, nothing counted twice
     same_verdict(sharded, single)
+    assert sharded.attestation["flagged"] == [world_pair.category]  # religion, the ground truth
 
 
 @pytest.mark.slow
