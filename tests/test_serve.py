@@ -22,6 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lmassay.cli import app
+from lmassay.serve.store import pid_alive
 from serve_support import Service, make_service, new_token
 
 runner = CliRunner()
@@ -387,11 +388,28 @@ def test_server_killed_mid_run_loses_nothing_and_runs_nothing_twice(tmp_path, wo
                 status = c.get(f"/v1/attestations/{ids[0]}").json()
         worker = svc.row(ids[0])["pid"]
         svc.kill(signal.SIGKILL)
-        assert not os.path.exists(f"/proc/{worker}")  # the worker went with its server
+        deadline = time.monotonic() + 30
+        while pid_alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not pid_alive(worker)  # the worker went with its server (a zombie counts as gone)
         svc.start()
         with httpx.Client(base_url=svc.url, timeout=60) as c:
             finals = [svc.wait(c, i, ("done", "failed"), JOB_TIMEOUT) for i in ids]
             samples = [c.get(f"/v1/attestations/{i}/samples.jsonl").text for i in ids]
+            # a running job cancelled: its worker is stopped, the job fails as cancelled
+            extra = c.post(
+                "/v1/attestations", json=_request(world_pair), headers=_auth(token)
+            ).json()["id"]
+            svc.wait(c, extra, ("running",), JOB_TIMEOUT)
+            runner_pid = svc.row(extra)["pid"]
+            assert c.delete(f"/v1/attestations/{extra}", headers=_auth(token)).status_code == 200
+            cancelled = svc.wait(c, extra, ("failed", "done"), JOB_TIMEOUT)
+            assert cancelled["status"] == "failed" and cancelled["error"] == "cancelled"
+            assert svc.row(extra)["completions"] == 0
+            deadline = time.monotonic() + 30
+            while pid_alive(runner_pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not pid_alive(runner_pid)
     finally:
         svc.stop()
     assert [f["status"] for f in finals] == ["done"] * 3, svc.logs()
