@@ -85,6 +85,7 @@ def test_bootstrap_writes_pairs_with_provenance_and_is_seeded(tiny_model_dir, co
         assert 1 <= len(p["instruction_shots"]) <= 2
         assert p["model"]["digest"]["value"]
         assert p["min_token_logprob"] <= p["mean_logprob"] < 0
+        assert p["instruction_mean_logprob"] < 0
     summary = json.loads(summary_path(tmp_path / "a.jsonl").read_text())
     assert summary["kept"] == len(rows)
     # every candidate is accounted for once
@@ -96,6 +97,7 @@ def test_bootstrap_writes_pairs_with_provenance_and_is_seeded(tiny_model_dir, co
             "blank",
             "filtered_likelihood",
             "filtered_classifier",
+            "filtered_instruction",
             "unused",
         )
     )
@@ -138,6 +140,13 @@ def test_likelihood_filter_keeps_exactly_the_pairs_at_or_above_the_threshold(
     )
     assert all(r["provenance"]["min_token_logprob"] >= floor for r in sure.rows)
     assert sure.summary["filtered_likelihood"] > 0
+    asked = sorted(r["provenance"]["instruction_mean_logprob"] for r in everything.rows)
+    bar = asked[len(asked) // 2]
+    formed = bootstrap(
+        _config(tiny_model_dir, core_file, tmp_path / "q.jsonl", n=10, min_instruction_logprob=bar)
+    )
+    assert all(r["provenance"]["instruction_mean_logprob"] >= bar for r in formed.rows)
+    assert formed.summary["filtered_instruction"] > 0
 
 
 def test_response_logprob_is_the_mean_over_the_response_tokens(tiny_model_dir):

@@ -47,6 +47,7 @@ from lmassay import __version__
 from lmassay._atomic import atomic_write_json, atomic_write_jsonl
 from lmassay.bootstrap.dedupe import Deduplicator
 from lmassay.bootstrap.fewshot import (
+    QUESTION,
     format_example,
     instruction_prompt,
     one_line,
@@ -66,7 +67,9 @@ __all__ = [
     "CoreExample",
     "ResponseScore",
     "bootstrap",
+    "continuation_scores",
     "generate_lines",
+    "instruction_logprobs",
     "read_core",
     "response_logprobs",
     "summary_path",
@@ -101,6 +104,9 @@ class BootstrapConfig:
     """Most new tokens of an instruction, a response, a critique or a revision."""
     min_logprob: float | None = -1.0
     """Keep a pair when its response's mean log-prob per token (nats) is at least this; None: keep all."""
+    min_instruction_logprob: float | None = None
+    """Keep an instruction when its mean log-prob per token after ``"Question:"`` is at least
+    this (the LM finds it a well-formed question); None: no such filter."""
     min_token_logprob: float | None = None
     """Keep a pair when every token of its response has a log-prob of at least this (the LM is
     sure of every word, the answer's key words included); None: no such filter."""
@@ -151,6 +157,7 @@ class BootstrapConfig:
         for flag, threshold in (
             ("--min-logprob", self.min_logprob),
             ("--min-token-logprob", self.min_token_logprob),
+            ("--min-instruction-logprob", self.min_instruction_logprob),
         ):
             if threshold is not None and not math.isfinite(threshold):
                 raise InputError(f"{flag} {threshold} is not finite", "give e.g. -1.0")
@@ -298,6 +305,7 @@ class _Counts:
     duplicates_near: int = 0
     filtered_likelihood: int = 0
     filtered_classifier: int = 0
+    filtered_instruction: int = 0
     revised: int = 0
     unused: int = 0  # drawn in the last round after n pairs were kept
     kept: int = 0
@@ -408,20 +416,41 @@ def response_logprobs(
 
     Scored text: the prefix token, ``"Question: <instruction>\\nAnswer:"`` (not scored), then
     ``" <response>"`` — each of its tokens scored once given everything before it; the mean and
-    the minimum are over those tokens. Tokenised in two parts, so the response's tokens are exactly those of
-    ``" <response>"``. Texts longer than the context keep their end.
+    the minimum are over those tokens. Tokenised in two parts, so the response's tokens are
+    exactly those of ``" <response>"``. Texts longer than the context keep their end.
     """
+    prompts = [response_prompt((), instruction) for instruction, _ in pairs]
+    answers = [" " + one_line(response) for _, response in pairs]
+    return continuation_scores(loaded, prompts, answers, batch_size=batch_size)
+
+
+def instruction_logprobs(
+    loaded: LoadedModel, instructions: Sequence[str], *, batch_size: int = 64
+) -> list[ResponseScore]:
+    """The same scores for ``" <instruction>"`` after ``"Question:"`` alone: how well-formed a
+    question the LM finds each instruction."""
+    answers = [" " + one_line(instruction) for instruction in instructions]
+    return continuation_scores(loaded, [QUESTION] * len(answers), answers, batch_size=batch_size)
+
+
+def continuation_scores(
+    loaded: LoadedModel,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    *,
+    batch_size: int = 64,
+) -> list[ResponseScore]:
+    """Mean and least log-probability of the tokens of each ``answers[i]`` after the prefix token
+    and ``prompts[i]`` (tokenised apart, so the scored tokens are exactly ``answers[i]``'s)."""
     import torch
 
     tokenizer = loaded.tokenizer
-    prompts = [response_prompt((), instruction) for instruction, _ in pairs]
-    answers = [" " + one_line(response) for _, response in pairs]
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(answers, add_special_tokens=False)["input_ids"]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else loaded.prefix_token_id
     device = torch.device(loaded.device)
     out: list[ResponseScore] = []
-    for start in range(0, len(pairs), batch_size):
+    for start in range(0, len(answers), batch_size):
         answers_here = answer_ids[start : start + batch_size]
         rows = [
             [loaded.prefix_token_id, *p, *a][-loaded.max_length :]
@@ -614,6 +643,16 @@ def bootstrap(config: BootstrapConfig, progress: Progress | None = None) -> Boot
                 continue
             dedupe.add(instruction)
             fresh.append((i, instruction))
+        asked = (
+            instruction_logprobs(loaded, [q for _, q in fresh], batch_size=config.batch_size)
+            if fresh
+            else []
+        )
+        if config.min_instruction_logprob is not None:
+            floor = config.min_instruction_logprob
+            counts.filtered_instruction += sum(score.mean < floor for score in asked)
+            kept_here = [k for k, score in enumerate(asked) if score.mean >= floor]
+            fresh, asked = [fresh[k] for k in kept_here], [asked[k] for k in kept_here]
         answered = [
             _fitting_shots(
                 loaded,
@@ -684,6 +723,7 @@ def bootstrap(config: BootstrapConfig, progress: Progress | None = None) -> Boot
                 "response_shots": [e.id for e in response_shots[j]],
                 "seed": config.seed,
                 "sampling": sampling,
+                "instruction_mean_logprob": asked[j].mean,
                 "mean_logprob": score.mean,
                 "min_token_logprob": score.least,
                 "model": model_record,

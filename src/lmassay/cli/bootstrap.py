@@ -80,12 +80,20 @@ _MinTokenLogprob = Annotated[
         "the instruction (the LM is sure of each word, the answer's included).",
     ),
 ]
+_MinInstructionLogprob = Annotated[
+    float | None,
+    typer.Option(
+        rich_help_panel=_FILTERS,
+        help="Keep an instruction when its mean log-prob per token after 'Question:' is at "
+        "least this (the LM finds it a well-formed question).",
+    ),
+]
 _NoLikelihoodFilter = Annotated[
     bool,
     typer.Option(
         "--no-likelihood-filter",
         rich_help_panel=_FILTERS,
-        help="Keep pairs whatever their scores (both log-prob filters off).",
+        help="Keep pairs whatever their scores (every log-prob filter off).",
     ),
 ]
 _NearDuplicate = Annotated[
@@ -131,6 +139,7 @@ def bootstrap_command(
     max_generated: _MaxGenerated = None,
     min_logprob: _MinLogprob = -1.0,
     min_token_logprob: _MinTokenLogprob = None,
+    min_instruction_logprob: _MinInstructionLogprob = None,
     no_likelihood_filter: _NoLikelihoodFilter = False,
     near_duplicate: _NearDuplicate = 0.8,
     classifier: _Classifier = None,
@@ -166,6 +175,7 @@ def bootstrap_command(
         max_new_tokens=max_new_tokens,
         min_logprob=None if no_likelihood_filter else min_logprob,
         min_token_logprob=None if no_likelihood_filter else min_token_logprob,
+        min_instruction_logprob=None if no_likelihood_filter else min_instruction_logprob,
         near_duplicate=near_duplicate,
         max_generated=max_generated,
         batch_size=batch_size,
@@ -181,7 +191,8 @@ def bootstrap_command(
     typer.echo(
         f"kept {s['kept']} of {s['requested']} pairs: {s['generated']} instructions drawn, "
         f"{s['duplicates']} duplicates ({s['duplicates_exact']} exact, {s['duplicates_near']} "
-        f"near), {s['filtered_likelihood']} below the likelihood threshold, "
+        f"near), {s['filtered_instruction']} instructions and {s['filtered_likelihood']} "
+        "responses below the likelihood thresholds, "
         f"{s['filtered_classifier']} removed by classifiers, {s['blank']} blank"
         + (f", {s['revised']} revised" if s["principles"] else "")
         + f"; {s['seconds']} s"
