@@ -198,3 +198,36 @@ def test_a_job_runs_attest_with_the_services_ray_and_no_remote_code(tmp_path):
     alone = AttestationRequest.model_validate({"model": "org/m", "options": {"comparison": "kl"}})
     with pytest.raises(InputError, match="--comparison kl needs --reference"):
         attest_config(alone, str(tmp_path / "out"))
+
+
+def test_workers_on_an_unusable_registry_are_not_restarted_forever(tmp_path):
+    """Each worker says once that the registry is unusable and exits 2; after three in a row
+    the supervisor stops restarting that slot (no crash loop)."""
+    from lmassay.serve.supervisor import QUICK_EXITS_ALLOWED, Supervisor, SupervisorSettings
+
+    broken = tmp_path / "broken.sqlite"
+    broken.write_bytes(b"not a database" * 100)
+    store = JobStore(tmp_path / "good.sqlite")
+    settings = SupervisorSettings(
+        registry=broken,
+        key=tmp_path / "unused.pem",
+        results=tmp_path / "results",
+        workers=1,
+        workdir=tmp_path,
+        log_dir=tmp_path / "logs",
+    )
+    supervisor = Supervisor(store, settings)
+    supervisor.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not supervisor.slots[0].given_up and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert supervisor.slots[0].given_up
+        assert supervisor.slots[0].generation == QUICK_EXITS_ALLOWED  # started 3 times, no more
+        time.sleep(1.5)
+        assert supervisor.slots[0].generation == QUICK_EXITS_ALLOWED and supervisor.alive() == 0
+    finally:
+        supervisor.stop()
+    lines = (tmp_path / "logs" / "worker-0.log").read_text().splitlines()
+    assert len(lines) == QUICK_EXITS_ALLOWED
+    assert all("not a usable SQLite database" in line for line in lines)

@@ -5,8 +5,8 @@ Every half second the supervisor thread looks at them: a worker that exited has 
 put back in the queue (or failed once ``max_attempts`` claims were made, with the reason: its
 exit code or signal) and is replaced; a running job whose cancellation was asked for has its
 worker killed (the job fails as ``cancelled``, not retried).  A slot whose workers keep dying
-before they claim anything (an unusable registry, a broken install) is given up after a few
-tries instead of being restarted forever.
+before they claim anything, or that say the registry is unusable (exit code 2), is given up after
+three in a row instead of being restarted forever.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 
 from lmassay.errors import LmassayError
 from lmassay.serve.store import JobStore
+from lmassay.serve.worker import UNUSABLE_EXIT_CODE
 
 log = logging.getLogger("lmassay.serve")
 
@@ -140,15 +141,15 @@ class Supervisor:
         changed = self.store.worker_lost(slot.worker_id, reason, self.settings.max_attempts)
         log.warning("%s%s", reason, "; its job goes back to the queue or fails" if changed else "")
         quick = time.monotonic() - slot.started < QUICK_EXIT_SECONDS and not changed
-        slot.quick_exits = slot.quick_exits + 1 if quick else 0
+        slot.quick_exits = slot.quick_exits + 1 if quick or code == UNUSABLE_EXIT_CODE else 0
         if slot.quick_exits >= QUICK_EXITS_ALLOWED:
             slot.given_up = True
             log.error(
-                "worker slot %d: %d workers in a row exited within %.0f s without a job; "
+                "worker slot %d: %d workers in a row exited without a job (%s); "
                 "not restarting it (see the worker log)",
                 slot.index,
                 slot.quick_exits,
-                QUICK_EXIT_SECONDS,
+                reason,
             )
             return
         if not self._stop.is_set():

@@ -25,6 +25,7 @@ from lmassay.serve.store import Job, JobStore
 
 HEARTBEAT_SECONDS = 1.0
 ORPHAN_EXIT_CODE = 3
+UNUSABLE_EXIT_CODE = 2
 
 
 @dataclass(frozen=True)
@@ -142,9 +143,8 @@ def run_job(job: Job, settings: WorkerSettings, beat: Heartbeat) -> JobOutcome:
     return JobOutcome(document.verdict.value, list(document.flagged), published)
 
 
-def work(settings: WorkerSettings) -> None:
-    """Claim and run jobs until the server is gone."""
-    store = JobStore(settings.registry)
+def work(settings: WorkerSettings, store: JobStore) -> None:
+    """Claim and run jobs from ``store`` until the server is gone."""
     beat = Heartbeat(store, settings)
     pid = os.getpid()
     print(f"worker {settings.worker_id} (pid {pid}) ready", file=sys.stderr, flush=True)
@@ -183,13 +183,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ray", default=None)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    from lmassay.cli._app import quiet_libraries
-
-    quiet_libraries()
     settings = WorkerSettings(
         registry=args.registry,
         key=args.key,
@@ -199,10 +192,18 @@ def main(argv: list[str] | None = None) -> None:
         ray=args.ray,
     )
     try:
-        work(settings)
-    except LmassayError as exc:  # an unusable registry: say so once and stop (no crash loop)
+        store = JobStore(settings.registry)  # first, before the heavy imports: fail fast
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        from lmassay.cli._app import quiet_libraries
+
+        quiet_libraries()
+        work(settings, store)
+    except LmassayError as exc:  # an unusable registry: say so once and stop
         print(exc.one_line("serve worker"), file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+        raise SystemExit(UNUSABLE_EXIT_CODE) from None
 
 
 if __name__ == "__main__":
