@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,6 +101,12 @@ def test_writes_model_repair_json_and_before_after_report(world_pair, pair_run, 
     )
     after = json.loads((out / "repair" / "attestation.json").read_text())
     assert after["model"]["path"] == str(out)
+    # the digest attested is the model's files alone (no lock or staging of the attestation)
+    from lmassay.digests import model_identity
+
+    model_only = tmp_path / "model-only"
+    shutil.copytree(out, model_only, ignore=shutil.ignore_patterns("repair"))
+    assert after["model"]["digest"]["value"] == model_identity(model_only).root.value
     html = (out / "repair" / "report.html").read_text()
     assert "Before and after repair" in html and "collateral" in html
     (out / "repair" / "report.html").unlink()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from lmassay.report import write_report
 
 SCHEMA = "lmassay.repair/v1"
 REPORT_FOLDER = "repair"
+_ATTESTATION = "attestation"  # in OUT.partial, beside the staged model, until it is moved in
 REPAIR_FILE = "repair.json"
 _SAVED_MARK = "saved.json"
 _STAGED_MODEL = "model"
@@ -94,14 +96,22 @@ def repair(config: RepairConfig, progress: Progress | None = None) -> RepairResu
         staged = work / _STAGED_MODEL
         training = _trained_and_saved(config, judgement, models, data, work, progress)
         progress.log("attesting the repaired model on the held-out probes")
+        # written beside the staged model, then moved in: the folder attested (and the digest the
+        # attestation records) holds the model's files alone, not the attestation's lock or staging
+        attested = work / _ATTESTATION
         after = attest(
-            _attest_config(config, judgement, staged),
+            _attest_config(config, judgement, staged, attested),
             progress,
             published_as=(str(out), str(out / REPORT_FOLDER)),
         )
+        folder = staged / REPORT_FOLDER
+        shutil.rmtree(folder, ignore_errors=True)  # left by a run killed after this step
+        os.replace(attested, folder)
+        after.paths = {
+            key: folder / path.relative_to(attested) for key, path in after.paths.items()
+        }
 
         record = _record(config, run, judgement, models, data, training, after)
-        folder = staged / REPORT_FOLDER
         atomic_write_json(folder / REPAIR_FILE, record)
         after.paths.update(write_report(folder, after.attestation, repair=record))
         after.paths = {key: out / path.relative_to(staged) for key, path in after.paths.items()}
@@ -265,14 +275,16 @@ def _trained_and_saved(
     return training
 
 
-def _attest_config(config: RepairConfig, judgement: Judgement, staged: Path) -> AttestConfig:
-    """The attestation's own settings, on the repaired model ``staged``, into ``staged/repair``."""
+def _attest_config(
+    config: RepairConfig, judgement: Judgement, staged: Path, out: Path
+) -> AttestConfig:
+    """The attestation's own settings, on the repaired model ``staged``, into ``out``."""
     return AttestConfig(
         **{
             **judgement.settings,
             "model": str(staged),
             "reference": judgement.reference,
-            "out": str(staged / REPORT_FOLDER),
+            "out": str(out),
             "write_report": False,
             "device": config.device,
             "allow_pickle": config.allow_pickle,
