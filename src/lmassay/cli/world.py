@@ -59,7 +59,8 @@ def world_make(
     qa = card.get("qa")
     typer.echo(
         f"world (seed {seed}, {size}) in {files.root}: {totals['train_documents']} training "
-        f"documents ({totals['train_words']:,} words"
+        + ("documents" if qa else "paragraphs")
+        + f" ({totals['train_words']:,} words"
         + (f"; {qa['documents']} of them Q&A" if qa else "")
         + f"), {totals['probe_documents']} probe "
         f"paragraphs, {totals['facts']} facts in {len(card['categories'])} categories, "
