@@ -150,18 +150,19 @@ def main() -> None:
     print("| burst | requests | errors | per second | p50 ms | p99 ms | wall s |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     print(_row(f"reads, {args.concurrency} at once", read_lat, read_err, read_wall))
-    print(_row("submissions, 10 at once", post_lat, post_err, post_wall))
+    if post_lat:  # --submissions 0: the reads alone
+        print(_row("submissions, 10 at once", post_lat, post_err, post_wall))
     print(
         f"\njobs: {len(rows)} accepted, {done} done, {once} completed exactly once on the first "
         f"attempt, {twice} completed more than once; all jobs finished in {jobs_wall:.0f} s "
-        f"({len(rows) / jobs_wall * 60:.1f} jobs/min); verdicts {verdicts}"
+        f"({len(rows) / max(jobs_wall, 1e-9) * 60:.1f} jobs/min); verdicts {verdicts}"
     )
     for error in (read_err + post_err)[:5]:
         print("error:", error)
     if args.json is not None:
         figures = {
             "reads": _figures(read_lat, read_err, read_wall),
-            "submissions": _figures(post_lat, post_err, post_wall),
+            "submissions": _figures(post_lat, post_err, post_wall) if post_lat else None,
             "jobs": {"accepted": len(rows), "done": done, "exactly_once": once,
                      "more_than_once": twice, "wall": jobs_wall},
             "load": {"before": load_before, "after": load_after},

@@ -8,7 +8,9 @@
 * ``GET /v1/attestations`` lists published results; ``GET /`` is the results page;
   ``GET /v1/public-key`` the service's key; ``GET /docs`` and ``/openapi.json`` describe the API.
 
-Reading is public; submitting and cancelling need a token.  The web process never imports torch:
+Reads are ``async`` routes (one short SQLite read each, on the event loop: no thread hop per
+request); submitting and cancelling, which write, run in the thread pool.  Reading is public;
+submitting and cancelling need a token.  The web process never imports torch:
 a request is checked field by field here, and the combination of options by the worker (a job
 whose options do not go together fails with attest's one-line reason).  Refusals: 400 malformed JSON, 401 no or
 unknown token, 403 revoked token, 404 no such job, 409 not cancellable, 413 body too large, 422
@@ -184,12 +186,12 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
         return JSONResponse({"id": job_id}, 202, headers={"Location": f"/v1/attestations/{job_id}"})
 
     @app.get("/v1/attestations/{job_id}", summary="A job's status and progress")
-    def status(job_id: str) -> dict[str, Any]:
+    async def status(job_id: str) -> dict[str, Any]:
         """``status`` is queued, running, done or failed; ``progress`` a fraction of the stage."""
         return job_or_404(job_id).public_status()
 
     @app.get("/v1/attestations/{job_id}/{name}", summary="A published result file")
-    def result_file(job_id: str, name: str) -> FileResponse:
+    async def result_file(job_id: str, name: str) -> FileResponse:
         """``attestation.json``, ``samples.jsonl``, ``report.html`` or ``statement`` (the signed
         in-toto statement: ``lmassay verify MODEL --signature FILE --public-key service.pub``)."""
         if name not in _FILES:
@@ -226,7 +228,7 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
         return cancel(job_id, who)
 
     @app.get("/v1/attestations", summary="Published results")
-    def published(
+    async def published(
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
         offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
     ) -> dict[str, Any]:
@@ -235,7 +237,7 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
         return {"results": [result_row(job, config.base_url) for job in jobs]}
 
     @app.get("/v1/public-key", summary="The service's public key (PEM)")
-    def public_key() -> PlainTextResponse:
+    async def public_key() -> PlainTextResponse:
         """Verify the published statements with it (``--public-key``)."""
         return PlainTextResponse(
             state.public_key_pem,
@@ -244,17 +246,17 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
         )
 
     @app.get("/", response_class=HTMLResponse, summary="The results page")
-    def page() -> HTMLResponse:
+    async def page() -> HTMLResponse:
         """Every published result: model, revision, verdict, flags, date, report, verify command."""
         jobs = store.jobs(status="done", limit=500)
         return _html(results_page(jobs, config.base_url, state.fingerprint, store.counts()))
 
     @app.get("/docs", response_class=HTMLResponse, summary="This API, as a page")
-    def docs() -> HTMLResponse:
+    async def docs() -> HTMLResponse:
         """The routes and the request body (from /openapi.json; no external assets)."""
         return _html(docs_page(app.openapi()))
 
     @app.get("/healthz", summary="Liveness and queue counts")
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:
         """``{"ok": true, "jobs": {status: count}}``."""
         return {"ok": True, "jobs": store.counts()}
