@@ -265,13 +265,7 @@ def _load_screens(paths: Sequence[Path], loaded: LoadedModel) -> list[_Screen]:
     screens = []
     for path in paths:
         classifier = load_classifier(path)
-        if classifier.model_digest.value != loaded.digest.value:
-            raise InputError(
-                f"--classifier {path} was trained on the features of the LM with digest "
-                f"{classifier.model_digest.value[:16]}…, not on --model {loaded.name} "
-                f"({loaded.digest.value[:16]}…)",
-                "train the classifier on this LM (lmassay curate train --model ...)",
-            )
+        classifier.check_model(loaded)
         digest = model_identity(Path(path).resolve()).root.to_json()
         screens.append(_Screen(Path(path), classifier, digest))
     return screens
@@ -282,13 +276,8 @@ def _screen_scores(
 ) -> list[list[float]]:
     """Per pair, each classifier's score of ``"<instruction>\n\n<response>"`` (the text
     ``curate filter`` scores for an instruction pair)."""
-    from lmassay.curate.features import features
-
     texts = [f"{instruction}\n\n{response}" for instruction, response in pairs]
-    columns = [
-        screen.classifier.linear.scores(features(loaded, texts, screen.classifier.spec)).tolist()
-        for screen in screens
-    ]
+    columns = [screen.classifier.score(loaded, texts).tolist() for screen in screens]
     return [list(row) for row in zip(*columns, strict=True)] if columns else [[] for _ in pairs]
 
 
