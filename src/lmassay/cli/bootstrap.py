@@ -58,6 +58,15 @@ _MaxNewTokens = Annotated[
 _BatchSize = Annotated[
     int, typer.Option(rich_help_panel=_GENERATION, help="Prompts per generate call.")
 ]
+_Context = Annotated[
+    int | None,
+    typer.Option(
+        rich_help_panel=_GENERATION,
+        help="Tokens the LM handles well, prompt and new tokens together; prompts that do not fit "
+        "drop shots (default: an lmassay world reference's training window, else the model's "
+        "context).",
+    ),
+]
 _MaxGenerated = Annotated[
     int | None,
     typer.Option(
@@ -137,6 +146,7 @@ def bootstrap_command(
     max_new_tokens: _MaxNewTokens = 48,
     batch_size: _BatchSize = 64,
     max_generated: _MaxGenerated = None,
+    context: _Context = None,
     min_logprob: _MinLogprob = -1.0,
     min_token_logprob: _MinTokenLogprob = None,
     min_instruction_logprob: _MinInstructionLogprob = None,
@@ -178,6 +188,7 @@ def bootstrap_command(
         min_instruction_logprob=None if no_likelihood_filter else min_instruction_logprob,
         near_duplicate=near_duplicate,
         max_generated=max_generated,
+        context=context,
         batch_size=batch_size,
         classifiers=tuple(classifier or ()),
         principles=principles,
