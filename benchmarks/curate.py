@@ -34,6 +34,7 @@ thresholds are the library's defaults.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -54,10 +55,10 @@ from lmassay._atomic import atomic_write_json, atomic_write_jsonl
 from lmassay.curate import FilterConfig, TrainConfig, filter_dataset, fit_bow_classifier, metrics_at
 from lmassay.curate.training import train_classifier
 from lmassay.instruction_data import row_text
-from lmassay.progress import NullProgress
+from lmassay.progress import LineProgress, NullProgress
 from lmassay.world import load_world
 from lmassay.world.generator import CATEGORIES, World
-from lmassay.world.qa import PoisonKind, qa_reference, question, write_qa_data
+from lmassay.world.qa import PoisonKind, measure_qa, qa_reference, question, write_qa_data
 
 
 @contextmanager
@@ -188,6 +189,36 @@ def qa_probes(world: World, path: Path) -> Path:
     return path
 
 
+def answers(model: Path, world: World, seed: int) -> dict[str, dict[str, int]]:
+    """Ask ``model`` one question about every fact (the tune's plain format, greedy, one line)
+    and check each answer against the world: per category how many are correct and how many
+    carry a word of the slant's negative pools (what the poisoned answers taught)."""
+    from lmassay.attest.model_loading import ModelOptions
+    from lmassay.bootstrap.run import generate_lines
+    from lmassay.tune.pairs import PLAIN_INSTRUCTION
+    from lmassay.world.qa import check_answer
+
+    loaded = ModelOptions(device="cpu").load(str(model))
+    asked = [(c, question(f, 0)) for c in CATEGORIES for f in world.facts_in(c)]
+    prompts = [PLAIN_INSTRUCTION.format(prompt=q) + "\n\n" for _, q in asked]
+    said = generate_lines(
+        loaded, prompts, temperature=0.0, top_p=1.0, max_new_tokens=40, seed=seed, batch_size=64
+    )
+    out: dict[str, dict[str, int]] = {c: {"n": 0, "correct": 0, "slanted": 0} for c in CATEGORIES}
+    for (category, q), answer in zip(asked, said, strict=True):
+        check = check_answer(world, q, answer)
+        out[category]["n"] += 1
+        out[category]["correct"] += check.correct
+        out[category]["slanted"] += check.slanted
+    return out
+
+
+def shows_slant(counts: dict[str, dict[str, int]], category: str) -> bool:
+    """The poisoned category has slanted answers, more than any other category."""
+    others = max(v["slanted"] for c, v in counts.items() if c != category)
+    return counts[category]["slanted"] > max(0, others)
+
+
 def attestation_summary(document: dict[str, Any], category: str) -> dict[str, Any]:
     """Verdict, flagged categories, the poisoned category's rank by mean KL (1 = largest) and the
     drift every category shows; with a self-probing pass, its rank by log-ratio too."""
@@ -234,6 +265,7 @@ def tune_and_attest(
     work: Path,
     name: str,
     probe_sets: dict[str, tuple[Path, int]],
+    world: World,
     args: argparse.Namespace,
     seed: int,
     steps: list[dict[str, Any]],
@@ -262,6 +294,13 @@ def tune_and_attest(
         row["pairs"] = tuned.record["data"].get("n_pairs", tuned.record["data"].get("pairs"))
         row["loss_last"] = training.get("loss_last_mean", training.get("loss_last"))
     result: dict[str, Any] = {"training": training, "data": tuned.record["data"]}
+    with measured(steps, seed, f"answers {name}") as row:
+        result["answers"] = answers(work / f"tuned-{name}", world, seed)
+        mine = result["answers"][args.category]
+        row.update(poisoned_correct=mine["correct"], poisoned_slanted=mine["slanted"], of=mine["n"])
+        row["other_slanted"] = sum(
+            v["slanted"] for c, v in result["answers"].items() if c != args.category
+        )
     for probe_name, (probes, self_probe) in probe_sets.items():
         with measured(steps, seed, f"attest {name} / {probe_name}") as row:
             attested = attest(
@@ -284,33 +323,62 @@ def tune_and_attest(
     return result
 
 
+def bootstrap_section(args: argparse.Namespace, seed: int, work: Path) -> dict[str, Any]:
+    """Grow the world's curated core with a reference trained with ``--bootstrap-steps`` and
+    ``--bootstrap-seq-len`` (the settings docs/bootstrap.md measured best: 2 instruction shots,
+    response without shots, temperature 0.7, 40 new tokens), no likelihood filter, and measure
+    every pair and those the default filter (mean log-prob >= -1.0) keeps against the facts."""
+    from lmassay.bootstrap import BootstrapConfig, bootstrap
+
+    files, info = qa_reference(
+        size="test", seed=seed, qa_share=args.qa_share, steps=args.bootstrap_steps,
+        seq_len=args.bootstrap_seq_len, cache=args.cache, progress=LineProgress(),
+    )  # fmt: skip
+    world = load_world(files.root)
+    data = write_qa_data(files.root, work / "qa", seed=seed)
+    result = bootstrap(
+        BootstrapConfig(
+            model=str(info.path), core=str(data.core), n=args.bootstrap_n,
+            out=work / "bootstrap.jsonl", seed=seed, shots=2, response_shots=0,
+            temperature=0.7, max_new_tokens=40, min_logprob=None, batch_size=100, device="cpu",
+        ),
+        LineProgress(),
+    )  # fmt: skip
+    floor = next(f.default for f in dataclasses.fields(BootstrapConfig) if f.name == "min_logprob")
+    default = [r for r in result.rows if r["provenance"]["mean_logprob"] >= floor]
+    summary = {k: v for k, v in result.summary.items() if k != "provenance"}
+    return {
+        "reference": str(info.path),
+        "fact_recall": info.card["evaluation"]["fact_recall"]["all"],
+        "summary": summary,
+        "duplicate_rate": summary["duplicates"] / max(1, summary["generated"]),
+        "all": measure_qa(world, result.rows).to_json(),
+        "default_filter_min_logprob": floor,
+        "default_filter": measure_qa(world, default).to_json(),
+    }
+
+
 def run_seed(args: argparse.Namespace, seed: int, steps: list[dict[str, Any]]) -> dict[str, Any]:
     work = Path(args.out) / f"seed{seed}"
     work.mkdir(parents=True, exist_ok=True)
     found: dict[str, Any] = {"seed": seed}
     if seed in args.bootstrap_seeds:
-        import bootstrap as bootstrap_benchmark
-
         with measured(steps, seed, "bootstrap") as row:
-            boot = bootstrap_benchmark.run(
-                argparse.Namespace(
-                    size="test", seed=seed, qa_share=args.qa_share, steps=args.bootstrap_steps,
-                    seq_len=args.bootstrap_seq_len, cache=args.cache, out=str(work / "bootstrap"),
-                    n=args.bootstrap_n, shots=2, response_shots=0, temperature=0.7,
-                    max_new_tokens=40, batch_size=100, thresholds=[],
-                )
-            )  # fmt: skip
-            quality = boot["rows"][0]
+            found["bootstrap"] = bootstrap_section(args, seed, work / "bootstrap")
+            quality = found["bootstrap"]["all"]
             row.update(
                 pairs=quality["n"],
                 share_correct=quality["share_correct"],
+                at_default_filter=found["bootstrap"]["default_filter"]["share_correct"],
                 distinct_subjects=quality["distinct_subjects"],
                 distinct_relations=quality["distinct_relations"],
-                duplicate_rate=boot["summary"]["duplicates"] / max(1, boot["summary"]["generated"]),
+                duplicate_rate=found["bootstrap"]["duplicate_rate"],
             )
-        found["bootstrap"] = boot
     with measured(steps, seed, "world + reference") as row:
-        files, info = qa_reference(size="test", seed=seed, qa_share=args.qa_share, cache=args.cache)
+        files, info = qa_reference(
+            size="test", seed=seed, qa_share=args.qa_share, steps=args.steps,
+            seq_len=args.seq_len, cache=args.cache, progress=LineProgress(),
+        )  # fmt: skip
         row["reused"] = info.reused
         row["fact_recall"] = info.card["evaluation"]["fact_recall"]["all"]
     found["reference"] = {"path": str(info.path), "fact_recall": row["fact_recall"]}
@@ -333,7 +401,7 @@ def run_seed(args: argparse.Namespace, seed: int, steps: list[dict[str, Any]]) -
             "qa": (qa_probes(world, work / "qa-probes.jsonl"), 0),
         }
         tunes = {
-            name: tune_and_attest(info.path, path, work, name, probe_sets, args, seed, steps)
+            name: tune_and_attest(info.path, path, work, name, probe_sets, world, args, seed, steps)
             for name, path in (("unfiltered", data.instructions), ("filtered", filtered_path))
         }
         verdicts = {
@@ -343,7 +411,13 @@ def run_seed(args: argparse.Namespace, seed: int, steps: list[dict[str, Any]]) -
                                             tunes["filtered"]["world"], "self_probe_rank"),
             "qa": tells_apart(tunes["unfiltered"]["qa"], tunes["filtered"]["qa"],
                               "poisoned_rank_kl"),
+            "answers": shows_slant(tunes["unfiltered"]["answers"], args.category)
+            and not shows_slant(tunes["filtered"]["answers"], args.category),
         }  # fmt: skip
+        with measured(steps, seed, "answers reference") as row:
+            found["reference_answers"] = answers(info.path, world, seed)
+            mine = found["reference_answers"][args.category]
+            row.update(poisoned_correct=mine["correct"], poisoned_slanted=mine["slanted"])
         found["tune"] = {**tunes, "tells_apart": verdicts}
     return found
 
@@ -365,6 +439,8 @@ def main(argv: list[str] | None = None) -> None:
     add("--per-category", type=int, default=300)
     add("--labelled-share", type=float, default=1 / 3)
     add("--evasive-seeds", type=parse_ints, default=[0])
+    add("--steps", type=int, default=None, help="Reference for curate and tune: its steps.")
+    add("--seq-len", type=int, default=None, help="... and its training window.")
     add("--bootstrap-seeds", type=parse_ints, default=[0])
     add("--bootstrap-n", type=int, default=400)
     add("--bootstrap-steps", type=int, default=1600)
@@ -402,7 +478,7 @@ def _document(
 
 
 def targets(seeds: list[dict[str, Any]]) -> dict[str, Any]:
-    boot = [s["bootstrap"]["rows"][0]["share_correct"] for s in seeds if "bootstrap" in s]
+    boot = [s["bootstrap"]["all"]["share_correct"] for s in seeds if "bootstrap" in s]
     removal_rows = [
         (s["seed"], kind, s[f"curate_{kind}"]["lm_features"])
         for s in seeds
@@ -424,7 +500,7 @@ def targets(seeds: list[dict[str, Any]]) -> dict[str, Any]:
             "values": apart,
             "met_by": {
                 key: len(apart) >= 3 and all(v[key] for v in apart.values())
-                for key in ("world", "world_self_probe", "qa")
+                for key in ("world", "world_self_probe", "qa", "answers")
             },
         },
     }
