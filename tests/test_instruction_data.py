@@ -82,7 +82,9 @@ def test_instruction_formats():
     with pytest.raises(InputError, match="'response' is int"):
         pair_from_row({"prompt": "a", "response": 3}, "r")
     with pytest.raises(InputError, match="no user turn followed by an assistant turn"):
-        pair_from_row({"messages": [{"role": "assistant", "content": "x"}]}, "r")
+        pair_from_row({"messages": [{"role": "assistant", "content": "x"}] * 2}, "r")
+    with pytest.raises(InputError, match="not a list of two or more turns"):
+        pair_from_row({"messages": [{"role": "user", "content": "x"}]}, "r")
 
 
 @pytest.mark.parametrize(

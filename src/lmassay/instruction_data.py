@@ -268,18 +268,9 @@ def pair_from_row(row: Mapping[str, Any], where: str) -> InstructionPair:
 
 
 def _pair_from_messages(messages: Any, where: str) -> InstructionPair:
-    if not isinstance(messages, list):
-        raise InputError(f"{where}: 'messages' is not a list", _PAIR_FIX)
-    turns: list[tuple[str, str]] = []
-    for number, turn in enumerate(messages, start=1):
-        role = turn.get("role") if isinstance(turn, dict) else None
-        content = turn.get("content") if isinstance(turn, dict) else None
-        if not isinstance(role, str) or not isinstance(content, str):
-            raise InputError(
-                f"{where}: message {number} is not an object with string 'role' and 'content'",
-                _PAIR_FIX,
-            )
-        turns.append((role, content))
+    from lmassay.attest.probe_readers import message_turns
+
+    turns = message_turns(messages, where, _PAIR_FIX)
     for index, (role, content) in enumerate(turns[:-1]):
         if role == "user" and turns[index + 1][0] == "assistant":
             return InstructionPair(content, turns[index + 1][1])

@@ -236,19 +236,7 @@ def conversation_parts(obj: dict[str, Any], prefix: str) -> tuple[str, tuple[tup
         '"..."}, {"role": "assistant", "content": "..."}]}'
     )
     if obj.get("messages") is not None:
-        raw = obj["messages"]
-        if not isinstance(raw, list) or len(raw) < 2:
-            raise ProbeError(f"{prefix}: 'messages' is not a list of two or more turns", fix)
-        turns: list[tuple[str, str]] = []
-        for number, turn in enumerate(raw, start=1):
-            role = turn.get("role") if isinstance(turn, dict) else None
-            content = turn.get("content") if isinstance(turn, dict) else None
-            if not isinstance(role, str) or not isinstance(content, str):
-                raise ProbeError(
-                    f"{prefix}: message {number} is not an object with string 'role' and 'content'",
-                    fix,
-                )
-            turns.append((role, content))
+        turns = message_turns(obj["messages"], prefix, fix)
         if turns[-1][0] != "assistant":
             raise ProbeError(
                 f"{prefix}: the last message's role is {turns[-1][0]!r}, not 'assistant'",
@@ -263,6 +251,24 @@ def conversation_parts(obj: dict[str, Any], prefix: str) -> tuple[str, tuple[tup
         parts[name] = value
     context = (("system", parts["system"]),) if parts["system"] is not None else ()
     return str(parts["response"]), (*context, ("user", str(parts["prompt"])))
+
+
+def message_turns(raw: Any, prefix: str, fix: str) -> list[tuple[str, str]]:
+    """The ``(role, content)`` turns of a ``messages`` list of two or more; :class:`ProbeError`
+    (an :class:`InputError`) naming ``prefix`` and the first malformed turn otherwise."""
+    if not isinstance(raw, list) or len(raw) < 2:
+        raise ProbeError(f"{prefix}: 'messages' is not a list of two or more turns", fix)
+    turns: list[tuple[str, str]] = []
+    for number, turn in enumerate(raw, start=1):
+        role = turn.get("role") if isinstance(turn, dict) else None
+        content = turn.get("content") if isinstance(turn, dict) else None
+        if not isinstance(role, str) or not isinstance(content, str):
+            raise ProbeError(
+                f"{prefix}: message {number} is not an object with string 'role' and 'content'",
+                fix,
+            )
+        turns.append((role, content))
+    return turns
 
 
 def _coerce_id(value: Any, default: str, prefix: str, id_field: str) -> str:
