@@ -142,6 +142,47 @@ def test_job_runs_signed_and_published(service, client, first_job, world_pair):
     assert service.token not in service.logs()  # no secret in the logs
 
 
+def test_registered_models_run_and_are_published_by_name(service, client, first_job, world_pair):
+    from lmassay.serve.store import JobStore
+
+    registry = ["--registry", str(service.registry)]
+    for name, folder in (("suspect", world_pair.tampered), ("base", world_pair.reference)):
+        added = runner.invoke(app, ["serve", "model", "add", name, str(folder), *registry])
+        assert added.exit_code == 0, added.output
+    headers = _auth(service.token)
+    before = len(service.rows())
+    unknown = {**_request(world_pair), "model": "registered:nobody"}
+    answer = client.post("/v1/attestations", json=unknown, headers=headers)
+    assert answer.status_code == 422 and "'nobody'" in answer.json()["detail"]
+    assert len(service.rows()) == before  # nothing queued
+
+    body = {**_request(world_pair), "model": "registered:suspect", "reference": "registered:base"}
+    answer = client.post("/v1/attestations", json=body, headers=headers)
+    assert answer.status_code == 202, answer.text
+    job_id = answer.json()["id"]
+    final = service.wait(client, job_id, ("done", "failed"), JOB_TIMEOUT)
+    assert final["status"] == "done", service.logs()
+    assert (final["verdict"], final["flagged"]) == ("tampered", [world_pair.category])
+    document = client.get(f"/v1/attestations/{job_id}/attestation.json").json()
+    row = next(r for r in client.get("/v1/attestations").json()["results"] if r["id"] == job_id)
+    suspect, base = row["registered"]["model"], row["registered"]["reference"]
+    assert (suspect["name"], base["name"]) == ("suspect", "base")
+    assert suspect["source"] == str(world_pair.tampered.resolve())
+
+    def recorded(info: dict) -> str:  # attest's digest object, as "ALGORITHM:HEX"
+        return f"{info['digest']['algorithm']}:{info['digest']['value']}"
+
+    assert suspect["digest"] == recorded(document["model"])
+    assert base["digest"] == recorded(document["reference"])
+    assert suspect["digest"] != base["digest"]  # the two names resolved to different weights
+    # the same samples as the run that named the folders by path
+    first = client.get(f"/v1/attestations/{first_job[0]}/samples.jsonl").text
+    assert client.get(f"/v1/attestations/{job_id}/samples.jsonl").text == first
+    JobStore(service.registry).remove_model("suspect")
+    gone = client.post("/v1/attestations", json=body, headers=headers)
+    assert gone.status_code == 422 and "'suspect'" in gone.json()["detail"]
+
+
 BAD = [
     ("malformed JSON", b'{"model": "org/name",', 400),
     ("not an object", b'["org/name"]', 422),

@@ -231,3 +231,95 @@ def test_workers_on_an_unusable_registry_are_not_restarted_forever(tmp_path):
     lines = (tmp_path / "logs" / "worker-0.log").read_text().splitlines()
     assert len(lines) == QUICK_EXITS_ALLOWED
     assert all("not a usable SQLite database" in line for line in lines)
+
+
+# -- registered models ---------------------------------------------------------------------------
+
+
+def _lookup(*models):
+    by_name = {m.name: m for m in models}
+    return by_name.get
+
+
+def test_registered_models_resolve_without_a_root_and_unknown_names_are_refused(tmp_path):
+    from lmassay.serve.requests import registered_model
+
+    folder = tmp_path / "models" / "base"
+    folder.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(folder)
+    local = registered_model("base", str(tmp_path / "link"))
+    assert local.source == str(folder.resolve()) and local.local and local.revision is None
+    hub = registered_model("suspect.v2", "org/suspect", "v2.0")
+    assert (hub.source, hub.revision, hub.local) == ("org/suspect", "v2.0", False)
+    for name, source, revision in [
+        ("a/b", "org/x", None),  # a name is never hub-id-like
+        ("x:y", "org/x", None),
+        ("ok", str(tmp_path / "missing"), None),  # neither a folder nor a hub id
+        ("ok", "../up", None),
+        ("ok", str(folder), "main"),  # a local folder has no revision
+        ("ok", "org/x", "../main"),
+    ]:
+        with pytest.raises(InputError):
+            registered_model(name, source, revision)
+
+    lookup = _lookup(local, hub)
+    request = AttestationRequest(model="registered:suspect.v2", reference="registered:base")
+    checked = check_request(request, (), ["offline"], lookup)  # no allow-listed root at all
+    assert checked.model == "org/suspect" and checked.options.revision == "v2.0"
+    assert checked.reference == str(folder.resolve())
+    assert checked.options.reference_revision is None
+    # a plain hub id is untouched by the lookup; the same folder by path still needs a root
+    assert check_request(AttestationRequest(model="org/base"), (), ["offline"], lookup).model == (
+        "org/base"
+    )
+    with pytest.raises(RequestRefused, match="not accepted"):
+        check_request(AttestationRequest(model=str(folder)), (), ["offline"], lookup)
+    refused = [
+        ({"model": "registered:nope"}, "'nope'"),
+        ({"model": "org/x", "reference": "registered:nope"}, "reference: no model named 'nope'"),
+        ({"model": "registered:a/b"}, "not registered:NAME"),
+        ({"model": "registered:suspect.v2", "options": {"revision": "main"}}, "revision"),
+    ]
+    for body, message in refused:
+        with pytest.raises(RequestRefused, match=message):
+            check_request(AttestationRequest(**body), (), ["offline"], lookup)
+    with pytest.raises(RequestRefused, match="no model named 'base'"):  # no lookup: none known
+        check_request(AttestationRequest(model="registered:base"), (), ["offline"])
+    folder.rmdir()  # a registered folder that is gone is refused without naming its path
+    with pytest.raises(RequestRefused, match="not available") as gone:
+        check_request(AttestationRequest(model="registered:base"), (), ["offline"], lookup)
+    assert str(tmp_path) not in str(gone.value)
+
+
+def test_model_table_add_list_remove_and_the_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from lmassay.cli import app
+
+    registry = tmp_path / "r.sqlite"
+    folder = tmp_path / "base"
+    folder.mkdir()
+    runner = CliRunner()
+    args = ["--registry", str(registry)]
+    added = runner.invoke(app, ["serve", "model", "add", "base", str(folder), *args])
+    assert added.exit_code == 0, added.output
+    hub = ["serve", "model", "add", "sus", "org/sus", "--revision", "abc", *args]
+    assert runner.invoke(app, hub).exit_code == 0
+    again = runner.invoke(app, ["serve", "model", "add", "base", "org/other", *args])
+    assert again.exit_code == 2 and "already registered" in again.output
+    bad = runner.invoke(app, ["serve", "model", "add", "x", str(tmp_path / "missing"), *args])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+    store = JobStore(registry)
+    assert [(m.name, m.source, m.revision) for m in store.models()] == [
+        ("base", str(folder.resolve()), None),
+        ("sus", "org/sus", "abc"),
+    ]
+    listed = runner.invoke(app, ["serve", "model", "list", *args]).output.splitlines()
+    assert [line.split("\t")[:3] for line in listed] == [
+        ["base", str(folder.resolve()), "-"],
+        ["sus", "org/sus", "abc"],
+    ]
+    assert runner.invoke(app, ["serve", "model", "remove", "base", *args]).exit_code == 0
+    assert store.model("base") is None and store.model("sus") is not None
+    gone = runner.invoke(app, ["serve", "model", "remove", "base", *args])
+    assert gone.exit_code == 2 and "no model named 'base'" in gone.output

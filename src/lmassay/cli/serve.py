@@ -1,4 +1,5 @@
-"""``lmassay serve`` (the hosted attestation service) and ``lmassay serve token create|revoke|list``."""
+"""``lmassay serve`` (the hosted attestation service), ``lmassay serve token create|revoke|list``
+and ``lmassay serve model add|remove|list``."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ _AllowLocalRoot = Annotated[
         help="Jobs may name local model folders and probe files under DIR (repeatable).",
     ),
 ]
+model_app = typer.Typer(help="Models the operator registers: requests name them registered:NAME.")
+serve_app.add_typer(model_app, name="model", no_args_is_help=True)
 _TokenName = Annotated[str | None, typer.Option("--name", help="A name for the token.")]
 
 
@@ -153,3 +156,65 @@ def token_list(registry: opt.Registry = None) -> None:
     for info in run_command("serve token list", store.tokens):
         state = f"revoked {info.revoked}" if info.revoked else "active"
         typer.echo(f"{info.name}\tcreated {info.created}\t{state}")
+
+
+@model_app.command("add")
+def model_add(
+    name: Annotated[str, typer.Argument(help="The name requests use: registered:NAME.")],
+    source: Annotated[
+        str, typer.Argument(metavar="PATH_OR_HUB_ID", help="A local model folder or a hub id.")
+    ],
+    revision: Annotated[
+        str | None,
+        typer.Option("--revision", help="Hub revision (branch, tag or commit) of a hub id."),
+    ] = None,
+    registry: opt.Registry = None,
+) -> None:
+    """Register a model: jobs may then name it ``"model": "registered:NAME"`` (a local folder
+    registered here needs no --allow-local-root; clients never see or name its path).
+
+    Example:
+
+        lmassay serve model add base ./models/base --registry serve.sqlite
+    """
+    from lmassay.serve.requests import registered_model
+    from lmassay.serve.store import JobStore
+
+    model = run_command("serve model add", registered_model, name, source, revision)
+    store = run_command("serve model add", JobStore, registry)
+    added = run_command("serve model add", store.add_model, model)
+    at = f" at revision {added.revision}" if added.revision else ""
+    typer.echo(f"model {added.name!r} registered: {added.source}{at}")
+
+
+@model_app.command("remove")
+def model_remove(
+    name: Annotated[str, typer.Argument(help="The registered name.")],
+    registry: opt.Registry = None,
+) -> None:
+    """Remove a registered model (queued jobs keep what it resolved to when they were submitted).
+
+    Example:
+
+        lmassay serve model remove base --registry serve.sqlite
+    """
+    from lmassay.serve.store import JobStore
+
+    store = run_command("serve model remove", JobStore, registry)
+    removed = run_command("serve model remove", store.remove_model, name)
+    typer.echo(f"model {removed.name!r} removed")
+
+
+@model_app.command("list")
+def model_list(registry: opt.Registry = None) -> None:
+    """List the registered models: name, source, revision, registration time.
+
+    Example:
+
+        lmassay serve model list --registry serve.sqlite
+    """
+    from lmassay.serve.store import JobStore
+
+    store = run_command("serve model list", JobStore, registry)
+    for model in run_command("serve model list", store.models):
+        typer.echo(f"{model.name}\t{model.source}\t{model.revision or '-'}\t{model.created}")

@@ -36,10 +36,12 @@ from lmassay.serve.config import ServeConfig
 from lmassay.serve.limits import BodyLimit, RateLimiter, retry_after
 from lmassay.serve.page import SECURITY_HEADERS, docs_page, result_row, results_page
 from lmassay.serve.requests import (
+    REGISTERED_KEY,
     AttestationRequest,
     RequestRefused,
     builtin_suite_names,
     check_request,
+    registered_names,
 )
 from lmassay.serve.store import Job, JobStore, TokenInfo, hash_token
 
@@ -172,10 +174,14 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
                 headers={"Retry-After": retry_after(wait)},
             )
         try:
-            checked = check_request(body, state.roots, state.suites)
+            checked = check_request(body, state.roots, state.suites, store.model)
         except RequestRefused as exc:
             raise HTTPException(422, str(exc)) from exc
-        job_id = store.submit(checked.model_dump(mode="json"), who.name, config.queue_cap)
+        stored = checked.model_dump(mode="json")
+        names = registered_names(body)
+        if names:
+            stored[REGISTERED_KEY] = names  # the worker publishes the names beside the sources
+        job_id = store.submit(stored, who.name, config.queue_cap)
         if job_id is None:
             raise HTTPException(
                 429,

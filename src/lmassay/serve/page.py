@@ -102,6 +102,7 @@ def result_row(job: Job, base: str) -> dict[str, Any]:
         "commit": published.get("commit"),
         "reference": published.get("reference"),
         "probes": published.get("probes"),
+        "registered": published.get("registered"),
         "verdict": job.verdict,
         "flagged": job.flagged,
         "date": job.finished,

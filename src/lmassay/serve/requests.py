@@ -2,7 +2,10 @@
 
 A model or reference is a Hugging Face hub id (``NAME`` or ``ORG/NAME``: letters, digits, ``._-``,
 no ``..``) with an optional revision, or — only under a folder the operator allow-listed with
-``--allow-local-root`` — an absolute path to a local model folder.  Probes are a built-in suite
+``--allow-local-root`` — an absolute path to a local model folder, or ``registered:NAME``: a model
+the operator registered (``lmassay serve model add``), resolved here to the operator's folder or
+hub id and revision (a hub id never holds ``:``, so the two cannot be confused; a registered
+folder needs no allow-listed root).  Probes are a built-in suite
 (``builtin:NAME``) or a probe file or folder under an allow-listed root.  Nothing else names a
 server-side path.  ``trust_remote_code`` and pickled weights are refused whatever the request says
 (a request that asks for them is answered 422), and the job runs with both off.  Unknown fields
@@ -13,13 +16,16 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lmassay.choices import Comparison, Dtype
+from lmassay.errors import InputError
+from lmassay.provenance import utc_now
+from lmassay.serve.store import RegisteredModel
 
 __all__ = [
     "AttestationRequest",
@@ -27,12 +33,21 @@ __all__ = [
     "RequestRefused",
     "attest_config",
     "check_request",
+    "registered_model",
+    "registered_names",
 ]
 
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
 REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,99}")
 BUILTIN = re.compile(r"builtin:([a-z0-9][a-z0-9_-]{0,63})")
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+REGISTERED_PREFIX = "registered:"
+REGISTERED_KEY = "registered"
+"""The key of a stored job's request that keeps the registered names it was submitted with."""
 _SPEC_LENGTH = 1024
+
+Lookup = Callable[[str], RegisteredModel | None]
+"""A registered model by name (``JobStore.model``), None when there is none."""
 
 
 class RequestRefused(ValueError):
@@ -160,24 +175,103 @@ def check_probes_spec(spec: str, roots: Sequence[Path], known_suites: Sequence[s
     )
 
 
+def registered_model(name: str, source: str, revision: str | None = None) -> RegisteredModel:
+    """What ``lmassay serve model add NAME SOURCE [--revision R]`` registers: an existing local
+    folder (made absolute, links resolved; no revision) or a hub id; checked here."""
+    if not MODEL_NAME.fullmatch(name):
+        raise InputError(
+            f"NAME {name!r} is not a model name",
+            "use letters, digits, '.', '_' and '-' (at most 64; no '/' or ':')",
+        )
+    if revision is not None and (not REVISION.fullmatch(revision) or ".." in revision):
+        raise InputError(
+            f"--revision {revision!r} is not a revision", "give a branch, tag or commit"
+        )
+    local = Path(source).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise InputError(
+                f"PATH_OR_HUB_ID {source!r} is a file", "give the model's folder (config.json)"
+            )
+        if revision is not None:
+            raise InputError(
+                f"--revision was given for the local folder {source!r}", "drop --revision"
+            )
+        return RegisteredModel(name, os.path.realpath(local), None, utc_now())
+    if source.startswith(("/", ".", "~")) or not HUB_ID.fullmatch(source) or ".." in source:
+        raise InputError(
+            f"PATH_OR_HUB_ID {source!r} is neither an existing folder nor a hub id",
+            "give the model's folder or ORG/NAME",
+        )
+    return RegisteredModel(name, source, revision, utc_now())
+
+
+def registered_names(request: AttestationRequest) -> dict[str, str]:
+    """``{"model": NAME, "reference": NAME}`` for the fields that name a registered model."""
+    names = {}
+    for field_name, spec in (("model", request.model), ("reference", request.reference)):
+        if spec is not None and spec.startswith(REGISTERED_PREFIX):
+            names[field_name] = spec[len(REGISTERED_PREFIX) :]
+    return names
+
+
+def _registered(spec: str | None, lookup: Lookup | None, field_name: str) -> RegisteredModel | None:
+    """The registered model ``spec`` names (``registered:NAME``), None for any other spec."""
+    if spec is None or not spec.startswith(REGISTERED_PREFIX):
+        return None
+    name = spec[len(REGISTERED_PREFIX) :]
+    if not MODEL_NAME.fullmatch(name):
+        raise RequestRefused(f"{field_name}: {spec[:100]!r} is not registered:NAME")
+    found = None if lookup is None else lookup(name)
+    if found is None:
+        raise RequestRefused(f"{field_name}: no model named {name!r} is registered on this service")
+    if found.local and not os.path.isdir(found.source):
+        raise RequestRefused(
+            f"{field_name}: the registered model {name!r} is not available on this service"
+        )
+    return found
+
+
 def check_request(
-    request: AttestationRequest, roots: Sequence[Path], known_suites: Sequence[str]
+    request: AttestationRequest,
+    roots: Sequence[Path],
+    known_suites: Sequence[str],
+    lookup: Lookup | None = None,
 ) -> AttestationRequest:
-    """The request with its model, reference and probes checked (local paths resolved)."""
-    model = check_model_spec(request.model, roots, "model")
-    reference = (
-        None
-        if request.reference is None
-        else check_model_spec(request.reference, roots, "reference")
-    )
-    probes = check_probes_spec(request.probes, roots, known_suites)
-    if request.options.revision is not None and model.startswith("/"):
-        raise RequestRefused("options.revision: a local model folder has no revision")
-    if request.options.reference_revision is not None and (
-        reference is None or reference.startswith("/")
+    """The request with its model, reference and probes checked (local paths resolved, a
+    ``registered:NAME`` replaced by the operator's folder or hub id and revision)."""
+    options = request.options
+    registered = _registered(request.model, lookup, "model")
+    registered_reference = _registered(request.reference, lookup, "reference")
+    for found, field_name in (
+        (registered, "revision"),
+        (registered_reference, "reference_revision"),
     ):
+        if found is not None and getattr(options, field_name) is not None:
+            raise RequestRefused(
+                f"options.{field_name}: the registered model {found.name!r} has the "
+                "operator's revision (drop this option)"
+            )
+    if registered is not None:
+        model = registered.source
+        options = options.model_copy(update={"revision": registered.revision})
+    else:
+        model = check_model_spec(request.model, roots, "model")
+    if registered_reference is not None:
+        reference: str | None = registered_reference.source
+        options = options.model_copy(update={"reference_revision": registered_reference.revision})
+    elif request.reference is not None:
+        reference = check_model_spec(request.reference, roots, "reference")
+    else:
+        reference = None
+    probes = check_probes_spec(request.probes, roots, known_suites)
+    if options.revision is not None and model.startswith("/"):
+        raise RequestRefused("options.revision: a local model folder has no revision")
+    if options.reference_revision is not None and (reference is None or reference.startswith("/")):
         raise RequestRefused("options.reference_revision: needs a hub-id reference")
-    return request.model_copy(update={"model": model, "reference": reference, "probes": probes})
+    return request.model_copy(
+        update={"model": model, "reference": reference, "probes": probes, "options": options}
+    )
 
 
 def builtin_suite_names() -> list[str]:

@@ -32,7 +32,7 @@ from lmassay.errors import InputError
 from lmassay.provenance import utc_now
 from lmassay.sealing.registry import Registry
 
-__all__ = ["Job", "JobStore", "TokenInfo", "hash_token"]
+__all__ = ["Job", "JobStore", "RegisteredModel", "TokenInfo", "hash_token"]
 
 STATUSES = ("queued", "running", "done", "failed")
 CANCELLED = "cancelled"
@@ -68,6 +68,12 @@ CREATE TABLE IF NOT EXISTS serve_tokens (
     hash TEXT UNIQUE NOT NULL,
     created TEXT NOT NULL,
     revoked TEXT
+);
+CREATE TABLE IF NOT EXISTS serve_models (
+    name TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    revision TEXT,
+    created TEXT NOT NULL
 );
 """
 
@@ -138,6 +144,22 @@ class TokenInfo:
     name: str
     created: str
     revoked: str | None
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A model the operator registered: requests name it ``registered:NAME``; ``source`` is an
+    absolute local folder or a hub id (with ``revision``), never shown to the client as a path
+    it could name itself."""
+
+    name: str
+    source: str
+    revision: str | None
+    created: str
+
+    @property
+    def local(self) -> bool:
+        return self.source.startswith("/")
 
 
 def hash_token(token: str) -> str:
@@ -288,6 +310,56 @@ class JobStore(Registry):
             ).fetchone()
         )
         return None if row is None else TokenInfo(int(row[0]), str(row[1]), str(row[2]), row[3])
+
+    # -- registered models -------------------------------------------------------------------
+    def add_model(self, model: RegisteredModel) -> RegisteredModel:
+        """Register ``model`` (its name must be new; remove the old one first to change it)."""
+
+        def insert(conn: sqlite3.Connection) -> RegisteredModel:
+            try:
+                conn.execute(
+                    "INSERT INTO serve_models (name, source, revision, created) VALUES (?, ?, ?, ?)",
+                    (model.name, model.source, model.revision, model.created),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise InputError(
+                    f"a model named {model.name!r} is already registered in {self.path}",
+                    f"remove it first: lmassay serve model remove {model.name} --registry PATH",
+                ) from exc
+            return model
+
+        return self._transaction(insert)
+
+    def remove_model(self, name: str) -> RegisteredModel:
+        def delete(conn: sqlite3.Connection) -> RegisteredModel:
+            row = conn.execute(
+                "SELECT name, source, revision, created FROM serve_models WHERE name = ?", (name,)
+            ).fetchone()
+            if row is None:
+                raise InputError(
+                    f"no model named {name!r} is registered in {self.path}",
+                    "list them with: lmassay serve model list --registry PATH",
+                )
+            conn.execute("DELETE FROM serve_models WHERE name = ?", (name,))
+            return RegisteredModel(*row)
+
+        return self._transaction(delete)
+
+    def models(self) -> list[RegisteredModel]:
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT name, source, revision, created FROM serve_models ORDER BY name"
+            ).fetchall()
+        )
+        return [RegisteredModel(*row) for row in rows]
+
+    def model(self, name: str) -> RegisteredModel | None:
+        row = self._run(
+            lambda conn: conn.execute(
+                "SELECT name, source, revision, created FROM serve_models WHERE name = ?", (name,)
+            ).fetchone()
+        )
+        return None if row is None else RegisteredModel(*row)
 
     # -- submitting and reading --------------------------------------------------------------
     def submit(self, request: dict[str, Any], token: str, queue_cap: int) -> str | None:

@@ -108,12 +108,16 @@ def run_job(job: Job, settings: WorkerSettings, beat: Heartbeat) -> JobOutcome:
     from lmassay.attest.recipe import attest
     from lmassay.errors import InputError
     from lmassay.sealing.registry import record_attestation
-    from lmassay.serve.requests import AttestationRequest, attest_config
+    from lmassay.serve.requests import REGISTERED_KEY, AttestationRequest, attest_config
 
     if job.request is None or "request" in job.corrupt:
         raise InputError("the job's row is corrupt (its request is not JSON)", "submit it again")
+    stored = dict(job.request)
+    names = stored.pop(REGISTERED_KEY, None) or {}
     try:
-        request = AttestationRequest.model_validate(job.request)
+        if not isinstance(names, dict):
+            raise ValueError(f"{REGISTERED_KEY} is not an object")
+        request = AttestationRequest.model_validate(stored)
     except ValueError as exc:
         raise InputError(
             f"the job's row is corrupt (its request does not validate: {' '.join(str(exc).split())[:300]})",
@@ -129,7 +133,7 @@ def run_job(job: Job, settings: WorkerSettings, beat: Heartbeat) -> JobOutcome:
     )
     document = result.document
     hub = document.model.hub if document.model is not None else None
-    published = {
+    published: dict[str, Any] = {
         "model": request.model,
         "revision": hub.revision if hub is not None else None,
         "commit": hub.commit if hub is not None else None,
@@ -140,7 +144,25 @@ def run_job(job: Job, settings: WorkerSettings, beat: Heartbeat) -> JobOutcome:
         "signer": record.statement.signer if record.statement is not None else None,
         "digest": str(record.statement.manifest.root) if record.statement is not None else None,
     }
+    if names:
+        published[REGISTERED_KEY] = {
+            field_name: {
+                "name": str(name),
+                "source": getattr(request, field_name),
+                "revision": getattr(
+                    request.options, "revision" if field_name == "model" else "reference_revision"
+                ),
+                "digest": _digest(getattr(document, field_name)),
+            }
+            for field_name, name in sorted(names.items())
+        }
     return JobOutcome(document.verdict.value, list(document.flagged), published)
+
+
+def _digest(info: Any) -> str | None:
+    """The content digest attest recorded for a model (None when it recorded none)."""
+    digest = getattr(info, "digest", None)
+    return None if digest is None else str(digest)
 
 
 def work(settings: WorkerSettings, store: JobStore) -> None:
