@@ -139,6 +139,7 @@ def curate_section(
         )
         removed = {json.loads(line)["id"] for line in _lines(work / "filtered" / "removed.jsonl")}
         lm = removal(removed, rest)
+        lm["metrics"] = scored_metrics(work / "filtered", trained.classifier.threshold)
         row.update(n=len(rest), **lm)
     with measured(steps, seed, f"bag-of-words ({tag})") as row:
         texts = [row_text(r, None, r["id"]) for r in sample]
@@ -160,6 +161,18 @@ def curate_section(
         "filtered_kept": [r for r in sample if r["label"] == "keep"]
         + [json.loads(line) for line in _lines(work / "filtered" / "kept.jsonl")],
     }
+
+
+def scored_metrics(folder: Path, threshold: float) -> dict[str, Any]:
+    """Precision, recall and AUC of the filter's ``curate_score`` on its kept and removed rows."""
+    rows = [
+        json.loads(line)
+        for name in ("kept", "removed")
+        for line in _lines(folder / f"{name}.jsonl")
+    ]
+    scores = np.asarray([r["curate_score"] for r in rows], dtype=np.float64)  # (M,)
+    labels = np.asarray([r["label"] == "remove" for r in rows], dtype=np.int8)  # (M,)
+    return metrics_at(scores, labels, threshold).to_json()
 
 
 def _lines(path: Path) -> list[str]:
