@@ -52,7 +52,12 @@ def service(tmp_path_factory, world_pair):
         ["--workers", "1", "--allow-local-root", str(root), "--rate-limit", "1000", *_threads()],
     )
     svc.token = new_token(svc.registry, "tester")  # type: ignore[attr-defined]
-    svc.start()
+    from lmassay.sealing.keys import generate_keypair
+
+    lab = generate_keypair(svc.folder / "lab" / "lab.pem")  # the probe sets' sealer
+    svc.lab = lab  # type: ignore[attr-defined]
+    (svc.folder / "sets").mkdir()
+    svc.start(["--trust-key", str(lab.public_key), "--allow-local-root", str(svc.folder / "sets")])
     yield svc
     svc.stop()
 
@@ -142,7 +147,9 @@ def test_job_runs_signed_and_published(service, client, first_job, world_pair):
     assert service.token not in service.logs()  # no secret in the logs
 
 
-def test_registered_models_run_and_are_published_by_name(service, client, first_job, world_pair):
+def test_registered_models_and_a_sealed_probe_set_run_and_are_published(
+    service, client, first_job, world_pair
+):
     from lmassay.serve.store import JobStore
 
     registry = ["--registry", str(service.registry)]
@@ -156,7 +163,19 @@ def test_registered_models_run_and_are_published_by_name(service, client, first_
     assert answer.status_code == 422 and "'nobody'" in answer.json()["detail"]
     assert len(service.rows()) == before  # nothing queued
 
-    body = {**_request(world_pair), "model": "registered:suspect", "reference": "registered:base"}
+    # the probes: a copy of the world's, sealed by a key the service trusts, the seal required
+    from lmassay.sealing.signing import seal
+
+    probes = service.folder / "sets" / "probes.jsonl"
+    shutil.copyfile(world_pair.world.probes, probes)
+    sealed = seal(probes, service.lab.private_key)
+    body = {
+        **_request(world_pair),
+        "model": "registered:suspect",
+        "reference": "registered:base",
+        "probes": str(probes),
+        "options": {**OPTIONS, "sealed": True},
+    }
     answer = client.post("/v1/attestations", json=body, headers=headers)
     assert answer.status_code == 202, answer.text
     job_id = answer.json()["id"]
@@ -175,6 +194,10 @@ def test_registered_models_run_and_are_published_by_name(service, client, first_
     assert suspect["digest"] == recorded(document["model"])
     assert base["digest"] == recorded(document["reference"])
     assert suspect["digest"] != base["digest"]  # the two names resolved to different weights
+    assert row["probes_seal"] == {
+        "digest": str(sealed.manifest.root),
+        "signer": sealed.signer,
+    }
     # the same samples as the run that named the folders by path
     first = client.get(f"/v1/attestations/{first_job[0]}/samples.jsonl").text
     assert client.get(f"/v1/attestations/{job_id}/samples.jsonl").text == first

@@ -173,14 +173,16 @@ def test_request_fields_are_closed():
 
 
 def test_job_options_are_attest_config_fields():
-    """Every option a client may set is a field of AttestConfig (nothing is dropped)."""
+    """Every option a client may set is a field of AttestConfig (nothing is dropped), but for
+    the service's own (``sealed``), which attest does not know."""
     import dataclasses
 
     from lmassay.attest.config import AttestConfig
-    from lmassay.serve.requests import JobOptions
+    from lmassay.serve.requests import SERVICE_OPTIONS, JobOptions
 
     fields = {f.name for f in dataclasses.fields(AttestConfig)}
-    assert set(JobOptions.model_fields) <= fields
+    assert set(JobOptions.model_fields) - SERVICE_OPTIONS <= fields
+    assert not SERVICE_OPTIONS & fields and set(JobOptions.model_fields) >= SERVICE_OPTIONS
 
 
 def test_a_job_runs_attest_with_the_services_ray_and_no_remote_code(tmp_path):
@@ -323,3 +325,85 @@ def test_model_table_add_list_remove_and_the_cli(tmp_path):
     assert store.model("base") is None and store.model("sus") is not None
     gone = runner.invoke(app, ["serve", "model", "remove", "base", *args])
     assert gone.exit_code == 2 and "no model named 'base'" in gone.output
+
+
+# -- sealed probe sets -----------------------------------------------------------------------------
+
+
+def test_sealed_probe_sets_verify_with_a_trusted_key_only(tmp_path):
+    from lmassay.sealing.keys import generate_keypair, public_key_fingerprint
+    from lmassay.sealing.signing import seal
+    from lmassay.serve.sealed import probe_signature, verify_probes
+    from lmassay.serve.store import Job
+    from lmassay.serve.worker import WorkerSettings, run_job
+
+    lab = generate_keypair(tmp_path / "keys" / "lab.pem")
+    other = generate_keypair(tmp_path / "keys" / "other.pem")
+    root = tmp_path / "probes"
+    root.mkdir()
+    probes = root / "probes.jsonl"
+    probes.write_text('{"text": "a probe", "category": "x"}\n' * 3)
+    plain = root / "plain.jsonl"
+    plain.write_text(probes.read_text())
+    assert probe_signature(str(probes)) is None
+    sealed = seal(probes, lab.private_key)
+    assert probe_signature(str(probes)) == probes.with_name("probes.jsonl.sig")
+    assert probe_signature("builtin:offline") is None
+
+    found = verify_probes(str(probes), [other.public_key, lab.public_key])
+    assert found.digest == str(sealed.manifest.root)
+    assert found.signer == public_key_fingerprint(lab.public_key)
+    for keys, message in [
+        ([other.public_key], "does not verify with any trusted key"),  # null: an untrusted signer
+        ([], "trusts no key"),
+    ]:
+        with pytest.raises(InputError, match=message) as refused:
+            verify_probes(str(probes), keys)
+        assert str(tmp_path) not in str(refused.value)
+    with pytest.raises(InputError, match="not sealed"):
+        verify_probes(str(plain), [lab.public_key])
+
+    # the request: options.sealed needs a sealed file; a sealed file needs a trusted key here
+    def check(probes_spec: str, sealed: bool, trusts: bool):
+        body = AttestationRequest(model="org/m", probes=probes_spec, options={"sealed": sealed})
+        return check_request(body, [root.resolve()], ["offline"], trusts_keys=trusts)
+
+    assert check(str(probes), True, True).options.sealed
+    assert check(str(plain), False, False).probes == str(plain.resolve())
+    for spec, want, trusts, message in [
+        (str(plain), True, True, "no signature beside it"),
+        ("builtin:offline", True, True, "built-in suite is not a sealed"),
+        (str(probes), False, False, "trusts no key"),
+    ]:
+        with pytest.raises(RequestRefused, match=message):
+            check(spec, want, trusts)
+
+    # the worker verifies before attesting: a changed probe file fails the job with the reason
+    probes.write_text(probes.read_text() + '{"text": "slipped in", "category": "x"}\n')
+    store = JobStore(tmp_path / "r.sqlite")
+    stored = check(str(probes), True, True).model_dump(mode="json")
+    store.submit(stored, "t", queue_cap=10)
+    job = store.claim("w", os.getpid())
+    assert isinstance(job, Job)
+    settings = WorkerSettings(
+        registry=store.path,
+        key=lab.private_key,
+        results=tmp_path / "results",
+        worker_id="w",
+        parent_pid=os.getppid(),
+        trust_keys=(lab.public_key,),
+    )
+
+    class Beat:
+        def __init__(self) -> None:
+            self.stages: list[str] = []
+
+        def set(self, **progress):
+            self.stages.append(progress.get("stage"))
+
+    beat = Beat()
+    with pytest.raises(InputError, match="does not verify") as failed:
+        run_job(job, settings, beat)  # type: ignore[arg-type]
+    assert "content changed" in str(failed.value) and str(tmp_path) not in str(failed.value)
+    assert beat.stages == ["verifying the probe set's seal"]  # nothing was attested
+    assert not (tmp_path / "results").exists()

@@ -57,6 +57,15 @@ def serve(
         typer.Option("--ray", help="Shard each job's scoring on Ray: local, or a cluster address."),
     ] = None,
     allow_local_root: _AllowLocalRoot = None,
+    trust_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--trust-key",
+            metavar="PUB",
+            help="A public key whose seals on probe sets jobs accept (repeatable); a sealed "
+            "probe set is verified before its job runs.",
+        ),
+    ] = None,
     rate_limit: Annotated[int, typer.Option(help="Submissions per minute per token.")] = 30,
     queue_cap: Annotated[int, typer.Option(help="Most jobs queued or running (429 beyond).")] = 100,
     max_body: Annotated[
@@ -97,6 +106,7 @@ def serve(
         workers=workers,
         ray=ray,
         allow_local_root=tuple(allow_local_root or ()),
+        trust_keys=tuple(trust_key or ()),
         rate_limit=rate_limit,
         queue_cap=queue_cap,
         max_body=max_body,

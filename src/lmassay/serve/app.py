@@ -174,7 +174,9 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
                 headers={"Retry-After": retry_after(wait)},
             )
         try:
-            checked = check_request(body, state.roots, state.suites, store.model)
+            checked = check_request(
+                body, state.roots, state.suites, store.model, trusts_keys=bool(config.trust_keys)
+            )
         except RequestRefused as exc:
             raise HTTPException(422, str(exc)) from exc
         stored = checked.model_dump(mode="json")

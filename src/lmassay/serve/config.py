@@ -31,6 +31,8 @@ class ServeConfig:
     """``local`` or a Ray address: each job's scoring is sharded on Ray (``attest --ray``)."""
     allow_local_root: tuple[Path, ...] = ()
     """Folders under which jobs may name local model folders and probe files."""
+    trust_keys: tuple[Path, ...] = ()
+    """Public keys whose seals on probe sets the workers accept (``--trust-key``)."""
     rate_limit: int = 30
     """Submissions per minute per token."""
     queue_cap: int = 100
@@ -82,9 +84,15 @@ class ServeConfig:
                     "--ray: this lmassay has no Ray scoring (AttestConfig.ray)",
                     "use --workers N instead",
                 )
-        from lmassay.sealing.keys import load_private_key
+        from lmassay.sealing.keys import load_private_key, load_public_key
 
         load_private_key(self.key)
+        for trusted in self.trust_keys:
+            if not Path(trusted).is_file():
+                raise InputError(
+                    f"--trust-key {trusted} does not exist", "give a .pub file (lmassay keygen)"
+                )
+            load_public_key(trusted)
 
     def _checks(self) -> list[Check]:
         return [

@@ -103,6 +103,7 @@ def result_row(job: Job, base: str) -> dict[str, Any]:
         "reference": published.get("reference"),
         "probes": published.get("probes"),
         "registered": published.get("registered"),
+        "probes_seal": published.get("probes_seal"),
         "verdict": job.verdict,
         "flagged": job.flagged,
         "date": job.finished,

@@ -6,7 +6,9 @@ no ``..``) with an optional revision, or — only under a folder the operator al
 the operator registered (``lmassay serve model add``), resolved here to the operator's folder or
 hub id and revision (a hub id never holds ``:``, so the two cannot be confused; a registered
 folder needs no allow-listed root).  Probes are a built-in suite
-(``builtin:NAME``) or a probe file or folder under an allow-listed root.  Nothing else names a
+(``builtin:NAME``) or a probe file or folder under an allow-listed root; one with a seal beside it
+(``lmassay seal``) is verified with the service's trusted keys before the job runs
+(:mod:`lmassay.serve.sealed`), and ``options.sealed`` requires one.  Nothing else names a
 server-side path.  ``trust_remote_code`` and pickled weights are refused whatever the request says
 (a request that asks for them is answered 422), and the job runs with both off.  Unknown fields
 anywhere are refused (422).
@@ -41,6 +43,8 @@ HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]
 REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,99}")
 BUILTIN = re.compile(r"builtin:([a-z0-9][a-z0-9_-]{0,63})")
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+SERVICE_OPTIONS = frozenset({"sealed"})
+"""Options the service itself acts on (not attest settings)."""
 REGISTERED_PREFIX = "registered:"
 REGISTERED_KEY = "registered"
 """The key of a stored job's request that keeps the registered names it was submitted with."""
@@ -77,6 +81,11 @@ class JobOptions(BaseModel):
     n_bootstrap: int = Field(default=1000, ge=1, le=100_000)
     n_permutations: int = Field(default=999, ge=0, le=100_000)
     min_samples: int = Field(default=5, ge=2, le=100_000)
+    sealed: bool = Field(
+        default=False,
+        description="Require a sealed probe set: a probe file with the signature lmassay seal "
+        "writes beside it, verified with the service's trusted keys before the job runs.",
+    )
     chat_template: bool = False
     self_probe: int = Field(default=0, ge=0, le=256)
     trust_remote_code: bool = Field(default=False, description="Refused when true: never run here.")
@@ -232,11 +241,32 @@ def _registered(spec: str | None, lookup: Lookup | None, field_name: str) -> Reg
     return found
 
 
+def _check_seal(probes: str, sealed: bool, trusts_keys: bool) -> None:
+    """A sealed probe set needs a trusted key here; ``options.sealed`` needs a sealed set."""
+    from lmassay.serve.sealed import probe_signature
+
+    signature = probe_signature(probes)
+    if sealed and not probes.startswith("/"):
+        raise RequestRefused("options.sealed: a built-in suite is not a sealed probe set")
+    if sealed and signature is None:
+        raise RequestRefused(
+            "options.sealed: the probe set has no signature beside it (lmassay seal PROBES "
+            "writes PROBES.sig)"
+        )
+    if signature is not None and not trusts_keys:
+        raise RequestRefused(
+            "probes: the probe set is sealed but this service trusts no key to verify it "
+            "(the operator's --trust-key)"
+        )
+
+
 def check_request(
     request: AttestationRequest,
     roots: Sequence[Path],
     known_suites: Sequence[str],
     lookup: Lookup | None = None,
+    *,
+    trusts_keys: bool = False,
 ) -> AttestationRequest:
     """The request with its model, reference and probes checked (local paths resolved, a
     ``registered:NAME`` replaced by the operator's folder or hub id and revision)."""
@@ -265,6 +295,7 @@ def check_request(
     else:
         reference = None
     probes = check_probes_spec(request.probes, roots, known_suites)
+    _check_seal(probes, options.sealed, trusts_keys)
     if options.revision is not None and model.startswith("/"):
         raise RequestRefused("options.revision: a local model folder has no revision")
     if options.reference_revision is not None and (reference is None or reference.startswith("/")):
@@ -287,7 +318,9 @@ def attest_config(request: AttestationRequest, out: str, ray: str | None = None)
 
     from lmassay.attest.config import AttestConfig
 
-    options = request.options.model_dump(exclude={"trust_remote_code", "allow_pickle"})
+    options = request.options.model_dump(
+        exclude={"trust_remote_code", "allow_pickle", *SERVICE_OPTIONS}
+    )
     extra: dict[str, Any] = {}
     if ray is not None:
         if "ray" not in {f.name for f in dataclasses.fields(AttestConfig)}:

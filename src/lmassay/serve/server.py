@@ -52,6 +52,7 @@ def serve(config: ServeConfig) -> None:
             max_attempts=config.max_attempts,
             ray=config.ray,
             threads=config.threads,
+            trust_keys=tuple(Path(k).resolve() for k in config.trust_keys),
             workdir=workdir,
             log_dir=config.results_path() / "logs",
             extra_env=config.worker_env,

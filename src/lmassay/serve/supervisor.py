@@ -52,6 +52,7 @@ class SupervisorSettings:
     max_attempts: int = 3
     ray: str | None = None
     threads: int | None = None
+    trust_keys: tuple[Path, ...] = ()
     workdir: Path | None = None
     """The workers' current folder: an empty one, so that no relative name finds a file."""
     log_dir: Path | None = None
@@ -103,6 +104,8 @@ class Supervisor:
             command += ["--ray", self.settings.ray]
         if self.settings.threads:
             command += ["--threads", str(self.settings.threads)]
+        for trusted in self.settings.trust_keys:
+            command += ["--trust-key", str(trusted)]
         stderr = None
         if self.settings.log_dir is not None:
             self.settings.log_dir.mkdir(parents=True, exist_ok=True)

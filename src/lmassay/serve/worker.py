@@ -36,6 +36,7 @@ class WorkerSettings:
     worker_id: str
     parent_pid: int
     ray: str | None = None
+    trust_keys: tuple[Path, ...] = ()
     poll_seconds: float = 0.5
 
 
@@ -109,6 +110,7 @@ def run_job(job: Job, settings: WorkerSettings, beat: Heartbeat) -> JobOutcome:
     from lmassay.errors import InputError
     from lmassay.sealing.registry import record_attestation
     from lmassay.serve.requests import REGISTERED_KEY, AttestationRequest, attest_config
+    from lmassay.serve.sealed import probe_signature, verify_probes
 
     if job.request is None or "request" in job.corrupt:
         raise InputError("the job's row is corrupt (its request is not JSON)", "submit it again")
@@ -125,6 +127,10 @@ def run_job(job: Job, settings: WorkerSettings, beat: Heartbeat) -> JobOutcome:
         ) from exc
     out = settings.results / job.id
     config = attest_config(request, str(out), settings.ray)
+    seal = None
+    if request.options.sealed or probe_signature(request.probes) is not None:
+        beat.set(stage="verifying the probe set's seal")
+        seal = verify_probes(request.probes, settings.trust_keys)
     result = attest(config, StoreProgress(beat, settings.results))
     beat.set(stage="signing the statement")
     model_dir = locate_model(request.model, revision=request.options.revision).path
@@ -144,6 +150,7 @@ def run_job(job: Job, settings: WorkerSettings, beat: Heartbeat) -> JobOutcome:
         "signer": record.statement.signer if record.statement is not None else None,
         "digest": str(record.statement.manifest.root) if record.statement is not None else None,
     }
+    published["probes_seal"] = None if seal is None else seal.to_json()
     if names:
         published[REGISTERED_KEY] = {
             field_name: {
@@ -204,6 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--ray", default=None)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--trust-key", type=Path, action="append", default=[])
     args = parser.parse_args(argv)
     settings = WorkerSettings(
         registry=args.registry,
@@ -212,6 +220,7 @@ def main(argv: list[str] | None = None) -> None:
         worker_id=args.worker_id,
         parent_pid=args.parent_pid,
         ray=args.ray,
+        trust_keys=tuple(args.trust_key),
     )
     try:
         store = JobStore(settings.registry)  # first, before the heavy imports: fail fast
