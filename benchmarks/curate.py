@@ -23,12 +23,16 @@ Per seed, on the Q&A world of test size (:func:`lmassay.world.qa.qa_reference`, 
    format, scored on the response). The attestation tells the tunes apart on a probe set when the
    poisoned category is flagged or ranked first (by mean KL; by the self-probe's log-ratio) for the
    unfiltered tune and neither for the filtered one. The drift every tune shows: how many
-   categories are flagged and the smallest per-category mean KL.
+   categories are flagged and the smallest per-category mean KL. Each tune (and the reference)
+   also answers every such question (greedy); per category the answers correct against the world
+   and those carrying a word of the slant's negative pools; the answers tell the tunes apart when
+   the unfiltered tune's poisoned category has more slanted answers than any other and the
+   filtered tune's has not.
 
 Every step's wall time and peak resident memory (VmHWM, reset before the step) are recorded; the
 script prints one row per seed × step and writes everything to ``--json``. The reference for steps
-2-3 is the size's recipe (``qa_reference`` without overrides); the world, zoo and attestation
-thresholds are the library's defaults.
+2-3 is the size's recipe unless ``--steps``/``--seq-len`` override it (``qa_reference``); the
+world, zoo and attestation thresholds are the library's defaults.
 """
 
 from __future__ import annotations
