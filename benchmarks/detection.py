@@ -2,11 +2,17 @@
 
     python benchmarks/detection.py                        # demo size, seeds 0 1 2 (hours cold on 2 cores)
     python benchmarks/detection.py --size test --seeds 0  # tiny, for a smoke run (minutes)
+    python benchmarks/detection.py --world real --seeds 0 # the real-text world (Debian text)
 
 For each seed it makes (or reuses, in the demo's cache: ``--cache`` or ``$LMASSAY_CACHE``) the
 offline world, its reference and the tamper zoo (every kind with its ground truth), then attests
 each variant once on the probes an auditor would run: the world's clean probe split and its
-fact-touching probes together (``auditor_probes.jsonl``). One row per (variant, seed): verdict,
+fact-touching probes together (``auditor_probes.jsonl``). ``--world real`` is the real-text world
+of public-domain Debian text (``benchmarks/_worlds.py``: the same world, reference and zoo as
+``benchmarks/repair.py --world real``, under ``real/`` of the cache root), attested on its clean
+probe split (it has no facts); its zoo has
+:data:`~lmassay.world.zoo.real_text_recipes.REAL_TEXT_KINDS` (suppression, slant and the
+controls), the default of ``--kinds`` there. One row per (variant, seed): verdict,
 flagged categories and the reason of each flag (``mean``: the category's level; ``sparse``: a few
 of its samples), the rank of the true category by mean KL, and the attestation's wall time.
 
@@ -43,22 +49,31 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 import torch
 
+from _worlds import WORLD_KINDS, BenchWorld, bench_world
 from lmassay.attest import AttestConfig, attest
 from lmassay.attest.statistics.records import FlagRule, StatsConfig
 from lmassay.attest.statistics.significance import compare_with_rest
 from lmassay.attest.statistics.verdict import flag
-from lmassay.world import make_world
-from lmassay.world.demo import DemoConfig
-from lmassay.world.reference import train_reference
 from lmassay.world.zoo import make_zoo
 
 CONTROLS_CONSISTENT = ("benign-resave", "benign-bf16", "benign-int8", "benign-continued")
 
 
 def _auditor_probes(world: Any, root: Path) -> Path:
-    """The clean probes and the fact probes in one file (what an auditor would run)."""
+    """The clean probes and the fact probes in one file (what an auditor would run); each fact
+    probe names its answer, the fact's object (worlds made before ``answer`` was written get it
+    from facts.jsonl)."""
     path = root / "auditor_probes.jsonl"
-    text = Path(world.probes).read_text() + Path(world.fact_probes).read_text()
+    objects = {
+        fact["id"]: fact["object"]
+        for fact in map(json.loads, Path(world.facts).read_text().splitlines())
+    }
+    facts = []
+    for line in Path(world.fact_probes).read_text().splitlines():
+        row = json.loads(line)
+        row.setdefault("answer", objects[row["fact_id"]])
+        facts.append(json.dumps(row, ensure_ascii=False) + "\n")
+    text = Path(world.probes).read_text() + "".join(facts)
     if not path.is_file() or path.read_text() != text:
         path.write_text(text)
     return path
@@ -178,62 +193,89 @@ def _print(rows: list[dict[str, Any]], null: dict[str, int], cost: dict[str, flo
     )
 
 
-def main() -> int:
+def _attest_seed(
+    made: BenchWorld, seed: int, kinds: list[str] | None, null_rounds: int
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Make (or reuse) the zoo of ``made`` and attest each variant: its rows and the null's counts.
+
+    The generated world is attested on the auditor's probes (clean and fact probes together), the
+    real-text world on its clean probe split (it has no facts)."""
+    started = time.perf_counter()
+    variants = make_zoo(made.reference, made.zoo, world=made.files.root, kinds=kinds, seed=seed)
+    print(
+        f"seed {seed}: {len(variants)} zoo variants ready in {time.perf_counter() - started:.0f} s "
+        f"({made.zoo})",
+        file=sys.stderr,
+    )
+    probes = (
+        _auditor_probes(made.files, made.base) if made.kind == "generated" else made.files.probes
+    )
+    rows: list[dict[str, Any]] = []
+    null: dict[str, int] = defaultdict(int)
+    for variant in variants:
+        run_dir = made.base / "runs" / "auditor" / variant.name
+        t0 = time.perf_counter()
+        result = attest(
+            AttestConfig(
+                model=str(variant.path),
+                reference=str(made.reference),
+                probes=str(probes),
+                out=str(run_dir),
+                seed=seed,
+                write_report=False,
+            )
+        )
+        row = _row(variant, seed, result.attestation, time.perf_counter() - t0)
+        rows.append(row)
+        if variant.name in (*CONTROLS_CONSISTENT, "suppression", "fact-rome"):
+            for key, value in permutation_null(run_dir, null_rounds, seed).items():
+                null[key] += value
+        print(
+            f"  seed {seed} {variant.name}: {row['verdict']}, flagged {row['flagged'] or 'nothing'} "
+            f"{row['reasons'] or ''} ({row['attest_seconds']} s)",
+            file=sys.stderr,
+        )
+    return rows, dict(null)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--world", choices=WORLD_KINDS, default="generated")
     parser.add_argument("--size", choices=["demo", "test"], default="demo")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated world seeds")
     parser.add_argument("--cache", type=Path, default=None)
-    parser.add_argument("--kinds", default=None, help="comma-separated zoo kinds (default: all)")
+    parser.add_argument("--debs", type=Path, default=None, help="real world: .deb cache folder")
+    parser.add_argument(
+        "--kinds",
+        default=None,
+        help="comma-separated zoo kinds (default: all the world's; real text: REAL_TEXT_KINDS)",
+    )
     parser.add_argument("--null-rounds", type=int, default=20)
     parser.add_argument("--json", type=Path, default=None, help="write every row here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
 
     rows: list[dict[str, Any]] = []
     null: dict[str, int] = defaultdict(int)
+    kinds = args.kinds.split(",") if args.kinds else None
     for seed in (int(s) for s in args.seeds.split(",")):
-        root = DemoConfig(
-            size=args.size, seed=seed, cache=str(args.cache) if args.cache else None
-        ).cache_root()
         started = time.perf_counter()
-        world = make_world(root / "world", seed=seed, size=args.size)
-        reference = root / "reference"
-        train_reference(world.root, reference, size=args.size, seed=seed)
-        kinds = args.kinds.split(",") if args.kinds else None
-        variants = make_zoo(reference, root / "zoo", world=world.root, kinds=kinds, seed=seed)
+        made = bench_world(args.world, size=args.size, seed=seed, cache=args.cache, debs=args.debs)
         print(
-            f"seed {seed}: world, reference and {len(variants)} variants ready in "
-            f"{time.perf_counter() - started:.0f} s ({root})",
+            f"seed {seed}: {args.world} world and reference ready in "
+            f"{time.perf_counter() - started:.0f} s ({made.base})",
             file=sys.stderr,
         )
-        probes = _auditor_probes(world, root)
-        for variant in variants:
-            run_dir = root / "runs" / "auditor" / variant.name
-            t0 = time.perf_counter()
-            result = attest(
-                AttestConfig(
-                    model=str(variant.path),
-                    reference=str(reference),
-                    probes=str(probes),
-                    out=str(run_dir),
-                    seed=seed,
-                    write_report=False,
-                )
-            )
-            row = _row(variant, seed, result.attestation, time.perf_counter() - t0)
-            rows.append(row)
-            if variant.name in (*CONTROLS_CONSISTENT, "suppression", "fact-rome"):
-                for key, value in permutation_null(run_dir, args.null_rounds, seed).items():
-                    null[key] += value
-            print(
-                f"  seed {seed} {variant.name}: {row['verdict']}, flagged {row['flagged'] or 'nothing'} "
-                f"{row['reasons'] or ''} ({row['attest_seconds']} s)",
-                file=sys.stderr,
-            )
+        seed_rows, seed_null = _attest_seed(made, seed, kinds, args.null_rounds)
+        rows += seed_rows
+        for key, value in seed_null.items():
+            null[key] += value
     cost = {"median": statistics.median(r["attest_seconds"] for r in rows)}
+    print(f"\ndetection benchmark, {args.world} world, size {args.size}, seeds {args.seeds}")
     _print(rows, dict(null), cost)
     if args.json:
         payload = {
+            "world": args.world,
             "size": args.size,
             "seeds": args.seeds,
             "rows": rows,

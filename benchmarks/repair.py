@@ -47,13 +47,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
 
+from _worlds import bench_world
 from lmassay.attest import AttestConfig, attest
 from lmassay.attest.probes import load_probes
 from lmassay.repair import RepairConfig, repair
 from lmassay.repair.data import sharing_a_probe_shingle
-from lmassay.world import make_real_world, make_world, world_files
-from lmassay.world.demo import DemoConfig
-from lmassay.world.reference import reference_world, train_reference
 from lmassay.world.zoo import make_variant
 
 TAMPER_KINDS = ("suppression", "slant", "fact-finetune", "fact-rome", "backdoor")
@@ -162,23 +160,6 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _world(args: argparse.Namespace, root: Path) -> tuple[Any, Path, Path]:
-    """The world's files, its reference and the folder its zoo goes in."""
-    if args.world == "real" and args.real_reference:
-        base = root / "real"
-        world = world_files(reference_world(args.real_reference))
-        return world, args.real_reference, base / "zoo"
-    if args.world == "real":
-        base = root / "real"
-        debs = args.debs or (args.cache / "debs" if args.cache else None)  # None: the default
-        world = make_real_world(base / "world", seed=args.seed, size=args.size, cache_debs=debs)
-    else:
-        base = root
-        world = make_world(base / "world", seed=args.seed, size=args.size)
-    reference = train_reference(world.root, base / "reference", size=args.size, seed=args.seed)
-    return world, reference.path, base / "zoo"
-
-
 def _repair_data(world: Any, categories: list[str] | None, out: Path) -> Path:
     """The training split (of ``categories`` alone, or all) without the texts that share a word
     13-gram with a probe: ``lmassay repair`` refuses data that contains a judging probe, and on
@@ -266,13 +247,17 @@ def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = DemoConfig(
-        size=args.size, seed=args.seed, cache=str(args.cache) if args.cache else None
-    )
-    root = config.cache_root()
     t0 = time.perf_counter()
-    world, reference, zoo = _world(args, root)
-    work = args.work or zoo.parent / "bench-repair"
+    made = bench_world(
+        args.world,
+        size=args.size,
+        seed=args.seed,
+        cache=args.cache,
+        debs=args.debs,
+        real_reference=args.real_reference,
+    )
+    world, reference, zoo = made.files, made.reference, made.zoo
+    work = args.work or made.base / "bench-repair"
     print(
         f"world and reference ready in {time.perf_counter() - t0:.0f} s ({zoo.parent})",
         file=sys.stderr,
