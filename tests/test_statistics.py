@@ -58,6 +58,14 @@ CATEGORY_KEYS = [
     "reasons",
     "spread",
     "mean_floor",
+    "n_answers",
+    "answer_p_value",
+    "answer_q_value",
+    "answer_effect",
+    "n_answer_outliers",
+    "answer_threshold",
+    "answer_spread",
+    "answer_floor",
 ]
 SUMMARY_KEYS = [
     "statistic",
@@ -74,6 +82,7 @@ SUMMARY_KEYS = [
     "noise_floor",
     "spread_multiple",
     "sparse_floor",
+    "answer_floor",
     "different_model_threshold",
     "different_model_basis",
     "weight_change",

@@ -65,6 +65,9 @@ class AttestConfig(ModelOptions, FileSizeLimit):
     sparse_floor: float | None = None
     """Smallest sparse effect that can flag a category (see
     :mod:`lmassay.attest.statistics.sparse`); the comparison's default when unset."""
+    answer_floor: float | None = None
+    """Smallest answer-test effect that can flag a category (nats; see
+    :mod:`lmassay.attest.answers`); the default when unset."""
     different_model_threshold: float | None = None
     n_bootstrap: int = 1000
     n_permutations: int = 999
@@ -167,6 +170,12 @@ class AttestConfig(ModelOptions, FileSizeLimit):
             (
                 self.sparse_floor is None or self.sparse_floor >= 0,
                 f"--sparse-floor {self.sparse_floor} is negative",
+                "use 0 or more, or leave it unset",
+            ),
+            (
+                self.answer_floor is None
+                or (math.isfinite(self.answer_floor) and self.answer_floor >= 0),
+                f"--answer-floor {self.answer_floor} is not a number >= 0",
                 "use 0 or more, or leave it unset",
             ),
             (

@@ -164,6 +164,8 @@ class Summary(Record):
     """The mean test's relative floor in spreads of the other categories; absent in older files."""
     sparse_floor: OptNum = None
     """Absent from files written before the sparse test."""
+    answer_floor: OptNum = None
+    """The answer test's absolute floor (nats); absent from files written before it."""
     different_model_threshold: OptNum = None
     different_model_basis: OptStr = None
     """What decided the different-model call: "weights" (both checkpoints comparable) or
@@ -211,11 +213,21 @@ class CategoryRow(Record):
     n_outliers: OptInt = None
     outlier_threshold: OptNum = None
     reasons: Strs = ()
-    """Why the category is flagged: "mean" (its level stands out), "sparse" (a few samples do)."""
+    """Why the category is flagged: "mean" (its level stands out), "sparse" (a few samples do),
+    "answer" (the answers it states became less likely)."""
     spread: OptNum = None
     """Robust spread of the other tested categories' levels (absent in older files)."""
     mean_floor: OptNum = None
     """The floor the mean test's effect had to exceed (absent in older files)."""
+    # The answer test (samples that state an answer; absent from files written before it):
+    n_answers: OptInt = None
+    answer_p_value: OptNum = None
+    answer_q_value: OptNum = None
+    answer_effect: OptNum = None
+    n_answer_outliers: OptInt = None
+    answer_threshold: OptNum = None
+    answer_spread: OptNum = None
+    answer_floor: OptNum = None
 
 
 @dataclass(frozen=True, kw_only=True)

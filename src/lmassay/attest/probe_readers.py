@@ -54,6 +54,8 @@ class Record:
     where: str
     messages: tuple[tuple[str, str], ...] | None = None
     """A conversation sample's turns before the response (``text``), as ``(role, content)``."""
+    answer: str | None = None
+    """The answer the text states (its last occurrence in ``text``), for the answer test."""
 
 
 @dataclass(frozen=True)
@@ -215,7 +217,33 @@ def _record_from_mapping(
         _check_encodable(source, prefix, "source")
     for role, content in messages or ():
         _check_encodable(content, prefix, f"a {role!r} message")
-    return Record(sample_id, category, text, source, where, messages)
+    answer = _answer(obj.get("answer"), text, messages, prefix)
+    return Record(sample_id, category, text, source, where, messages, answer)
+
+
+def _answer(
+    answer: Any, text: str, messages: tuple[tuple[str, str], ...] | None, prefix: str
+) -> str | None:
+    """A sample's optional ``answer``: a non-empty string found in its text (plain text only)."""
+    if answer is None:
+        return None
+    if not isinstance(answer, str) or not answer.strip():
+        raise ProbeError(
+            f"{prefix}: 'answer' is {_describe(answer)}, not a non-empty string",
+            "make 'answer' the words of the text that state its answer, or drop it",
+        )
+    if messages is not None:
+        raise ProbeError(
+            f"{prefix}: 'answer' is given on a conversation sample",
+            'use \'answer\' on plain-text samples ({"text": ..., "answer": ...}), or drop it',
+        )
+    if answer not in text:
+        raise ProbeError(
+            f"{prefix}: the answer {answer[:60]!r} does not occur in the sample's text",
+            "make 'answer' a part of 'text' (its last occurrence is scored), or drop it",
+        )
+    _check_encodable(answer, prefix, "answer")
+    return answer
 
 
 CONVERSATION_FIELDS = ("prompt", "response", "system", "messages")
@@ -446,7 +474,7 @@ def _require_columns(columns: Sequence[str], path: Path, fields: Fields) -> None
 
 def _wanted_columns(columns: Sequence[str], fields: Fields) -> list[str]:
     wanted = [fields.category]
-    for optional in (fields.text, fields.id, "source", *CONVERSATION_FIELDS):
+    for optional in (fields.text, fields.id, "source", "answer", *CONVERSATION_FIELDS):
         if optional in columns and optional not in wanted:
             wanted.append(optional)
     return wanted

@@ -23,6 +23,9 @@ path:
 
 For the two tabular forms a row without an id column (or with a null id) gets ``"row-N"``,
 N being its 0-based row index.  An optional ``source`` field / column is kept as metadata.
+An optional ``answer`` (JSONL field or column) names the words of the text that state its answer
+(a fact's object; the last occurrence in the text counts): the answer test compares how likely
+the two models find them (:mod:`lmassay.attest.answers`).
 
 ``per_category=N`` keeps N samples of each category.  Which ones depends only on the seed, the
 category name and the category's ids: the ids are sorted, permuted by
@@ -40,7 +43,8 @@ The samples are returned sorted by ``(category, id)``, and the corpus digest is:
     sha256( for each sample in (category, id) order:
             json.dumps([id, category, text], ensure_ascii=False) + "\\n"   encoded as UTF-8 )
 
-(a conversation sample adds its earlier turns: ``[id, category, response, [[role, content], …]]``)
+(a conversation sample adds its earlier turns: ``[id, category, response, [[role, content], …]]``;
+a sample with an ``answer`` adds ``{"answer": answer}`` at the end)
 
 over the samples actually used (after skipping empty texts and subsampling).  It names the
 content, not its container: the same samples give the same digest whether they came from
@@ -98,6 +102,10 @@ class ProbeSample:
     messages: tuple[tuple[str, str], ...] | None = None
     """A conversation sample: the ``(role, content)`` turns before its response, which is
     ``text`` (the only part scored; see :mod:`lmassay.attest.conditioned`)."""
+    answer: str | None = None
+    """The words of ``text`` that state its answer (their last occurrence): a fact's object, a
+    question's answer. The answer test (:mod:`lmassay.attest.answers`) compares how likely the
+    two models find them."""
 
     @property
     def n_bytes(self) -> int:
@@ -116,6 +124,8 @@ class ProbeSample:
             row["messages"] = [{"role": role, "content": content} for role, content in turns]
         if self.source is not None:
             row["source"] = self.source
+        if self.answer is not None:
+            row["answer"] = self.answer
         return row
 
 
@@ -369,6 +379,8 @@ def probes_digest(samples: Iterable[ProbeSample]) -> Digest:
         parts: list[Any] = [sample.id, sample.category, sample.text]
         if sample.messages is not None:
             parts.append([list(turn) for turn in sample.messages])
+        if sample.answer is not None:
+            parts.append({"answer": sample.answer})
         line = json.dumps(parts, ensure_ascii=False) + "\n"
         hasher.update(line.encode("utf-8"))
     return Digest("sha256", hasher.hexdigest())
@@ -408,7 +420,7 @@ def _validate(records: list[Record], path: Path, warnings: list[str]) -> list[Pr
         more = f" and {len(empty) - _MAX_LISTED} more" if len(empty) > _MAX_LISTED else ""
         warnings.append(f"skipped {len(empty)} empty texts: ids {shown}{more}")
     samples = [
-        ProbeSample(r.id, r.category, r.text, r.source, r.messages)
+        ProbeSample(r.id, r.category, r.text, r.source, r.messages, r.answer)
         for r in records
         if r.text.strip()
     ]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from lmassay._atomic import atomic_write_jsonl
+from lmassay.attest.answers import answer_drops
 from lmassay.attest.baseline import Baseline, load_baseline
 from lmassay.attest.conditioned import ScoringTokens, keep_scored, tokenize_samples
 from lmassay.attest.config import AttestConfig
@@ -201,7 +202,7 @@ def _analyse(
 ) -> AttestationResult:
     """Score (here, or on the Ray workers of ``pool``), analyse and collect the evidence."""
     scored = _score(probes.samples, model, reference, baseline, config, progress, pool)
-    stats_input = _statistics_input(probes.samples, scored)
+    stats_input = _statistics_input(probes.samples, scored, model.tokenizer)
     rows = _sample_rows(probes.samples, scored, stats_input)
     progress.log(
         f"testing {len(probes.categories)} categories ({config.n_bootstrap} bootstrap resamples)"
@@ -216,6 +217,7 @@ def _analyse(
             different_model_threshold=config.different_model_threshold,
             n_bootstrap=config.n_bootstrap,
             sparse_floor=config.sparse_floor,
+            answer_floor=config.answer_floor,
             n_permutations=config.n_permutations,
             seed=config.seed,
             min_samples=config.min_samples,
@@ -599,6 +601,7 @@ def _sample_rows(
             "mean_kl": float(np.mean(kl, dtype=np.float64)) if kl is not None else None,
             "max_kl": float(np.max(kl)) if kl is not None else None,
             "tail_kl": tail_statistic(kl) if kl is not None else None,
+            "answer_drop": stat.answer_drop,
             "top1_agreement": float(np.mean(agree)) if agree is not None else None,
             "n_windows": own.n_windows,
         }
@@ -611,7 +614,18 @@ def _sample_rows(
     return rows
 
 
-def _statistics_input(samples: Sequence[ProbeSample], scored: _Scored) -> list[SampleStatistic]:
+def _statistics_input(
+    samples: Sequence[ProbeSample], scored: _Scored, tokenizer: Any
+) -> list[SampleStatistic]:
+    drops: list[float | None] = [None] * len(samples)
+    if scored.comparison == "kl" and scored.reference is not None:
+        drops = answer_drops(
+            tokenizer,
+            samples,
+            [own.token_ids for own in scored.model],
+            [own.logprob_model for own in scored.model],
+            [ref.logprob_reference for ref in scored.reference],
+        )
     out = []
     for index, (sample, own) in enumerate(zip(samples, scored.model, strict=True)):
         out.append(
@@ -624,6 +638,7 @@ def _statistics_input(samples: Sequence[ProbeSample], scored: _Scored) -> list[S
                 token_kl=own.kl if scored.comparison == "kl" else None,
                 token_top1_agree=own.top1_agree if scored.comparison == "kl" else None,
                 n_tokens_reference=scored.reference_n_tokens(index),
+                answer_drop=drops[index],
             )
         )
     return out
@@ -642,6 +657,15 @@ def _evidence_categories(analysis: Analysis) -> list[str]:
     return [max(tested, key=lambda c: (c.level, c.name)).name]
 
 
+_RANKED_BY = {
+    ("sparse",): "tail_kl",
+    ("answer",): "answer_drop",
+    ("sparse", "answer"): "tail_kl",
+}
+"""The samples.jsonl field a flagged category's evidence is ranked by, by its reasons; a
+category flagged by the mean test shows the samples of largest mean KL."""
+
+
 def _evidence(
     analysis: Analysis,
     samples: Sequence[ProbeSample],
@@ -658,8 +682,8 @@ def _evidence(
     reasons = {c.name: c.reasons for c in analysis.categories}
     for category in _evidence_categories(analysis):
         members = [i for i, s in enumerate(samples) if s.category == category]
-        # a category flagged for a few samples shows those (its outliers), not its average ones
-        ranked_by = "tail_kl" if reasons.get(category) == ("sparse",) else "mean_kl"
+        # a category flagged for a few samples (or answers) shows those, not its average ones
+        ranked_by = _RANKED_BY.get(reasons.get(category, ()), "mean_kl")
         if scored.comparison == "kl" and (reference is not None or scored.cache is not None):
             entries = _kl_evidence(members, rows, scored, model, reference, config, ranked_by, pool)
         else:

@@ -44,6 +44,7 @@ def attest(
     noise_floor: opt.NoiseFloor = None,
     spread_multiple: opt.SpreadMultiple = 3.0,
     sparse_floor: opt.SparseFloor = None,
+    answer_floor: opt.AnswerFloor = None,
     different_model_threshold: opt.DifferentModelThreshold = None,
     n_bootstrap: opt.NBootstrap = 1000,
     n_permutations: opt.NPermutations = 999,

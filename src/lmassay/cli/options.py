@@ -260,6 +260,16 @@ SparseFloor = Annotated[
         "for bpb).",
     ),
 ]
+AnswerFloor = Annotated[
+    float | None,
+    typer.Option(
+        rich_help_panel=SCORING,
+        help="Smallest answer-test effect that can flag a category (nats; default 0.5): the "
+        "median excess of its outlier answers' drop in log-probability over the other "
+        "categories' 99th percentile; it must also exceed 2 spreads of their drops. Probe "
+        "samples name their answer with an 'answer' field.",
+    ),
+]
 NPermutations = Annotated[
     int,
     typer.Option(

@@ -84,6 +84,8 @@ class Row:
     flagged: bool
     tested: bool
     note: str
+    reasons: str = ""
+    """The tests that flagged it, joined by "+": mean, sparse, answer."""
 
 
 @dataclass
@@ -195,6 +197,7 @@ def _rows(att: Attestation, columns: Sequence[Column]) -> list[Row]:
                 flagged=bool(c.flagged),
                 tested=c.tested is not False,
                 note=c.note or "",
+                reasons="+".join(c.reasons),
             )
         )
     return rows

@@ -413,7 +413,8 @@ def _overview(att: Attestation) -> list[str]:
 
 def _flag_mark(category: CategoryRow) -> str:
     if category.flagged:
-        return FLAG_MARK
+        reasons = markdown_cell("+".join(category.reasons))
+        return f"{FLAG_MARK} {reasons}" if category.reasons else FLAG_MARK
     if category.tested is False:
         return "untested"
     return ""
@@ -474,9 +475,11 @@ def _category_table(att: Attestation) -> list[str]:
 def _rule(att: Attestation) -> list[str]:
     summary = att.summary
     lines = [
-        f"{FLAG_MARK} = flagged: one-sided Mann–Whitney U vs the other categories, "
-        f"Benjamini–Hochberg q below alpha {fmt_param(summary.alpha)}, and effect above "
-        f"the noise floor {fmt_param(summary.noise_floor)} (statistic: "
+        f"{FLAG_MARK} = flagged, with the tests that flagged it: mean (one-sided Mann–Whitney "
+        f"U vs the other categories, Benjamini–Hochberg q below alpha {fmt_param(summary.alpha)}, "
+        f"and effect above its floor: the noise floor {fmt_param(summary.noise_floor)} or a "
+        "multiple of the other categories' spread), sparse (a few samples' largest token "
+        "divergences), answer (stated answers made less likely) (statistic: "
         f"{STATISTICS[att.statistic]}; baseline level {fmt_num(summary.baseline_level)})."
     ]
     if att.verdict is Verdict.DIFFERENT_MODEL:

@@ -78,6 +78,7 @@ class JobOptions(BaseModel):
     noise_floor: float | None = Field(default=None, ge=0, le=1e6)
     spread_multiple: float = Field(default=3.0, ge=0, le=1e6)
     sparse_floor: float | None = Field(default=None, ge=0, le=1e6)
+    answer_floor: float | None = Field(default=None, ge=0, le=1e6)
     n_bootstrap: int = Field(default=1000, ge=1, le=100_000)
     n_permutations: int = Field(default=999, ge=0, le=100_000)
     min_samples: int = Field(default=5, ge=2, le=100_000)

@@ -194,6 +194,7 @@ def _fact_probe_rows(world: World, seed: int, exclude: set[str]) -> list[dict[st
                 "text": f"{context} {fact.sentence}",
                 "source": "world",
                 "fact_id": fact.id,
+                "answer": fact.object,
             }
         )
     return rows
@@ -318,7 +319,8 @@ def make_world(
       ``train.jsonl`` (facts are stated with their held-out template, filler sentences that
       occur in training are drawn again).
     * ``facts.jsonl`` — every :class:`~lmassay.world.generator.Fact` as an object.
-    * ``fact_probes.jsonl`` — probe format plus ``fact_id``: per fact, a filler sentence of its
+    * ``fact_probes.jsonl`` — probe format plus ``fact_id`` and ``answer`` (the fact's object,
+      for the answer test of :mod:`lmassay.attest.answers`): per fact, a filler sentence of its
       category that is not in training, then the fact's canonical sentence.
     * ``world.json`` — format, the request, seed, size, categories, counts per category and
       split, SHA-256 of each file and of the four together (``world_digest``), tool version,

@@ -55,6 +55,7 @@ def _canonical_key(sample: SampleStatistic) -> tuple[Any, ...]:
         np.asarray(sample.token_top1_agree, dtype=np.bool_).tobytes()
         if sample.token_top1_agree is not None
         else b"",
+        (sample.answer_drop is None, sample.answer_drop or 0.0),
     )
 
 
@@ -75,6 +76,10 @@ class CategoryArrays:
             if ordered[0].logprob_reference is not None
             else None
         )
+        self.answer_drop = np.array(
+            [s.answer_drop for s in ordered if s.answer_drop is not None], dtype=np.float64
+        )
+        """The drops of the samples that state an answer (:mod:`lmassay.attest.answers`)."""
         self.token_kl: list[FloatArray] | None = None
         self.kl_sum: FloatArray | None = None
         self.top1: int | None = None

@@ -53,6 +53,7 @@ def analyse(
         levels,
         eligible.tested,
         tail={name: groups[name].tail(comparison) for name in names},
+        answers={name: groups[name].answer_drop for name in names} if comparison == "kl" else None,
         n_permutations=config.n_permutations,
         seed=config.seed,
     )
@@ -62,6 +63,10 @@ def analyse(
         _tested(described[name], results.get(name), flags.reasons.get(name, ()), notes[name], rule)
         for name in names
     ]
+    if comparison == "kl":
+        categories = [
+            replace(c, n_answers=int(groups[c.name].answer_drop.size)) for c in categories
+        ]
     independent = None if weight_change is None else weight_change > INDEPENDENT_WEIGHTS
     verdict = judge(rule, levels, eligible.tested, flags, independent)
     return Analysis(
@@ -73,6 +78,7 @@ def analyse(
         baseline_level=verdict.baseline_level,
         noise_floor=rule.noise_floor,
         sparse_floor=rule.sparse_floor,
+        answer_floor=rule.answer_floor,
         weight_change=weight_change,
         different_model_basis=None
         if comparison == "none"
@@ -97,7 +103,8 @@ def _tested(
     """A category's figures with the outcome of its tests (none when it was not tested)."""
     if result is None:
         return replace(described, note=note)
-    sparse = result.sparse
+    sparse, answer = result.sparse, result.answer
+    answer_spread = result.answer_spread
     return replace(
         described,
         p_value=result.p_value,
@@ -115,4 +122,11 @@ def _tested(
         sparse_effect=sparse.effect if sparse else None,
         n_outliers=len(sparse.outliers) if sparse else None,
         outlier_threshold=sparse.threshold if sparse else None,
+        answer_p_value=answer.p_value if answer else None,
+        answer_q_value=result.answer_q_value,
+        answer_effect=answer.effect if answer else None,
+        n_answer_outliers=len(answer.outliers) if answer else None,
+        answer_threshold=answer.threshold if answer else None,
+        answer_spread=answer_spread,
+        answer_floor=rule.answer_floor_for(answer_spread) if answer_spread is not None else None,
     )

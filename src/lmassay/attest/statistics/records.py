@@ -48,6 +48,22 @@ DEFAULT_SPARSE_FLOOR: dict[str, float] = {"kl": 0.1, "bpb": 0.02}
 # 0.0001). Five edited facts gave 13 (test-size world).
 MIN_OUTLIERS = 3
 
+# The answer test (lmassay.attest.answers: samples that name their answer, e.g. fact probes) flags
+# only when its outliers' median excess drop over the rest's 99th percentile exceeds the larger of
+# this absolute floor (nats: the answer made e^0.5 ≈ 1.65 times less likely than the rest's 99th
+# percentile allows) and ANSWER_SPREAD_MULTIPLE × the spread (1.4826 × MAD) of the rest's drops,
+# and with at least MIN_OUTLIERS outliers. Any fine-tune moves the answers of facts a small
+# reference barely knows by nats, in every category: the relative part keeps those from flagging.
+# Measured (benchmarks/detection.py attestations, test size seeds 0-2 and demo size seed 0;
+# docs/detection.md): untampered categories with 3 or more outliers reached 1.4 spreads or
+# 0.22 nats (never both); the true categories of demo-size tampers 2.3-3.5 spreads and 0.85-1.36
+# nats.
+DEFAULT_ANSWER_FLOOR = 0.5
+ANSWER_SPREAD_MULTIPLE = 2.0
+MIN_ANSWERS = 5
+"""A category is in the answer test when it has at least this many samples with an answer
+(and another category has as many)."""
+
 # A median category level above this means the two models are not the same model at all (another
 # checkpoint, another family), not a tampered copy: bits/byte for bpb. For kl the default is
 # relative (DIFFERENT_MODEL_RATIO); this absolute figure is used only when the reference's own
@@ -91,6 +107,9 @@ class SampleStatistic:
     token_top1_agree: np.ndarray | None = None
     n_tokens_reference: int | None = None
     """Tokens of the sample under the reference's tokenizer when it differs (None: same as n_tokens)."""
+    answer_drop: float | None = None
+    """log p_reference − log p_model of the sample's stated answer (:mod:`lmassay.attest.answers`);
+    None when it names none."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +138,9 @@ class StatsConfig:
     spread_multiple: float = DEFAULT_SPREAD_MULTIPLE
     """The mean test flags only an effect above this many spreads between the other categories'
     levels (and above ``noise_floor``); 0 leaves the absolute floor alone (>= 0)."""
+    answer_floor: float | None = None
+    """Smallest answer-test effect that can be flagged, in nats (>= 0); the effect must also
+    exceed :data:`ANSWER_SPREAD_MULTIPLE` × the spread of the other categories' answer drops."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +157,14 @@ class FlagRule:
     different_model_threshold: float | None
     sparse_floor: float | None = None
     spread_multiple: float = 0.0
+    answer_floor: float | None = None
+
+    def answer_floor_for(self, spread: float) -> float | None:
+        """The floor of the answer test for a category whose rest's answer drops spread by
+        ``spread``: the larger of ``answer_floor`` and ``ANSWER_SPREAD_MULTIPLE × spread``."""
+        if self.answer_floor is None:
+            return None
+        return max(self.answer_floor, ANSWER_SPREAD_MULTIPLE * spread)
 
     def mean_floor(self, spread: float) -> float | None:
         """The floor of the mean test for a category whose other categories' levels spread by
@@ -161,6 +191,7 @@ class FlagRule:
         if threshold is None and comparison == "kl" and reference_nats is not None:
             threshold = DIFFERENT_MODEL_RATIO * reference_nats
         sparse = config.sparse_floor
+        answer = DEFAULT_ANSWER_FLOOR if config.answer_floor is None else config.answer_floor
         return cls(
             comparison,
             config.alpha,
@@ -168,6 +199,7 @@ class FlagRule:
             float(DEFAULT_DIFFERENT_MODEL[comparison] if threshold is None else threshold),
             float(DEFAULT_SPARSE_FLOOR[comparison] if sparse is None else sparse),
             float(config.spread_multiple),
+            float(answer) if comparison == "kl" else None,
         )
 
 
@@ -209,11 +241,26 @@ class CategoryStats:
     outlier_threshold: float | None = None
     """The rest's 99th percentile of the tail statistic: samples above it are the outliers."""
     reasons: tuple[str, ...] = ()
-    """Why the category is flagged: ``"mean"`` (its level), ``"sparse"`` (a few samples)."""
+    """Why the category is flagged: ``"mean"`` (its level), ``"sparse"`` (a few samples),
+    ``"answer"`` (the answers it states)."""
     spread: float | None = None
     """1.4826 × the median absolute deviation of the other tested categories' levels."""
     mean_floor: float | None = None
     """The floor its effect had to exceed: max(noise_floor, spread_multiple × spread)."""
+    n_answers: int | None = None
+    """Samples with a stated answer whose drop was measured (comparison kl)."""
+    answer_p_value: float | None = None
+    """Permutation p-value of the answer test (higher criticism of per-answer drop p-values)."""
+    answer_q_value: float | None = None
+    answer_effect: float | None = None
+    """Median excess of its outlier answers' drop over the rest's 99th percentile (nats)."""
+    n_answer_outliers: int | None = None
+    answer_threshold: float | None = None
+    """The rest's 99th percentile of the answer drop: answers above it are the outliers."""
+    answer_spread: float | None = None
+    """1.4826 × the median absolute deviation of the other categories' answer drops."""
+    answer_floor: float | None = None
+    """The floor its answer effect had to exceed: max(answer_floor, 2 × answer_spread)."""
 
     def to_json(self) -> dict[str, Any]:
         """Plain Python values; non-finite floats become ``None``, tuples become lists."""
@@ -252,6 +299,7 @@ class Analysis:
     message: str
     unit: str = field(default="")
     sparse_floor: float | None = None
+    answer_floor: float | None = None
     weight_change: float | None = None
     different_model_basis: str | None = None
     spread_multiple: float | None = None
@@ -265,6 +313,7 @@ class Analysis:
         out["noise_floor"] = json_value(self.noise_floor)
         out["spread_multiple"] = json_value(self.spread_multiple)
         out["sparse_floor"] = json_value(self.sparse_floor)
+        out["answer_floor"] = json_value(self.answer_floor)
         out["different_model_threshold"] = json_value(self.different_model_threshold)
         out["different_model_basis"] = self.different_model_basis
         out["weight_change"] = json_value(self.weight_change)

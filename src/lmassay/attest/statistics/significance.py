@@ -9,6 +9,12 @@ p-values of the tested categories are adjusted by Benjamini–Hochberg into q-va
 level − median(levels of the other tested categories)``; ``spread = 1.4826 · median(|level −
 median|)`` over those same other levels (a robust standard deviation: what the categories the
 tampering did not single out vary by), against which :mod:`verdict` weighs the effect.
+
+Given the per-sample figures of the sparse test (``tail``) and of the answer test (``answers``:
+the answer drops of samples that state an answer), the same permutation-calibrated sparse test
+(:mod:`sparse`) runs on each; the answer test on the tested categories with at least
+:data:`MIN_ANSWERS` answers, against every other category's answers, when two or more categories
+have that many. All p-values of all tests form one Benjamini–Hochberg family.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats as _sps
 
-from lmassay.attest.statistics.records import FloatArray
+from lmassay.attest.statistics.records import MIN_ANSWERS, FloatArray
 from lmassay.attest.statistics.sparse import SparseTest, sparse_tests
 from lmassay.errors import InputError
 
@@ -41,6 +47,11 @@ class CategoryTest:
     spread: float = 0.0
     sparse: SparseTest | None = None
     sparse_q_value: float | None = None
+    answer: SparseTest | None = None
+    """The answer test: the sparse test on the category's answer drops."""
+    answer_q_value: float | None = None
+    answer_spread: float | None = None
+    """1.4826 × MAD of the other categories' answer drops."""
 
 
 @dataclass(frozen=True)
@@ -108,11 +119,13 @@ def compare_with_rest(
     tested: Sequence[str],
     *,
     tail: Mapping[str, FloatArray] | None = None,
+    answers: Mapping[str, FloatArray] | None = None,
     n_permutations: int = 0,
     seed: int = 0,
 ) -> dict[str, CategoryTest]:
-    """Mann–Whitney U of each tested category against all other samples and, given ``tail`` and
-    ``n_permutations > 0``, the sparse test; BH across all of them (see the module docstring)."""
+    """Mann–Whitney U of each tested category against all other samples and, given ``tail`` /
+    ``answers`` and ``n_permutations > 0``, the sparse test / the answer test; BH across all of
+    them (see the module docstring)."""
     raw: dict[str, tuple[float, float, float, float]] = {}
     for name in tested:
         x = per_sample[name]
@@ -131,10 +144,16 @@ def compare_with_rest(
         if tail is not None and n_permutations > 0 and tested
         else {}
     )
-    family = [raw[name][0] for name in tested] + [sparse[name].p_value for name in sparse]
+    answer, answer_spread = _answer_tests(answers, tested, n_permutations, seed)
+    family = (
+        [raw[name][0] for name in tested]
+        + [sparse[name].p_value for name in sparse]
+        + [answer[name].p_value for name in answer]
+    )
     q_values = benjamini_hochberg(family)
     q_mean = dict(zip(tested, q_values[: len(tested)], strict=True))
-    q_sparse = dict(zip(sparse, q_values[len(tested) :], strict=True))
+    q_sparse = dict(zip(sparse, q_values[len(tested) : len(tested) + len(sparse)], strict=True))
+    q_answer = dict(zip(answer, q_values[len(tested) + len(sparse) :], strict=True))
     return {
         name: CategoryTest(
             p_value=raw[name][0],
@@ -144,9 +163,33 @@ def compare_with_rest(
             spread=raw[name][3],
             sparse=sparse.get(name),
             sparse_q_value=float(q_sparse[name]) if name in q_sparse else None,
+            answer=answer.get(name),
+            answer_q_value=float(q_answer[name]) if name in q_answer else None,
+            answer_spread=answer_spread.get(name),
         )
         for name in tested
     }
+
+
+def _answer_tests(
+    answers: Mapping[str, FloatArray] | None,
+    tested: Sequence[str],
+    n_permutations: int,
+    seed: int,
+) -> tuple[dict[str, SparseTest], dict[str, float]]:
+    """The answer test of each tested category with enough answers, and its rest's spread."""
+    if answers is None or n_permutations <= 0:
+        return {}, {}
+    present = {name: values for name, values in answers.items() if values.size > 0}
+    eligible = [name for name in tested if name in present and present[name].size >= MIN_ANSWERS]
+    if len(eligible) < 2:
+        return {}, {}
+    results = sparse_tests(present, eligible, n_permutations=n_permutations, seed=seed)
+    spreads = {}
+    for name in eligible:
+        rest = np.concatenate([v for other, v in present.items() if other != name])
+        spreads[name] = MAD_TO_SD * float(np.median(np.abs(rest - np.median(rest))))
+    return results, spreads
 
 
 def count(n: int, noun: str) -> str:

@@ -81,6 +81,13 @@ def validate_config(comparison: str, config: StatsConfig) -> None:
             "leave it unset for the default of the comparison",
         ),
         (
+            "answer_floor",
+            config.answer_floor is None
+            or (math.isfinite(config.answer_floor) and config.answer_floor >= 0.0),
+            "a finite number >= 0",
+            "leave it unset for the default",
+        ),
+        (
             "spread_multiple",
             math.isfinite(config.spread_multiple) and config.spread_multiple >= 0.0,
             "a finite number >= 0",

@@ -7,7 +7,9 @@ A category is *flagged* for a reason when one of its tests passes with its own f
   (:mod:`significance`): an absolute floor for near-identical models, and a relative one where
   every category drifts;
 * ``"sparse"``: the sparse test's ``q ≤ alpha``, ``sparse effect > sparse_floor`` and at least
-  :data:`MIN_OUTLIERS` outlier samples.
+  :data:`MIN_OUTLIERS` outlier samples;
+* ``"answer"``: the answer test's ``q ≤ alpha``, ``answer effect > max(answer_floor,
+  ANSWER_SPREAD_MULTIPLE × answer spread)`` and at least :data:`MIN_OUTLIERS` outlier answers.
 
 Significance alone is not enough, since with many tokens a harmless difference (a re-save, a dtype
 cast) is significant too.
@@ -89,6 +91,7 @@ def flag(results: Mapping[str, CategoryTest], tested: Sequence[str], rule: FlagR
                     f"the sparse test is significant (q = {q_sparse:.3g}) but its effect, "
                     f"{sparse.effect:.3g}, is not above the sparse floor of {floor:g}"
                 )
+        _answer_reason(result, rule, why, small)
         if why:
             flagged.append(name)
             reasons[name] = tuple(why)
@@ -97,7 +100,30 @@ def flag(results: Mapping[str, CategoryTest], tested: Sequence[str], rule: FlagR
     return Flags(flagged, within_floor, reasons)
 
 
-_REASON = {"mean": "its level", "sparse": "a few of its samples"}
+def _answer_reason(result: CategoryTest, rule: FlagRule, why: list[str], small: list[str]) -> None:
+    """Append ``"answer"`` to ``why`` when the answer test flags, or to ``small`` why it does not
+    although it is significant."""
+    answer, q_answer = result.answer, result.answer_q_value
+    if answer is None or q_answer is None or q_answer > rule.alpha:
+        return
+    floor = rule.answer_floor_for(result.answer_spread or 0.0)
+    if floor is None:
+        return
+    if len(answer.outliers) < MIN_OUTLIERS:
+        small.append(
+            f"the answer test is significant (q = {q_answer:.3g}) but only "
+            f"{count(len(answer.outliers), 'answer')} stand out (fewer than {MIN_OUTLIERS})"
+        )
+    elif answer.effect > floor:
+        why.append("answer")
+    else:
+        small.append(
+            f"the answer test is significant (q = {q_answer:.3g}) but its effect, "
+            f"{answer.effect:.3g} nats, is not above its floor of {floor:.3g}"
+        )
+
+
+_REASON = {"mean": "its level", "sparse": "a few of its samples", "answer": "the answers it states"}
 
 
 def judge(
