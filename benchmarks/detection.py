@@ -14,7 +14,10 @@ probe split (it has no facts); its zoo has
 :data:`~lmassay.world.zoo.real_text_recipes.REAL_TEXT_KINDS` (suppression, slant and the
 controls), the default of ``--kinds`` there. One row per (variant, seed): verdict,
 flagged categories and the reason of each flag (``mean``: the category's level; ``sparse``: a few
-of its samples), the rank of the true category by mean KL, and the attestation's wall time.
+of its samples; ``answer``: the answers its fact probes state), the rank of the true category as
+the attestation ranks its findings (flagged categories first, by the smallest q-value of the
+tests that flagged them, then the others by mean KL) and by mean KL alone, and the attestation's
+wall time.
 
 Then the rates the defaults are set from:
 
@@ -79,14 +82,33 @@ def _auditor_probes(world: Any, root: Path) -> Path:
     return path
 
 
+def _by_finding(categories: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The categories as the attestation ranks its findings: flagged ones first, by the
+    smallest q-value of the tests that flagged them, then the rest by mean KL."""
+
+    def strength(c: dict[str, Any]) -> float:
+        keys = {"mean": "q_value", "sparse": "sparse_q_value", "answer": "answer_q_value"}
+        return min((c.get(keys[r]) or 1.0) for r in c.get("reasons") or ["mean"])
+
+    return sorted(
+        categories,
+        key=lambda c: (
+            not c["flagged"],
+            strength(c) if c["flagged"] else 0.0,
+            -(c["mean_kl"] or 0.0),
+        ),
+    )
+
+
 def _row(variant: Any, seed: int, att: dict[str, Any], seconds: float) -> dict[str, Any]:
     truth = variant.ground_truth
     expected = truth.get("category")
     by_kl = sorted(att["categories"], key=lambda c: -(c["mean_kl"] or 0.0))
     levels = {c["name"]: c["mean_kl"] for c in att["categories"]}
-    rank = None
+    rank = rank_flagged = None
     if expected in levels:
         rank = 1 + [c["name"] for c in by_kl].index(expected)
+        rank_flagged = 1 + [c["name"] for c in _by_finding(att["categories"])].index(expected)
     return {
         "variant": variant.name,
         "seed": seed,
@@ -96,7 +118,8 @@ def _row(variant: Any, seed: int, att: dict[str, Any], seconds: float) -> dict[s
         "verdict": att["verdict"],
         "flagged": list(att["flagged"]),
         "reasons": {c["name"]: c.get("reasons", []) for c in att["categories"] if c["flagged"]},
-        "rank_of_true": rank,
+        "rank_of_true": rank_flagged,
+        "rank_of_true_by_kl": rank,
         "kl_true": levels.get(expected),
         "kl_median_others": statistics.median(v for k, v in levels.items() if k != expected)
         if levels
@@ -108,27 +131,43 @@ def _row(variant: Any, seed: int, att: dict[str, Any], seconds: float) -> dict[s
 
 
 def permutation_null(run_dir: Path, rounds: int, seed: int) -> dict[str, int]:
-    """Flags under shuffled category labels, per test, from ``run_dir/samples.jsonl``."""
+    """Flags under shuffled category labels, per test, from ``run_dir/samples.jsonl``: the
+    mean, sparse and answer tests with the default rule and the default number of permutations
+    (fewer would floor the permutation p-values above what the attestations reach)."""
     rows = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
     mean = np.array([r["mean_kl"] for r in rows], dtype=np.float64)
     tail = np.array([r["tail_kl"] for r in rows], dtype=np.float64)
+    drop = np.array(
+        [np.nan if r.get("answer_drop") is None else r["answer_drop"] for r in rows],
+        dtype=np.float64,
+    )
     tokens = np.array([r["n_tokens"] for r in rows], dtype=np.float64)
     labels = np.array([r["category"] for r in rows])
     names = sorted(set(labels.tolist()))
-    rule = FlagRule.resolve("kl", StatsConfig())
+    config = StatsConfig()
+    rule = FlagRule.resolve("kl", config)
     rng = np.random.default_rng(seed)
-    counts = {"pairs": 0, "mean": 0, "sparse": 0}
+    counts = {"pairs": 0, "mean": 0, "sparse": 0, "answer": 0}
     for r in range(rounds):
         shuffled = rng.permutation(labels)
         per = {n: mean[shuffled == n] for n in names}
         tails = {n: tail[shuffled == n] for n in names}
+        answers = {n: drop[(shuffled == n) & ~np.isnan(drop)] for n in names}
         levels = {
             n: float(
                 (mean[shuffled == n] * tokens[shuffled == n]).sum() / tokens[shuffled == n].sum()
             )
             for n in names
         }
-        results = compare_with_rest(per, levels, names, tail=tails, n_permutations=199, seed=r)
+        results = compare_with_rest(
+            per,
+            levels,
+            names,
+            tail=tails,
+            answers=answers,
+            n_permutations=config.n_permutations,
+            seed=r,
+        )
         flags = flag(results, names, rule)
         counts["pairs"] += len(names)
         for reasons in flags.reasons.values():
@@ -159,7 +198,8 @@ def _rates(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _print(rows: list[dict[str, Any]], null: dict[str, int], cost: dict[str, float]) -> None:
     print(
-        "\n| variant | seed | expected | verdict | flagged (reason) | rank of true | weight change | time (s) |"
+        "\n| variant | seed | expected | verdict | flagged (reason) | rank of true (by mean KL) "
+        "| weight change | time (s) |"
     )
     print("|---|---:|---|---|---|---:|---:|---:|")
     for r in rows:
@@ -167,7 +207,8 @@ def _print(rows: list[dict[str, Any]], null: dict[str, int], cost: dict[str, flo
         change = r["weight_change"]
         print(
             f"| {r['variant']} | {r['seed']} | {r['expected_category'] or r['expected_verdict']} | "
-            f"{r['verdict']} | {flagged or '—'} | {r['rank_of_true'] or '—'} | "
+            f"{r['verdict']} | {flagged or '—'} | {r['rank_of_true'] or '—'} "
+            f"({r['rank_of_true_by_kl'] or '—'}) | "
             f"{'—' if change is None else format(change, '.3f')} | {r['attest_seconds']} |"
         )
     rates = _rates(rows)
@@ -180,7 +221,8 @@ def _print(rows: list[dict[str, Any]], null: dict[str, int], cost: dict[str, flo
     pairs = max(null["pairs"], 1)
     print(
         f"Permutation null ({null['pairs']} shuffled (round, category) pairs): mean test "
-        f"{null['mean'] / pairs:.4f}, sparse test {null['sparse'] / pairs:.4f} flagged per "
+        f"{null['mean'] / pairs:.4f}, sparse test {null['sparse'] / pairs:.4f}, answer test "
+        f"{null.get('answer', 0) / pairs:.4f} flagged per "
         "category."
     )
     for kind in ("benign-other-seed", "backdoor"):
