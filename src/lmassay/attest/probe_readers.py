@@ -474,7 +474,9 @@ def _require_columns(columns: Sequence[str], path: Path, fields: Fields) -> None
 
 def _wanted_columns(columns: Sequence[str], fields: Fields) -> list[str]:
     wanted = [fields.category]
-    for optional in (fields.text, fields.id, "source", "answer", *CONVERSATION_FIELDS):
+    # not "answer": in a dataset that column is usually something else (a quiz's number, a
+    # label); a probe names its answer in a JSONL file, the probe format lmassay defines
+    for optional in (fields.text, fields.id, "source", *CONVERSATION_FIELDS):
         if optional in columns and optional not in wanted:
             wanted.append(optional)
     return wanted
@@ -547,6 +549,7 @@ def records_from_rows(rows: Iterable[dict[str, Any]], label: str, fields: Fields
             _require_columns(list(row), path, fields)
         if row.get(fields.text) is None and is_conversation(row):
             row.pop(fields.text, None)  # a conversation row of a table with a text column too
+        row.pop("answer", None)  # a table's "answer" column is not a probe's answer (see above)
         records.append(_record_from_mapping(row, path, f"row {index}", f"row-{index}", fields))
     if not records:
         raise ProbeError(f"{label} has no rows", "point --probes at a non-empty dataset")

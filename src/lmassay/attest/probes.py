@@ -23,9 +23,10 @@ path:
 
 For the two tabular forms a row without an id column (or with a null id) gets ``"row-N"``,
 N being its 0-based row index.  An optional ``source`` field / column is kept as metadata.
-An optional ``answer`` (JSONL field or column) names the words of the text that state its answer
-(a fact's object; the last occurrence in the text counts): the answer test compares how likely
-the two models find them (:mod:`lmassay.attest.answers`).
+An optional ``answer`` (a JSONL field; a dataset's or parquet file's ``answer`` column, usually
+something else, is not read) names the words of the text that state its answer (a fact's object;
+the last occurrence in the text counts): the answer test compares how likely the two models find
+them (:mod:`lmassay.attest.answers`).
 
 ``per_category=N`` keeps N samples of each category.  Which ones depends only on the seed, the
 category name and the category's ids: the ids are sorted, permuted by
