@@ -136,9 +136,7 @@ def compare_with_rest(
         p = p if math.isfinite(p) else 1.0
         auc = float(mwu.statistic) / (x.size * rest.size)
         others = np.asarray([levels[o] for o in tested if o != name], dtype=np.float64)
-        centre = float(np.median(others))
-        spread = MAD_TO_SD * float(np.median(np.abs(others - centre)))
-        raw[name] = (p, auc, levels[name] - centre, spread)
+        raw[name] = (p, auc, levels[name] - float(np.median(others)), robust_spread(others))
     sparse = (
         sparse_tests(tail, tested, n_permutations=n_permutations, seed=seed)
         if tail is not None and n_permutations > 0 and tested
@@ -187,9 +185,15 @@ def _answer_tests(
     results = sparse_tests(present, eligible, n_permutations=n_permutations, seed=seed)
     spreads = {}
     for name in eligible:
-        rest = np.concatenate([v for other, v in present.items() if other != name])
-        spreads[name] = MAD_TO_SD * float(np.median(np.abs(rest - np.median(rest))))
+        spreads[name] = robust_spread(
+            np.concatenate([v for other, v in present.items() if other != name])
+        )
     return results, spreads
+
+
+def robust_spread(values: FloatArray) -> float:
+    """``1.4826 × median(|x − median(x)|)``: a standard deviation that outliers do not move."""
+    return MAD_TO_SD * float(np.median(np.abs(values - np.median(values))))
 
 
 def count(n: int, noun: str) -> str:
