@@ -27,23 +27,36 @@ from typing import Any
 
 import numpy as np
 
+from lmassay.attest.probes import ProbeSample
+
 
 def answer_span(tokenizer: Any, text: str, answer: str) -> tuple[int, int] | None:
     """``(start, stop)``: the indices, in ``tokenizer(text, add_special_tokens=False)``'s tokens,
     of the tokens that cover ``answer``'s last occurrence in ``text``; None when absent."""
+    return _text_tokens_and_span(tokenizer, text, answer)[1]
+
+
+def _text_tokens_and_span(
+    tokenizer: Any, text: str, answer: str
+) -> tuple[list[int], tuple[int, int] | None]:
+    """``text``'s token ids and :func:`answer_span`, from one encoding with a fast tokenizer."""
     begin = text.rfind(answer)
-    if begin < 0 or not answer:
-        return None
     end = begin + len(answer)
     if getattr(tokenizer, "is_fast", False):
         encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = list(encoded["input_ids"])
+        if begin < 0 or not answer:
+            return ids, None
         covering = [
             i for i, (a, b) in enumerate(encoded["offset_mapping"]) if b > begin and a < end
         ]
-        return (covering[0], covering[-1] + 1) if covering else None
+        return ids, (covering[0], covering[-1] + 1) if covering else None
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if begin < 0 or not answer:
+        return ids, None
     before = len(tokenizer(text[:begin], add_special_tokens=False)["input_ids"])
     through = len(tokenizer(text[:end], add_special_tokens=False)["input_ids"])
-    return (before, through) if through > before else None
+    return ids, (before, through) if through > before else None
 
 
 def answer_drop(
@@ -65,7 +78,7 @@ def answer_drop(
 
 def answer_drops(
     tokenizer: Any,
-    samples: Sequence[Any],
+    samples: Sequence[ProbeSample],
     token_ids: Sequence[np.ndarray],
     logprob_model: Sequence[np.ndarray],
     logprob_reference: Sequence[np.ndarray | None],
@@ -77,13 +90,12 @@ def answer_drops(
     for sample, ids, model, reference in zip(
         samples, token_ids, logprob_model, logprob_reference, strict=True
     ):
-        answer = getattr(sample, "answer", None)
-        if answer is None or sample.messages is not None or reference is None:
+        if sample.answer is None or sample.messages is not None or reference is None:
             out.append(None)
             continue
-        text_ids = tokenizer(sample.text, add_special_tokens=False)["input_ids"]
-        if len(text_ids) != len(ids) or list(text_ids) != [int(i) for i in ids]:
+        text_ids, span = _text_tokens_and_span(tokenizer, sample.text, sample.answer)
+        if text_ids != [int(i) for i in ids]:  # a text cut to fit, or tokenised otherwise
             out.append(None)
             continue
-        out.append(answer_drop(answer_span(tokenizer, sample.text, answer), model, reference))
+        out.append(answer_drop(span, model, reference))
     return out
